@@ -1,0 +1,17 @@
+"""Dataset kinds. `engine_for` is the one dispatch point from a dataset kind to its engine."""
+
+from __future__ import annotations
+
+from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport
+from backup_pipelines.engines.postgres import PostgresEngine
+
+__all__ = ["ENGINES", "CheckOutcome", "Dump", "Engine", "RestoreReport", "engine_for"]
+
+ENGINES: dict[str, Engine] = {"postgres": PostgresEngine()}
+
+
+def engine_for(kind: str) -> Engine:
+    """Return the engine of dataset kind `kind`. Raise KeyError naming the implemented kinds if none."""
+    if kind not in ENGINES:
+        raise KeyError(f"no engine for dataset kind {kind!r} (implemented: {', '.join(ENGINES)})")
+    return ENGINES[kind]

@@ -1,0 +1,94 @@
+"""The protocol every dataset kind implements, and the values engines hand back.
+
+An engine knows one kind of source (PostgreSQL, ...): how to dump it to a byte stream together with the
+source statistics taken in the same snapshot, how to check an archive without restoring it, and how to
+restore it into a scratch target and judge the result. The rest of the code never knows which kind it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from backup_pipelines.execute import Command
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.repository.base import BackupRecord
+
+Feed = Callable[[IO[bytes]], None]
+
+
+@dataclass
+class Dump:
+    """A running dump: read `stream` to the end, then call `finish()`, which waits for the tools, raises
+    if any failed, and returns the source statistics taken in the dump's snapshot."""
+
+    stream: IO[bytes]
+    finish: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One comparison made by a restore test: what was expected, what was found, and whether it passed."""
+
+    name: str
+    expected: Any
+    actual: Any
+    passed: bool
+
+    def describe(self) -> str:
+        return f"{self.name}: expected {self.expected}, restored copy has {self.actual}"
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """The result of a restore test. `failures` lists the comparisons that did not hold."""
+
+    target: str
+    restore_seconds: float
+    validation_seconds: float
+    bytes_raw: int
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    restored_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[CheckOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.passed]
+
+
+class Engine(Protocol):
+    """What one dataset kind must provide. Implementations are registered in `engines.ENGINES`."""
+
+    kind: str
+    format: str
+    extension: str
+
+    def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
+        """Return the versions of the tools used to back up dataset `name`."""
+        ...
+
+    def dump(self, manifest: Manifest, name: str) -> AbstractContextManager[Dump]:
+        """Start dumping dataset `name`. Raise SourceUnavailableError if the source cannot be reached."""
+        ...
+
+    def archive_check_command(self, manifest: Manifest, name: str) -> Command:
+        """Return the command that reads a raw archive on stdin and lists it (e.g. `pg_restore --list`)."""
+        ...
+
+    def summarize_archive_listing(self, listing: str) -> dict[str, Any]:
+        """Given the archive check's output, return counts to record. Raise IntegrityError if unusable."""
+        ...
+
+    def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
+        """Restore a backup into a scratch target: `feed(stdin)` writes the raw archive into the restore
+        tool. Compare the restored copy with `record.source_stats` and the dataset's validation queries, then
+        remove the scratch target whatever happens. Return the report; raise ValidationFailedError (with every
+        mismatch and its numbers) if a comparison fails."""
+        ...
+
+
+def iterate_failures(report: RestoreReport) -> Iterator[str]:
+    """Yield one human sentence per failed comparison of `report`."""
+    for outcome in report.failures:
+        yield outcome.describe()

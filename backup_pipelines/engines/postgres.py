@@ -1,0 +1,349 @@
+"""PostgreSQL: pg_dump custom format, statistics from the dump's own snapshot, pg_restore restore tests.
+
+Consistency: one connection opens a REPEATABLE READ transaction and exports its snapshot; pg_dump runs with
+`--snapshot` on that snapshot while the same connection counts every table's rows, so the counts describe
+exactly the data in the archive and a restore test can demand equality.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from backup_pipelines.engines.base import CheckOutcome, Dump, Feed, RestoreReport
+from backup_pipelines.errors import (
+    CommandFailedError,
+    IntegrityError,
+    SourceUnavailableError,
+    ValidationFailedError,
+)
+from backup_pipelines.execute import PIPE, Command, Process, tool_version
+from backup_pipelines.manifest import Manifest, PostgresDataset, PostgresServerConfig, Verification, read_secret
+from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.threads import Worker
+
+TABLES_SQL = """
+select n.nspname, c.relname
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r'
+  and n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'
+  and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')
+order by 1, 2
+"""
+SCRATCH_PREFIX = "bp_restore_"
+
+
+def find_bin_dir(configured: str | None) -> str | None:
+    """Return the folder of the PostgreSQL client tools: `configured`, else the newest
+    /usr/lib/postgresql/<N>/bin (Debian's layout), else None (use PATH)."""
+    if configured:
+        return configured
+    candidates = glob.glob("/usr/lib/postgresql/*/bin/pg_dump")
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda path: int(path.split("/")[4]) if path.split("/")[4].isdigit() else 0)
+    return os.path.dirname(newest)
+
+
+def _binary(name: str, server: PostgresServerConfig) -> str:
+    bin_dir = find_bin_dir(server.bin_dir)
+    return os.path.join(bin_dir, name) if bin_dir else name
+
+
+def connection_env(server: PostgresServerConfig, password: str | None) -> dict[str, str]:
+    """Return the libpq environment for `server` (the password travels here, never in argv)."""
+    env = {"PGAPPNAME": "backup-pipelines", "PGCONNECT_TIMEOUT": "10"}
+    if password:
+        env["PGPASSWORD"] = password
+    if server.sslmode:
+        env["PGSSLMODE"] = server.sslmode
+    return env
+
+
+def _target_arguments(server: PostgresServerConfig, database: str) -> tuple[str, ...]:
+    return ("--no-password", f"--host={server.host}", f"--port={server.port}", f"--username={server.user}",
+            f"--dbname={database}")
+
+
+def pg_dump_command(
+    server: PostgresServerConfig, dataset: PostgresDataset, snapshot: str | None, password: str | None
+) -> Command:
+    """Return the pg_dump command that writes `dataset`'s database in custom format, uncompressed (zstd
+    compresses later), to stdout, reading the exported `snapshot` if given."""
+    source = dataset.source
+    argv = [_binary("pg_dump", server), "--format=custom", "--compress=0"]
+    if snapshot:
+        argv.append(f"--snapshot={snapshot}")
+    argv += [f"--schema={schema}" for schema in source.schemas]
+    argv += [f"--exclude-schema={schema}" for schema in source.exclude_schemas]
+    argv += [f"--exclude-table={table}" for table in source.exclude_tables]
+    argv += _target_arguments(server, source.database)
+    return Command(tuple(argv), connection_env(server, password))
+
+
+def pg_restore_command(server: PostgresServerConfig, database: str, password: str | None) -> Command:
+    """Return the pg_restore command that restores a custom-format archive from stdin into `database`,
+    stopping at the first error, without owners or grants (the scratch server may lack the roles)."""
+    argv = (_binary("pg_restore", server), "--exit-on-error", "--no-owner", "--no-privileges",
+            *_target_arguments(server, database))
+    return Command(argv, connection_env(server, password))
+
+
+def pg_restore_list_command(server: PostgresServerConfig) -> Command:
+    """Return the command that lists the table of contents of a custom-format archive read from stdin."""
+    return Command((_binary("pg_restore", server), "--list"))
+
+
+def _password(server_name: str, server: PostgresServerConfig) -> str | None:
+    if not server.password_env:
+        return None
+    return read_secret(server.password_env, f"servers.{server_name}.password_env")
+
+
+def connect(server: PostgresServerConfig, database: str, password: str | None) -> psycopg.Connection[Any]:
+    """Return a psycopg connection. Raise SourceUnavailableError naming the server if it fails."""
+    try:
+        return psycopg.connect(
+            host=server.host, port=server.port, user=server.user, password=password, dbname=database,
+            sslmode=server.sslmode or "prefer", application_name="backup-pipelines", connect_timeout=10,
+        )
+    except psycopg.OperationalError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SourceUnavailableError(
+            f"cannot connect to PostgreSQL {server.host}:{server.port} database {database!r}: {message}"
+        ) from error
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if value is None or isinstance(value, int | float | str | bool):
+        return value
+    return str(value)
+
+
+def _in_scope(schema: str, table: str, dataset: PostgresDataset) -> bool:
+    source = dataset.source
+    if source.schemas and schema not in source.schemas:
+        return False
+    if schema in source.exclude_schemas:
+        return False
+    return f"{schema}.{table}" not in source.exclude_tables and table not in source.exclude_tables
+
+
+def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset, row_counts: bool) -> dict[str, Any]:
+    """Return the database's statistics as seen by `connection`'s transaction: server version, size,
+    encoding, exact row count of every in-scope table, number of large objects, and the value of every
+    validation query that compares with the source."""
+    one = lambda query: connection.execute(query).fetchone()[0]  # noqa: E731
+    stats: dict[str, Any] = {
+        "server_version": one("show server_version"),
+        "database_size_bytes": one("select pg_database_size(current_database())"),
+        "encoding": one("select pg_encoding_to_char(encoding) from pg_database where datname = current_database()"),
+        "large_objects": one("select count(*) from pg_largeobject_metadata"),
+    }
+    tables = [(s, t) for s, t in connection.execute(TABLES_SQL).fetchall() if _in_scope(s, t, dataset)]
+    stats["table_count"] = len(tables)
+    if row_counts:
+        count = sql.SQL("select count(*) from {}.{}")
+        stats["tables"] = {
+            f"{s}.{t}": one(count.format(sql.Identifier(s), sql.Identifier(t))) for s, t in tables
+        }
+    stats["queries"] = {
+        query.name: _jsonable(one(query.sql))
+        for query in dataset.verification.queries
+        if query.expect.same_as_source
+    }
+    return stats
+
+
+class PostgresEngine:
+    """The PostgreSQL engine (see the module docstring)."""
+
+    kind = "postgres"
+    format = "pg_dump-custom"
+    extension = "dump"
+
+    def _dataset(self, manifest: Manifest, name: str) -> tuple[PostgresDataset, str, PostgresServerConfig]:
+        dataset = manifest.dataset(name)
+        return dataset, dataset.source.server, manifest.servers[dataset.source.server]
+
+    def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
+        _, _, server = self._dataset(manifest, name)
+        return {"pg_dump": tool_version(_binary("pg_dump", server)), "zstd": tool_version("zstd")}
+
+    @contextmanager
+    def dump(self, manifest: Manifest, name: str) -> Iterator[Dump]:
+        dataset, server_name, server = self._dataset(manifest, name)
+        password = _password(server_name, server)
+        with connect(server, dataset.source.database, password) as connection:
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            connection.read_only = True
+            snapshot = connection.execute("select pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            process = Process(pg_dump_command(server, dataset, snapshot, password), stdout=PIPE)
+            row_counts = dataset.verification.compare_row_counts
+            stats_worker = Worker(lambda: collect_stats(connection, dataset, row_counts), "pg-stats")
+            stats_worker.start()
+
+            def finish() -> dict[str, Any]:
+                process.check()
+                return stats_worker.result()
+
+            try:
+                yield Dump(stream=process.stdout, finish=finish)
+            except BaseException:
+                process.kill()
+                connection.cancel_safe()
+                stats_worker.join()
+                raise
+            finally:
+                process.close()
+                connection.rollback()
+
+    def archive_check_command(self, manifest: Manifest, name: str) -> Command:
+        _, _, server = self._dataset(manifest, name)
+        return pg_restore_list_command(server)
+
+    def summarize_archive_listing(self, listing: str) -> dict[str, Any]:
+        entries = [line for line in listing.splitlines() if line.strip() and not line.startswith(";")]
+        if not entries:
+            raise IntegrityError("pg_restore --list found no entry in the archive")
+        return {
+            "toc_entries": len(entries),
+            "table_data_entries": sum(" TABLE DATA " in line for line in entries),
+            "large_object_entries": sum(" BLOB " in line or " LARGE OBJECT " in line for line in entries),
+        }
+
+    def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
+        dataset, source_server, _ = self._dataset(manifest, name)
+        server_name = dataset.restore_test.server or source_server
+        server = manifest.servers[server_name]
+        password = _password(server_name, server)
+        scratch = f"{SCRATCH_PREFIX}{name[:30]}_{secrets.token_hex(4)}".lower()
+        encoding = str(record.source_stats.get("encoding", "UTF8"))
+        with scratch_database(server, password, scratch, encoding):
+            started = time.monotonic()
+            _run_restore(pg_restore_command(server, scratch, password), feed)
+            restore_seconds = time.monotonic() - started
+            started = time.monotonic()
+            with connect(server, scratch, password) as connection:
+                restored = collect_stats(connection, dataset, dataset.verification.compare_row_counts)
+                outcomes = compare_stats(record.source_stats, restored, dataset.verification)
+                outcomes += run_validation_queries(connection, dataset.verification, record.source_stats)
+            validation_seconds = time.monotonic() - started
+        report = RestoreReport(
+            target=f"postgresql://{server.host}:{server.port}/{scratch} (dropped)",
+            restore_seconds=restore_seconds,
+            validation_seconds=validation_seconds,
+            bytes_raw=record.bytes_raw,
+            outcomes=outcomes,
+            restored_stats=restored,
+        )
+        if report.failures:
+            details = "; ".join(outcome.describe() for outcome in report.failures)
+            raise ValidationFailedError(
+                f"restore test of {name} backup {record.backup_id} failed {len(report.failures)} of "
+                f"{len(outcomes)} checks: {details}"
+            )
+        return report
+
+
+def _run_restore(command: Command, feed: Feed) -> None:
+    process = Process(command, stdin=PIPE)
+    try:
+        feed(process.stdin)
+        process.stdin.close()
+        process.check()
+    except CommandFailedError:
+        process.kill()
+        raise
+    except BaseException as error:
+        process.kill()
+        if process.popen.returncode not in (0, None, -9):
+            raise CommandFailedError(command.tool, process.popen.returncode, process.stderr_text()) from error
+        raise
+    finally:
+        process.close()
+
+
+@contextmanager
+def scratch_database(server: PostgresServerConfig, password: str | None, name: str, encoding: str) -> Iterator[str]:
+    """Create the empty database `name` on `server` for a restore test and drop it afterwards, whatever
+    happens (connections still open to it are terminated)."""
+    with connect(server, server.maintenance_database, password) as admin:
+        admin.autocommit = True
+        identifier = sql.Identifier(name)
+        try:
+            admin.execute(
+                sql.SQL("create database {} template template0 encoding {}").format(identifier, sql.Literal(encoding))
+            )
+        except psycopg.errors.InvalidParameterValue:
+            admin.execute(
+                sql.SQL("create database {} template template0 encoding {} locale 'C'").format(
+                    identifier, sql.Literal(encoding)
+                )
+            )
+        try:
+            yield name
+        finally:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(identifier))
+
+
+def compare_stats(source: dict[str, Any], restored: dict[str, Any], verification: Verification) -> list[CheckOutcome]:
+    """Return one outcome per comparison between the source's statistics at backup time and the restored
+    copy's: the table count, the large-object count, and (if enabled) every table's row count."""
+    outcomes = [
+        CheckOutcome("table count", source.get("table_count"), restored.get("table_count"),
+                     source.get("table_count") == restored.get("table_count")),
+        CheckOutcome("large objects", source.get("large_objects"), restored.get("large_objects"),
+                     source.get("large_objects") == restored.get("large_objects")),
+    ]
+    if verification.compare_row_counts and "tables" in source:
+        restored_tables = restored.get("tables", {})
+        for table, expected in source["tables"].items():
+            actual = restored_tables.get(table, "no such table")
+            outcomes.append(CheckOutcome(f"rows in {table}", expected, actual, actual == expected))
+    return outcomes
+
+
+def run_validation_queries(
+    connection: psycopg.Connection[Any], verification: Verification, source_stats: dict[str, Any]
+) -> list[CheckOutcome]:
+    """Run each validation query on the restored copy and return whether its value meets its expectation."""
+    outcomes = []
+    for query in verification.queries:
+        try:
+            row = connection.execute(query.sql).fetchone()
+            value = _jsonable(row[0]) if row else None
+        except psycopg.Error as error:
+            connection.rollback()
+            outcomes.append(CheckOutcome(f"query {query.name}", "a value", f"error: {error}".strip(), False))
+            continue
+        outcomes += _judge(query.name, value, query.expect, source_stats.get("queries", {}))
+    return outcomes
+
+
+def _judge(name: str, value: Any, expect: Any, source_values: dict[str, Any]) -> list[CheckOutcome]:
+    label = f"query {name}"
+    outcomes = []
+    if expect.equals is not None:
+        outcomes.append(CheckOutcome(label, f"= {expect.equals}", value, value == expect.equals))
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if expect.min is not None:
+        outcomes.append(CheckOutcome(label, f">= {expect.min:g}", value, numeric and value >= expect.min))
+    if expect.max is not None:
+        outcomes.append(CheckOutcome(label, f"<= {expect.max:g}", value, numeric and value <= expect.max))
+    if expect.same_as_source:
+        expected = source_values.get(name, "not recorded at backup time")
+        outcomes.append(CheckOutcome(label, f"{expected} (source at backup time)", value, value == expected))
+    return outcomes

@@ -1,0 +1,471 @@
+"""The backup manifest: one YAML file that lists what is protected, where it goes and how it is checked.
+
+Given a path, `load_manifest` returns a validated, frozen `Manifest`. Every problem is reported at once in a
+`ManifestError` that names the file, the line, the dataset and the field. Secrets never live in the manifest:
+it names environment variables (`password_env`) that are read only when a run needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pyrage
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from backup_pipelines.durations import format_duration, parse_duration
+from backup_pipelines.errors import ManifestError, MissingSecretError, Problem
+
+DEFAULT_MANIFEST = "backup_manifest.yaml"
+MANIFEST_ENV = "BACKUP_MANIFEST"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+IMPLEMENTED_KINDS = ("postgres",)
+PLANNED_KINDS = ("mysql", "files", "sqlite", "command")
+
+
+def _to_timedelta(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta,
+    PlainValidator(_to_timedelta),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?[smhdw]$", "examples": ["30m", "1h", "7d"]}),
+]
+
+
+def _check_schedule(value: str) -> str:
+    if value in ("hourly", "daily"):
+        return value
+    if not isinstance(value, str) or not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError(f"invalid schedule {value!r}: use hourly, daily or a 5-field cron expression")
+    return value
+
+
+Schedule = Annotated[
+    str,
+    PlainValidator(_check_schedule),
+    WithJsonSchema({"type": "string", "examples": ["hourly", "daily", "0 */6 * * *"]}),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=60)]
+
+
+class StrictModel(BaseModel):
+    """Base of every manifest model: unknown fields are errors and loaded values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalRepositoryConfig(StrictModel):
+    """A directory on a locally mounted disk."""
+
+    type: Literal["local"]
+    path: str = Field(description="Directory holding the backups; relative to the manifest's folder.")
+
+
+class S3RepositoryConfig(StrictModel):
+    """A bucket (and optional prefix) on AWS S3 or any S3-compatible endpoint."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    prefix: str = Field("", description="Key prefix inside the bucket, without a trailing slash.")
+    region: str = Field("us-east-1", description="Region of the bucket.")
+    endpoint_url: str | None = Field(None, description="Custom endpoint (MinIO, Ceph, a local test server).")
+    access_key_id_env: str | None = Field(None, description="Env var holding the access key id.")
+    secret_access_key_env: str | None = Field(None, description="Env var holding the secret access key.")
+    part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart upload part size in MiB.")
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(None, description="SSE mode.")
+    kms_key_id: str | None = Field(None, description="KMS key id when server_side_encryption is aws:kms.")
+
+
+RepositoryConfig = Annotated[LocalRepositoryConfig | S3RepositoryConfig, Field(discriminator="type")]
+
+
+class PostgresServerConfig(StrictModel):
+    """A PostgreSQL server reached over TCP or a Unix socket directory."""
+
+    kind: Literal["postgres"]
+    host: str = Field("127.0.0.1", description="Host name, IP address, or a Unix socket directory.")
+    port: int = Field(5432, ge=1, le=65535, description="TCP port.")
+    user: str = Field(description="Role used for dumps (needs read access) and restore tests (CREATEDB).")
+    password_env: str | None = Field(None, description="Env var holding the password; never inline.")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        None, description="libpq sslmode."
+    )
+    maintenance_database: str = Field("postgres", description="Database used to create/drop scratch ones.")
+    bin_dir: str | None = Field(None, description="Folder with pg_dump/pg_restore; default: the newest found.")
+
+
+class Expectation(StrictModel):
+    """What a validation query's single value must satisfy after a restore."""
+
+    equals: int | float | str | None = Field(None, description="The value must equal this.")
+    min: float | None = Field(None, description="The value must be at least this.")
+    max: float | None = Field(None, description="The value must be at most this.")
+    same_as_source: bool = Field(
+        False, description="The value must equal the one the same query gave on the source at backup time."
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Expectation:
+        if self.equals is None and self.min is None and self.max is None and not self.same_as_source:
+            raise ValueError("an expectation needs at least one of equals, min, max, same_as_source")
+        return self
+
+
+class ValidationQuery(StrictModel):
+    """A query run on the restored copy; its first column of its first row is checked."""
+
+    name: Name
+    sql: str = Field(min_length=1, description="A read-only query returning one value.")
+    expect: Expectation
+
+
+class Verification(StrictModel):
+    """How a restore test decides the restored copy is good."""
+
+    compare_row_counts: bool = Field(
+        True, description="Every table's row count must equal the count taken in the dump's snapshot."
+    )
+    queries: list[ValidationQuery] = Field(default_factory=list, description="Extra validation queries.")
+
+
+class Encryption(StrictModel):
+    """age encryption of the stored backup. On unless `enabled: false` is written explicitly."""
+
+    enabled: bool = Field(True, description="Encrypt with age; turning it off must be explicit.")
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...).")
+    recipients_file: str | None = Field(
+        None, description="File of age public keys, one per line (relative to the manifest's folder)."
+    )
+
+    @field_validator("recipients")
+    @classmethod
+    def _parse_recipients(cls, recipients: list[str]) -> list[str]:
+        for recipient in recipients:
+            try:
+                pyrage.x25519.Recipient.from_str(recipient)
+            except Exception as error:  # pyrage raises its own RecipientError
+                raise ValueError(f"not an age X25519 recipient: {recipient!r} ({error})") from error
+        return recipients
+
+
+class Retention(StrictModel):
+    """Grandfather-father-son retention with restic's `forget` semantics (enforced by the prune job)."""
+
+    keep_last: int | None = Field(None, ge=1, description="Keep the newest N backups.")
+    keep_hourly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N hours.")
+    keep_daily: int | None = Field(None, ge=1, description="Keep the newest backup of each of N days.")
+    keep_weekly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N ISO weeks.")
+    keep_monthly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N months.")
+    keep_yearly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N years.")
+    keep_within: Duration | None = Field(None, description="Keep every backup younger than this.")
+
+    @model_validator(mode="after")
+    def _at_least_one_rule(self) -> Retention:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("retention needs at least one keep_* rule")
+        return self
+
+
+class RestoreTestConfig(StrictModel):
+    """Where and whether restore tests run."""
+
+    enabled: bool = Field(True, description="Run real restore tests for this dataset.")
+    server: Name | None = Field(None, description="Scratch server for the temporary copy; default: source.")
+
+
+class PostgresSource(StrictModel):
+    """One PostgreSQL database on a named server."""
+
+    server: Name = Field(description="Name of an entry under `servers`.")
+    database: str = Field(min_length=1, description="Database to dump.")
+    schemas: list[str] = Field(default_factory=list, description="Only these schemas (pg_dump --schema).")
+    exclude_schemas: list[str] = Field(default_factory=list, description="pg_dump --exclude-schema.")
+    exclude_tables: list[str] = Field(default_factory=list, description="pg_dump --exclude-table.")
+
+
+class DatasetBase(StrictModel):
+    """Fields every dataset has, whatever its kind."""
+
+    description: str = Field("", description="One line of business meaning, shown in the Dagster UI.")
+    enabled: bool = Field(True, description="Disabled datasets are validated but get no assets.")
+    schedule: Schedule = Field(description="hourly, daily, or a cron expression (UTC).")
+    start: date | None = Field(None, description="First partition; default: the manifest's partition_start.")
+    rpo: Duration = Field(description="Recovery point objective: the newest backup is never older.")
+    rto: Duration = Field(description="Recovery time objective: a restore test must finish within it.")
+    retention: Retention
+    repositories: list[Name] = Field(min_length=1, description="Names under `repositories`; first = primary.")
+    encryption: Encryption | None = Field(None, description="Default: the manifest's top-level encryption.")
+    verification: Verification = Field(default_factory=Verification)
+    restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig)
+    owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
+
+    @field_validator("owners")
+    @classmethod
+    def _check_owners(cls, owners: list[str]) -> list[str]:
+        for owner in owners:
+            if not (re.match(r"^team:[A-Za-z0-9_-]+$", owner) or re.match(r"^[^@\s]+@[^@\s]+$", owner)):
+                raise ValueError(f"owner {owner!r} must be 'team:<name>' or an e-mail address")
+        return owners
+
+
+class PostgresDataset(DatasetBase):
+    """A PostgreSQL database dumped with pg_dump's custom format."""
+
+    kind: Literal["postgres"]
+    source: PostgresSource
+
+
+class PlannedDataset(DatasetBase):
+    """A dataset of a kind whose engine does not exist yet: kept in the manifest, disabled."""
+
+    kind: Literal["mysql", "files", "sqlite", "command"]
+    source: dict[str, Any] = Field(default_factory=dict, description="Kind-specific source settings.")
+
+    @field_validator("enabled")
+    @classmethod
+    def _must_be_disabled(cls, enabled: bool, info: ValidationInfo) -> bool:
+        if enabled:
+            kind = info.data.get("kind", "this kind")
+            raise ValueError(
+                f"kind {kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); "
+                "set enabled: false"
+            )
+        return enabled
+
+
+Dataset = Annotated[PostgresDataset | PlannedDataset, Field(discriminator="kind")]
+
+
+class Manifest(StrictModel):
+    """Everything backup-pipelines protects, in one file."""
+
+    version: Literal[1] = 1
+    partition_start: date = Field(date(2026, 1, 1), description="Default first partition of every dataset.")
+    encryption: Encryption | None = Field(None, description="Default encryption for every dataset.")
+    repositories: dict[Name, RepositoryConfig] = Field(min_length=1)
+    servers: dict[Name, PostgresServerConfig] = Field(default_factory=dict)
+    datasets: dict[Name, Dataset] = Field(min_length=1)
+
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this manifest was loaded from, or None when built in code."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the manifest are resolved against."""
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        """Given a path from the manifest, return it absolute (relative ones are under `base_dir`)."""
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    def active_datasets(self) -> dict[str, PostgresDataset]:
+        """Return the enabled datasets whose kind has an engine, by name, in manifest order."""
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and isinstance(ds, PostgresDataset)}
+
+    def dataset(self, name: str) -> PostgresDataset:
+        """Return the enabled dataset called `name`. Raise KeyError naming the known ones if there is none."""
+        active = self.active_datasets()
+        if name not in active:
+            raise KeyError(f"no enabled dataset {name!r} in the manifest (known: {', '.join(active)})")
+        return active[name]
+
+    def encryption_for(self, name: str) -> Encryption:
+        """Return the encryption settings of dataset `name` (its own, else the manifest's)."""
+        own = self.datasets[name].encryption
+        return own if own is not None else (self.encryption or Encryption())
+
+    def recipients_for(self, name: str) -> list[str]:
+        """Return the age recipients dataset `name` is encrypted to ([] when encryption is off).
+
+        Raise MissingSecretError if a recipients_file does not exist or holds no recipient.
+        """
+        encryption = self.encryption_for(name)
+        if not encryption.enabled:
+            return []
+        recipients = list(encryption.recipients)
+        if encryption.recipients_file:
+            file = self.resolve_path(encryption.recipients_file)
+            if not file.is_file():
+                raise MissingSecretError(f"age recipients file {file} (dataset {name}) does not exist")
+            lines = [line.strip() for line in file.read_text().splitlines()]
+            recipients += [line for line in lines if line and not line.startswith("#")]
+        if not recipients:
+            raise MissingSecretError(f"dataset {name} is encrypted but has no age recipient")
+        return recipients
+
+    def partition_start_for(self, name: str) -> date:
+        """Return the first partition date of dataset `name`."""
+        return self.datasets[name].start or self.partition_start
+
+
+def read_secret(variable: str, needed_by: str) -> str:
+    """Return the value of environment variable `variable`.
+
+    Raise MissingSecretError naming the variable and what needs it if it is unset or empty.
+    """
+    value = os.environ.get(variable)
+    if not value:
+        raise MissingSecretError(f"environment variable {variable} is not set (needed by {needed_by})")
+    return value
+
+
+def default_manifest_path() -> Path:
+    """Return the manifest path: $BACKUP_MANIFEST if set, else ./backup_manifest.yaml."""
+    return Path(os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
+
+
+def load_manifest(path: str | Path | None = None) -> Manifest:
+    """Given a manifest path (default: `default_manifest_path()`), return the validated Manifest.
+
+    Raise ManifestError listing every problem, each with the file, line and field path.
+    """
+    file = Path(path) if path is not None else default_manifest_path()
+    try:
+        text = file.read_text()
+    except OSError as error:
+        raise ManifestError(str(file), [Problem("", f"cannot read the manifest: {error.strerror}")]) from error
+    return parse_manifest(text, str(file))
+
+
+def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
+    """Given the YAML text of a manifest and the name to report it under, return the validated Manifest."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ManifestError(file, [Problem("", f"not valid YAML: {error}", line)]) from error
+    if not isinstance(data, dict):
+        raise ManifestError(file, [Problem("", "the manifest must be a mapping with datasets and repositories")])
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as error:
+        raise ManifestError(file, [_problem_from(item, root) for item in error.errors()]) from None
+    problems = _cross_reference_problems(manifest)
+    if problems:
+        raise ManifestError(file, [_with_line(problem, root) for problem in problems])
+    if file != "<manifest>":
+        manifest._path = Path(file).resolve()
+    return manifest
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the manifest, generated from the models."""
+    return Manifest.model_json_schema()
+
+
+def _cross_reference_problems(manifest: Manifest) -> list[Problem]:
+    problems = []
+    for name, ds in manifest.datasets.items():
+        for index, repository in enumerate(ds.repositories):
+            if repository not in manifest.repositories:
+                known = ", ".join(manifest.repositories)
+                problems.append(
+                    Problem(f"datasets.{name}.repositories.{index}", f"unknown repository {repository!r} (known: {known})")
+                )
+        if isinstance(ds, PostgresDataset):
+            problems += _server_problem(manifest, f"datasets.{name}.source.server", ds.source.server, ds.kind)
+        if ds.restore_test.server is not None:
+            problems += _server_problem(manifest, f"datasets.{name}.restore_test.server", ds.restore_test.server, ds.kind)
+        if ds.enabled and ds.encryption is None and manifest.encryption is None:
+            problems.append(
+                Problem(
+                    f"datasets.{name}.encryption",
+                    "encryption is on by default: give age recipients here or in the top-level encryption "
+                    "block, or write enabled: false to turn it off explicitly",
+                )
+            )
+    for where, encryption in _encryption_blocks(manifest):
+        if encryption.enabled and not encryption.recipients and not encryption.recipients_file:
+            problems.append(Problem(where, "encryption is enabled but lists no recipients or recipients_file"))
+    return problems
+
+
+def _encryption_blocks(manifest: Manifest) -> list[tuple[str, Encryption]]:
+    blocks = [("encryption", manifest.encryption)] if manifest.encryption else []
+    blocks += [(f"datasets.{n}.encryption", d.encryption) for n, d in manifest.datasets.items() if d.encryption]
+    return blocks
+
+
+def _server_problem(manifest: Manifest, path: str, server: str, kind: str) -> list[Problem]:
+    if server not in manifest.servers:
+        return [Problem(path, f"unknown server {server!r} (known: {', '.join(manifest.servers) or 'none'})")]
+    if manifest.servers[server].kind != kind:
+        return [Problem(path, f"server {server!r} is a {manifest.servers[server].kind} server, not {kind}")]
+    return []
+
+
+def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
+    location = [str(part) for part in error["loc"]]
+    # Discriminated unions add the tag ("postgres", "s3") as a location step: drop it from the field path.
+    if len(location) > 2 and location[0] in ("datasets", "repositories") and location[2] in (
+        *IMPLEMENTED_KINDS,
+        *PLANNED_KINDS,
+        "local",
+        "s3",
+    ):
+        del location[2]
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown field {location[-1]!r}"
+    elif error["type"] == "missing":
+        message = f"required field {location[-1]!r} is missing"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown kind or type {error['input'].get(_tag_name(location), '?')!r}: {error['msg']}"
+    return _with_line(Problem(".".join(location), message), root)
+
+
+def _tag_name(location: list[str]) -> str:
+    return "type" if location and location[0] == "repositories" else "kind"
+
+
+def _with_line(problem: Problem, root: yaml.Node | None) -> Problem:
+    node = root
+    for part in problem.path.split(".") if problem.path else []:
+        node = _child(node, part)
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        problem = Problem(problem.path, problem.message, line)
+    return problem
+
+
+def _child(node: yaml.Node | None, part: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                child: yaml.Node = value
+                return child
+    if isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+        item: yaml.Node = node.value[int(part)]
+        return item
+    return None

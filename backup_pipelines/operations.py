@@ -1,0 +1,238 @@
+"""The three things done to a dataset, without Dagster: back it up, verify a backup, restore-test a backup.
+
+The Dagster assets and the operator CLI both call these. Each takes the manifest and a dataset name and
+reaches the dataset's engine and repositories only through their dispatch points.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from backup_pipelines.crypto import fingerprint, load_identities
+from backup_pipelines.engines import RestoreReport, engine_for
+from backup_pipelines.errors import BackupError, IntegrityError, StorageError
+from backup_pipelines.execute import PIPE, Process
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.repository import BackupRecord, ObjectWriter, Repository, new_backup_id, open_repository
+from backup_pipelines.stream import decode, encode
+
+LOG = logging.getLogger("backup_pipelines")
+
+
+class FanOutWriter:
+    """Writes the same bytes to several object writers; commits all or aborts all."""
+
+    def __init__(self, writers: list[ObjectWriter]) -> None:
+        self.writers = writers
+
+    def write(self, data: bytes) -> int:
+        for writer in self.writers:
+            writer.write(data)
+        return len(data)
+
+    def commit(self) -> None:
+        for writer in self.writers:
+            writer.commit()
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """A committed backup and the URIs of its copies, one per repository."""
+
+    record: BackupRecord
+    locations: dict[str, str]
+
+
+def object_extension(kind: str, encrypted: bool) -> str:
+    """Return the stored object's file extension, which tells the standard tools to use to read it."""
+    return f"{engine_for(kind).extension}.zst" + (".age" if encrypted else "")
+
+
+def run_backup(manifest: Manifest, name: str, partition_key: str, log: Any = LOG) -> StoredBackup:
+    """Back up dataset `name` as partition `partition_key` into every repository of the dataset.
+
+    Stream the engine's dump through zstd and age into all repositories at once; commit the objects and
+    then the sidecars only if every tool exited 0 and every write succeeded. Return the committed backup.
+    Raise SourceUnavailableError, CommandFailedError, StorageError or MissingSecretError otherwise; in that
+    case no repository holds a sidecar for this backup, so no half-written backup looks complete.
+    """
+    dataset = manifest.dataset(name)
+    engine = engine_for(dataset.kind)
+    recipients = manifest.recipients_for(name)
+    repositories = [open_repository(manifest, repository) for repository in dataset.repositories]
+    started_at = datetime.now(UTC)
+    backup_id = new_backup_id(started_at)
+    object_name = f"{backup_id}.{object_extension(dataset.kind, bool(recipients))}"
+    path = f"{name}/{partition_key}/{object_name}"
+    started = time.monotonic()
+    writers = FanOutWriter([repository.open_writer(path) for repository in repositories])
+    try:
+        with engine.dump(manifest, name) as dump:
+            log.info(f"backing up {name} partition {partition_key} to {', '.join(r.uri(path) for r in repositories)}")
+            result = encode(dump.stream, writers, recipients)
+            source_stats = dump.finish()
+        writers.commit()
+    except BaseException:
+        writers.abort()
+        raise
+    record = BackupRecord(
+        dataset=name,
+        partition_key=partition_key,
+        backup_id=backup_id,
+        kind=dataset.kind,
+        format=engine.format,
+        object_name=object_name,
+        created_at=started_at.isoformat(),
+        bytes_raw=result.bytes_raw,
+        bytes_stored=result.bytes_stored,
+        sha256=result.sha256,
+        compression="zstd",
+        encrypted=bool(recipients),
+        recipients=recipients,
+        duration_seconds=round(time.monotonic() - started, 3),
+        source_stats=source_stats,
+        tool_versions={**engine.tool_versions(manifest, name), "age": "pyrage (age v1 format)"},
+    )
+    for repository in repositories:
+        repository.commit_record(record)
+    return StoredBackup(record, {repository.name: repository.uri(record.object_path) for repository in repositories})
+
+
+def recipient_fingerprints(record: BackupRecord) -> list[str]:
+    """Return the fingerprints of the age recipients a backup is encrypted to."""
+    return [fingerprint(recipient) for recipient in record.recipients]
+
+
+def find_backup(
+    manifest: Manifest, name: str, partition_key: str | None = None, backup_id: str | None = None
+) -> BackupRecord:
+    """Return a committed backup of dataset `name`, looked up in its repositories (no Dagster needed):
+    the one with `backup_id` if given, else the newest of `partition_key` if given, else the newest.
+
+    Raise StorageError if no repository holds a matching backup.
+    """
+    dataset = manifest.dataset(name)
+    for repository_name in dataset.repositories:
+        records = open_repository(manifest, repository_name).list_backups(name)
+        matching = [
+            record
+            for record in records
+            if (backup_id is None or record.backup_id == backup_id)
+            and (partition_key is None or record.partition_key == partition_key)
+        ]
+        if matching:
+            return matching[-1]
+    wanted = backup_id or (f"partition {partition_key}" if partition_key else "any backup")
+    raise StorageError(f"no committed backup of {name} matches {wanted} in {', '.join(dataset.repositories)}")
+
+
+@dataclass
+class CopyCheck:
+    """The verification of one stored copy of a backup."""
+
+    repository: str
+    uri: str
+    bytes_stored: int
+    bytes_raw: int
+    sha256: str
+    archive: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_backup(
+    manifest: Manifest, name: str, record: BackupRecord, identity: str | None = None, identity_file: str | None = None
+) -> list[CopyCheck]:
+    """Read back every copy of `record`, decrypt it, check its sha256 and size, and list its archive.
+
+    Return one CopyCheck per repository. Raise MissingSecretError if no identity is configured,
+    DecryptionError on a wrong identity, IntegrityError if a copy differs from what was recorded.
+    """
+    dataset = manifest.dataset(name)
+    engine = engine_for(dataset.kind)
+    identities = load_identities(identity, identity_file) if record.encrypted else None
+    checks = []
+    for repository_name in dataset.repositories:
+        repository = open_repository(manifest, repository_name)
+        listing = _decode_into_archive_check(manifest, name, repository, record, identities)
+        checks.append(listing)
+        if listing.bytes_raw != record.bytes_raw:
+            raise IntegrityError(
+                f"{listing.uri} decodes to {listing.bytes_raw} bytes but {record.bytes_raw} were recorded"
+            )
+    return checks
+
+
+def _decode_into_archive_check(
+    manifest: Manifest, name: str, repository: Repository, record: BackupRecord, identities: Any
+) -> CopyCheck:
+    engine = engine_for(record.kind)
+    uri = repository.uri(record.object_path)
+    stored = repository.open_object(record.object_path)
+    lister = Process(engine.archive_check_command(manifest, name), stdin=PIPE, stdout=PIPE)
+    listing: list[bytes] = []
+
+    from backup_pipelines.threads import Worker
+
+    reader = Worker(lambda: listing.append(lister.stdout.read()), "archive-listing")
+    reader.start()
+    try:
+        result = decode(stored, lister.stdin, identities, record.sha256, consumer_may_stop_early=True)
+        _close_quietly(lister.stdin)
+        reader.result()
+        lister.check()
+    except BaseException:
+        lister.kill()
+        reader.join()
+        raise
+    finally:
+        lister.close()
+        stored.close()
+    archive = engine.summarize_archive_listing(b"".join(listing).decode(errors="replace"))
+    return CopyCheck(repository.name, uri, result.bytes_stored, result.bytes_raw, result.sha256, archive)
+
+
+def _close_quietly(stream: IO[bytes]) -> None:
+    try:
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def restore_test_backup(
+    manifest: Manifest, name: str, record: BackupRecord, identity: str | None = None, identity_file: str | None = None
+) -> RestoreReport:
+    """Restore `record` from the dataset's primary repository into a scratch target and validate it.
+
+    Return the engine's RestoreReport. Raise ValidationFailedError with every mismatching number if the
+    restored copy differs from the source at backup time, or the errors of `verify_backup` for damaged data.
+    """
+    dataset = manifest.dataset(name)
+    engine = engine_for(dataset.kind)
+    identities = load_identities(identity, identity_file) if record.encrypted else None
+    repository = open_repository(manifest, dataset.repositories[0])
+    decoded: list[int] = []
+
+    def feed(stdin: IO[bytes]) -> None:
+        with repository.open_object(record.object_path) as stored:
+            decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
+
+    report = engine.restore_test(manifest, name, record, feed)
+    return replace(report, bytes_raw=decoded[0] if decoded else report.bytes_raw)
+
+
+__all__ = [
+    "BackupError",
+    "CopyCheck",
+    "StoredBackup",
+    "find_backup",
+    "restore_test_backup",
+    "run_backup",
+    "verify_backup",
+]

@@ -1,0 +1,47 @@
+"""Where backups live. `open_repository` is the one dispatch point from a manifest entry to an implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from backup_pipelines.manifest import LocalRepositoryConfig, Manifest, S3RepositoryConfig, read_secret
+from backup_pipelines.repository.base import BackupRecord, ObjectWriter, Repository, new_backup_id
+from backup_pipelines.repository.local import LocalRepository
+from backup_pipelines.repository.s3 import S3Repository, make_s3_client
+
+__all__ = ["BackupRecord", "ObjectWriter", "Repository", "new_backup_id", "open_repository"]
+
+
+def _open_local(manifest: Manifest, name: str, config: Any) -> Repository:
+    return LocalRepository(name, manifest.resolve_path(config.path))
+
+
+def _open_s3(manifest: Manifest, name: str, config: Any) -> Repository:
+    where = f"repositories.{name}"
+    access_key = read_secret(config.access_key_id_env, where) if config.access_key_id_env else None
+    secret_key = read_secret(config.secret_access_key_env, where) if config.secret_access_key_env else None
+    extra = {}
+    if config.server_side_encryption:
+        extra["ServerSideEncryption"] = config.server_side_encryption
+    if config.kms_key_id:
+        extra["SSEKMSKeyId"] = config.kms_key_id
+    client = make_s3_client(config.region, config.endpoint_url, access_key, secret_key)
+    return S3Repository(name, config.bucket, config.prefix, client, config.part_size_mb << 20, extra)
+
+
+_OPENERS: dict[type, Callable[[Manifest, str, Any], Repository]] = {
+    LocalRepositoryConfig: _open_local,
+    S3RepositoryConfig: _open_s3,
+}
+
+
+def open_repository(manifest: Manifest, name: str) -> Repository:
+    """Return the repository called `name` in the manifest, with its secrets read from the environment.
+
+    Raise KeyError if there is no such repository, MissingSecretError if a credential variable is unset.
+    """
+    if name not in manifest.repositories:
+        raise KeyError(f"no repository {name!r} in the manifest (known: {', '.join(manifest.repositories)})")
+    config = manifest.repositories[name]
+    return _OPENERS[type(config)](manifest, name, config)

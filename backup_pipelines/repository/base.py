@@ -1,0 +1,145 @@
+"""What every object repository offers, and the record (sidecar) that makes a stored backup exist.
+
+Layout: `<prefix>/<dataset>/<partition>/<backup_id>.<ext>` plus `<backup_id>.json` beside it. The data object
+is written first (atomically: a temporary name or a multipart upload), the JSON sidecar **last**. A backup
+exists only when its sidecar exists; listing reads sidecars only, so an interrupted upload never looks like a
+backup. Deletion removes the data, then the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+SIDECAR_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """Everything known about one stored backup: written as its JSON sidecar, read back by list/verify."""
+
+    dataset: str
+    partition_key: str
+    backup_id: str
+    kind: str
+    format: str
+    object_name: str
+    created_at: str
+    bytes_raw: int
+    bytes_stored: int
+    sha256: str
+    compression: str
+    encrypted: bool
+    recipients: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    source_stats: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> str:
+        """The path of the backup's folder relative to the repository root."""
+        return f"{self.dataset}/{self.partition_key}"
+
+    @property
+    def object_path(self) -> str:
+        return f"{self.directory}/{self.object_name}"
+
+    @property
+    def sidecar_path(self) -> str:
+        return f"{self.directory}/{self.backup_id}{SIDECAR_SUFFIX}"
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromisoformat(self.created_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BackupRecord:
+        values = json.loads(data)
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """Return a new backup id that sorts by creation time: `20260301T050312Z-1a2b3c`."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class ObjectWriter(ABC):
+    """Receives a new object's bytes. Nothing is visible under the final name until `commit()`."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make the object visible under its final name. Raise StorageError if that fails."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; never raises."""
+
+
+class Repository(ABC):
+    """A place where backups live: a local directory or an S3 bucket/prefix."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def uri(self, path: str) -> str:
+        """Return the URI of `path` (relative to the repository root), usable with standard tools."""
+
+    @abstractmethod
+    def open_writer(self, path: str) -> ObjectWriter:
+        """Return a writer for a new object at `path`."""
+
+    @abstractmethod
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """Store small `data` at `path` atomically (used for sidecars)."""
+
+    @abstractmethod
+    def open_object(self, path: str) -> IO[bytes]:
+        """Return a stream of the object at `path`. Raise StorageError if it is missing or unreadable."""
+
+    @abstractmethod
+    def list_paths(self, prefix: str, suffix: str) -> list[str]:
+        """Return the paths under `prefix` ending with `suffix`, sorted."""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """Return the whole (small) object at `path`. Raise StorageError if it is missing."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete the object at `path` (missing is fine). Raise StorageError if deletion fails."""
+
+    def commit_record(self, record: BackupRecord) -> None:
+        """Write `record`'s sidecar: the step that makes the backup exist."""
+        self.put_bytes(record.sidecar_path, record.to_json())
+
+    def list_backups(self, dataset: str | None = None) -> list[BackupRecord]:
+        """Return the committed backups (those with a sidecar), oldest first, optionally of one dataset."""
+        prefix = f"{dataset}/" if dataset else ""
+        records = [BackupRecord.from_json(self.read_bytes(path)) for path in self.list_paths(prefix, SIDECAR_SUFFIX)]
+        return sorted(records, key=lambda record: (record.created_at, record.backup_id))
+
+    def find_backup(self, dataset: str, backup_id: str) -> BackupRecord | None:
+        """Return the committed backup `backup_id` of `dataset`, or None."""
+        for record in self.list_backups(dataset):
+            if record.backup_id == backup_id:
+                return record
+        return None
+
+    def delete_backup(self, record: BackupRecord) -> None:
+        """Delete a backup: its data first, then its sidecar, so an interrupted delete leaves the sidecar
+        behind for the next delete to find and finish."""
+        self.delete(record.object_path)
+        self.delete(record.sidecar_path)

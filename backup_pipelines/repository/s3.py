@@ -1,0 +1,207 @@
+"""A repository in an S3 bucket: AWS, or any S3-compatible endpoint (MinIO, Ceph, a local test server).
+
+New objects go up as multipart uploads with one part in flight while the next fills, so memory is bounded by
+about two parts; an aborted upload is aborted server-side and leaves nothing under the final key.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backup_pipelines.errors import StorageError
+from backup_pipelines.repository.base import ObjectWriter, Repository
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return f"{details.get('Code', 'error')}: {details.get('Message', error)}"
+    return str(error)
+
+
+class S3ObjectWriter(ObjectWriter):
+    """Streams one object to S3 as a multipart upload (or a single PUT when it stays under one part)."""
+
+    def __init__(self, repository: S3Repository, key: str) -> None:
+        self.repository = repository
+        self.key = key
+        self.part_size = repository.part_size
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.parts_sent = 0
+        self.pending: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        self.uploader: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        self._raise_upload_error()
+        self.buffer += data
+        while len(self.buffer) >= self.part_size:
+            part = bytes(self.buffer[: self.part_size])
+            del self.buffer[: self.part_size]
+            self._send_part(part)
+        return len(data)
+
+    def _send_part(self, part: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.repository.call(
+                "create_multipart_upload", Key=self.key, **self.repository.put_arguments()
+            )["UploadId"]
+            self.uploader = threading.Thread(target=self._upload_loop, name="s3-upload", daemon=True)
+            self.uploader.start()
+        self.parts_sent += 1
+        self.pending.put((self.parts_sent, part))
+        self._raise_upload_error()
+
+    def _upload_loop(self) -> None:
+        while (item := self.pending.get()) is not None:
+            number, part = item
+            if self.error is not None:
+                continue
+            try:
+                response = self.repository.call(
+                    "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part
+                )
+                self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            except BaseException as error:
+                self.error = error
+
+    def _raise_upload_error(self) -> None:
+        if self.error is not None:
+            raise StorageError(f"upload of {self.repository.uri(self.key)} failed: {_describe(self.error)}")
+
+    def _finish_uploader(self) -> None:
+        if self.uploader is not None and self.uploader.is_alive():
+            self.pending.put(None)
+            self.uploader.join()
+
+    def commit(self) -> None:
+        try:
+            if self.upload_id is None:
+                self.repository.call("put_object", Key=self.key, Body=bytes(self.buffer), **self.repository.put_arguments())
+                return
+            if self.buffer:
+                self._send_part(bytes(self.buffer))
+                self.buffer.clear()
+            self._finish_uploader()
+            self._raise_upload_error()
+            parts = sorted(self.parts, key=lambda part: part["PartNumber"])
+            self.repository.call(
+                "complete_multipart_upload", Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        if self.uploader is not None:
+            self.error = self.error or StorageError("aborted")
+            while not self.pending.empty():
+                try:
+                    self.pending.get_nowait()
+                except queue.Empty:
+                    break
+            self._finish_uploader()
+        if self.upload_id is not None:
+            try:
+                self.repository.client.abort_multipart_upload(
+                    Bucket=self.repository.bucket, Key=self.key, UploadId=self.upload_id
+                )
+            except (BotoCoreError, ClientError):
+                pass  # an unfinished upload is invisible; the bucket's lifecycle rule cleans it up
+            self.upload_id = None
+
+
+class S3Repository(Repository):
+    """Backups as objects under `s3://bucket/prefix/`."""
+
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        prefix: str = "",
+        client: Any = None,
+        part_size: int = 16 << 20,
+        put_extra: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client if client is not None else boto3.client("s3")
+        self.part_size = part_size
+        self.put_extra = put_extra or {}
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def uri(self, path: str) -> str:
+        return f"s3://{self.bucket}/{self.key(path)}"
+
+    def put_arguments(self) -> dict[str, str]:
+        return dict(self.put_extra)
+
+    def call(self, operation: str, Key: str, **arguments: Any) -> Any:  # noqa: N803 - boto3's spelling
+        """Call boto3 `operation` on `Key` (a full key). Raise StorageError naming the object on failure."""
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, Key=Key, **arguments)
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"S3 {operation} on s3://{self.bucket}/{Key} failed: {_describe(error)}") from error
+
+    def open_writer(self, path: str) -> ObjectWriter:
+        return S3ObjectWriter(self, self.key(path))
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        self.call("put_object", Key=self.key(path), Body=data, **self.put_arguments())
+
+    def open_object(self, path: str) -> IO[bytes]:
+        body: IO[bytes] = self.call("get_object", Key=self.key(path))["Body"]
+        return body
+
+    def read_bytes(self, path: str) -> bytes:
+        stream = self.open_object(path)
+        try:
+            return stream.read()
+        finally:
+            stream.close()
+
+    def list_paths(self, prefix: str, suffix: str) -> list[str]:
+        full_prefix = self.key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                found += [item["Key"][strip:] for item in page.get("Contents", []) if item["Key"].endswith(suffix)]
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"cannot list s3://{self.bucket}/{full_prefix}: {_describe(error)}") from error
+        return sorted(found)
+
+    def delete(self, path: str) -> None:
+        self.call("delete_object", Key=self.key(path))
+
+
+def make_s3_client(region: str, endpoint_url: str | None, access_key: str | None, secret_key: str | None) -> Any:
+    """Return a boto3 S3 client for the region/endpoint, with standard retries and path-style addressing
+    for custom endpoints. Credentials default to boto3's chain when not given."""
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint_url else {},
+        connect_timeout=10,
+        read_timeout=120,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )

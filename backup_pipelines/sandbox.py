@@ -1,0 +1,103 @@
+"""Throw-away local PostgreSQL servers for the demo, the tests and the benchmarks.
+
+A sandbox is a fresh cluster (initdb) in a temporary folder, listening on 127.0.0.1 and a private socket
+directory only, with password (SCRAM) authentication for one superuser. As root it runs as the `postgres`
+system user, since initdb and pg_ctl refuse to run as root. `stop()` removes everything.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from backup_pipelines.engines.postgres import find_bin_dir
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class PostgresSandbox:
+    """A running throw-away PostgreSQL cluster. Use `start_postgres_sandbox()` to make one."""
+
+    root: Path
+    port: int
+    user: str
+    password: str
+    bin_dir: str
+    run_as: str | None
+
+    host: str = "127.0.0.1"
+
+    def _command(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
+
+    def pg_ctl(self, *arguments: str) -> None:
+        subprocess.run(
+            self._command(f"{self.bin_dir}/pg_ctl", "-D", str(self.root / "data"), *arguments),
+            check=True, capture_output=True, timeout=120,
+        )
+
+    def conninfo(self, database: str = "postgres") -> str:
+        return f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={database}"
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and delete its folder."""
+        try:
+            self.pg_ctl("stop", "-m", "immediate", "-w")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres_sandbox(user: str = "backup", password: str = "sandbox-password") -> PostgresSandbox:
+    """Create and start a new PostgreSQL cluster on a free loopback port; return it.
+
+    Raise RuntimeError naming the missing package if the PostgreSQL server binaries are not installed,
+    or CalledProcessError (with the server's log) if the cluster fails to start.
+    """
+    bin_dir = find_bin_dir(None)
+    if bin_dir is None or not os.path.exists(f"{bin_dir}/initdb"):
+        raise RuntimeError("PostgreSQL server binaries not found: install the postgresql package")
+    run_as = "postgres" if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="bp-postgres-"))
+    if run_as:
+        account = pwd.getpwnam(run_as)
+        os.chown(root, account.pw_uid, account.pw_gid)
+    sandbox = PostgresSandbox(root, free_port(), user, password, bin_dir, run_as)
+    password_file = root / "pwfile"
+    password_file.write_text(password + "\n")
+    if run_as:
+        os.chown(password_file, account.pw_uid, account.pw_gid)
+    (root / "socket").mkdir()
+    if run_as:
+        os.chown(root / "socket", account.pw_uid, account.pw_gid)
+    subprocess.run(
+        sandbox._command(
+            f"{bin_dir}/initdb", "-D", str(root / "data"), "-U", user, "--auth=scram-sha-256",
+            f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C", "--no-sync",
+        ),
+        check=True, capture_output=True, timeout=300,
+    )
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {sandbox.port} -k {root / 'socket'} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+    )
+    try:
+        sandbox.pg_ctl("-l", str(root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+    except subprocess.CalledProcessError as error:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL sandbox failed to start: {error.stderr!r}\n{log}") from error
+    return sandbox

@@ -1,0 +1,236 @@
+"""The bounded-memory pipelines between a source tool and a repository, and back.
+
+encode:  source bytes -> zstd (the CLI, its own process) -> age encrypt (pyrage) -> sha256 -> sink
+decode:  stored bytes -> sha256 -> age decrypt -> zstd -d -> consumer (pg_restore, a file, ...)
+
+Memory stays flat: data moves in 1 MiB chunks through OS pipes and one pump thread, and every stage blocks
+when the next one is slow (back-pressure). Any failure (a tool exiting non-zero, a storage error, a damaged
+object) raises; the caller then aborts the sink, so nothing half-written is ever committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+import pyrage
+
+from backup_pipelines.crypto import decrypt_stream, encrypt_stream
+from backup_pipelines.execute import PIPE, Command, Process
+from backup_pipelines.errors import IntegrityError
+from backup_pipelines.threads import Worker
+
+CHUNK = 1 << 20
+ZSTD_LEVEL = 3
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What went through an encode pipeline."""
+
+    bytes_raw: int
+    bytes_stored: int
+    sha256: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What came out of a decode pipeline. `consumer_stopped_early` is True when the consumer stopped
+    reading before the end (as `pg_restore --list` does) and the rest was read and discarded."""
+
+    bytes_stored: int
+    bytes_raw: int
+    sha256: str
+    consumer_stopped_early: bool
+
+
+def zstd_compress_command(level: int = ZSTD_LEVEL) -> Command:
+    """Return the zstd command that compresses stdin to stdout at `level`."""
+    return Command(("zstd", f"-{level}", "-q", "-c"))
+
+
+def zstd_decompress_command() -> Command:
+    """Return the zstd command that decompresses stdin to stdout, checking frame checksums."""
+    return Command(("zstd", "-d", "-q", "-c"))
+
+
+class HashingWriter:
+    """A writer that counts and sha256-hashes what passes through it to `sink`."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class HashingReader:
+    """A reader that counts and sha256-hashes what is read from `source`."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size if size and size > 0 else CHUNK)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read and hash whatever is left, so the checksum covers the whole object."""
+        while self.read(CHUNK):
+            pass
+
+
+def _read_chunk(source: IO[bytes]) -> bytes:
+    try:
+        return os.read(source.fileno(), CHUNK)
+    except (AttributeError, OSError, ValueError):
+        return source.read(CHUNK)
+
+
+def encode(source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZSTD_LEVEL) -> EncodeResult:
+    """Stream `source` through zstd and (if `recipients`) age into `sink`; return sizes and checksum.
+
+    The sha256 is that of the bytes given to `sink`, i.e. of the stored object. Raise CommandFailedError if
+    zstd fails, or whatever the sink raises; the caller must then abort the sink.
+    """
+    started = time.monotonic()
+    zstd = Process(zstd_compress_command(level), stdin=PIPE, stdout=PIPE)
+    raw_count = [0]
+
+    def pump() -> None:
+        try:
+            while chunk := _read_chunk(source):
+                raw_count[0] += len(chunk)
+                zstd.stdin.write(chunk)
+        finally:
+            zstd.stdin.close()
+
+    pump_thread = Worker(pump, "zstd-feed")
+    pump_thread.start()
+    hashing = HashingWriter(sink)
+    try:
+        if recipients:
+            encrypt_stream(zstd.stdout, hashing, recipients)  # type: ignore[arg-type]
+        else:
+            while chunk := _read_chunk(zstd.stdout):
+                hashing.write(chunk)
+        pump_thread.result()
+        zstd.check()
+    except BaseException:
+        zstd.kill()
+        pump_thread.join()
+        raise
+    finally:
+        zstd.close()
+    seconds = time.monotonic() - started
+    return EncodeResult(raw_count[0], hashing.count, hashing.digest.hexdigest(), seconds)
+
+
+def decode(
+    stored: IO[bytes],
+    consumer: Sink,
+    identities: list[pyrage.x25519.Identity] | None,
+    expected_sha256: str | None = None,
+    consumer_may_stop_early: bool = False,
+) -> DecodeResult:
+    """Stream a stored object back to the raw bytes and write them to `consumer`.
+
+    Given the stored object, the identities to decrypt with (None for an unencrypted backup) and the
+    sha256 recorded at backup time, return the sizes and the checksum seen. Raise IntegrityError if the
+    checksum differs or the data is damaged, DecryptionError on a wrong identity, CommandFailedError if zstd
+    finds a damaged frame. If `consumer_may_stop_early`, a consumer that closes its input (BrokenPipeError)
+    is tolerated and the rest of the stream is still read, decrypted and checked.
+    """
+    reader = HashingReader(stored)
+    zstd = Process(zstd_decompress_command(), stdin=PIPE, stdout=PIPE)
+
+    def feed() -> None:
+        try:
+            if identities is not None:
+                decrypt_stream(reader, zstd.stdin, identities)  # type: ignore[arg-type]
+            else:
+                while chunk := reader.read(CHUNK):
+                    zstd.stdin.write(chunk)
+        finally:
+            try:
+                zstd.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    feeder = Worker(feed, "decrypt-feed")
+    feeder.start()
+    raw_count, stopped_early = 0, False
+    try:
+        while chunk := _read_chunk(zstd.stdout):
+            raw_count += len(chunk)
+            if stopped_early:
+                continue
+            try:
+                consumer.write(chunk)
+            except BrokenPipeError:
+                if not consumer_may_stop_early:
+                    raise
+                stopped_early = True
+        feeder.result()
+        zstd.check()
+    except BaseException as error:
+        zstd.kill()
+        feeder.join()
+        _raise_checksum_mismatch_first(reader, expected_sha256, error)
+        raise
+    finally:
+        zstd.close()
+    _check_sha256(reader, expected_sha256)
+    return DecodeResult(reader.count, raw_count, reader.digest.hexdigest(), stopped_early)
+
+
+def _check_sha256(reader: HashingReader, expected_sha256: str | None) -> None:
+    actual = reader.digest.hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise IntegrityError(
+            f"checksum mismatch: the stored object's sha256 is {actual} ({reader.count} bytes) but "
+            f"{expected_sha256} was recorded at backup time"
+        )
+
+
+def _raise_checksum_mismatch_first(reader: HashingReader, expected: str | None, cause: BaseException) -> None:
+    """When decoding failed, a checksum mismatch is the clearest diagnosis: raise it if there is one."""
+    if expected is None or isinstance(cause, KeyboardInterrupt):
+        return
+    try:
+        reader.drain()
+    except Exception:
+        return
+    if reader.digest.hexdigest() != expected:
+        try:
+            _check_sha256(reader, expected)
+        except IntegrityError as mismatch:
+            raise mismatch from cause
