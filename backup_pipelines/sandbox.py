@@ -61,8 +61,10 @@ class PostgresSandbox:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres_sandbox(user: str = "backup", password: str = "sandbox-password") -> PostgresSandbox:
-    """Create and start a new PostgreSQL cluster on a free loopback port; return it.
+def start_postgres_sandbox(
+    user: str = "backup", password: str = "sandbox-password", port: int | None = None
+) -> PostgresSandbox:
+    """Create and start a new PostgreSQL cluster on loopback `port` (default: a free one); return it.
 
     Raise RuntimeError naming the missing package if the PostgreSQL server binaries are not installed,
     or CalledProcessError (with the server's log) if the cluster fails to start.
@@ -75,7 +77,7 @@ def start_postgres_sandbox(user: str = "backup", password: str = "sandbox-passwo
     if run_as:
         account = pwd.getpwnam(run_as)
         os.chown(root, account.pw_uid, account.pw_gid)
-    sandbox = PostgresSandbox(root, free_port(), user, password, bin_dir, run_as)
+    sandbox = PostgresSandbox(root, port or free_port(), user, password, bin_dir, run_as)
     password_file = root / "pwfile"
     password_file.write_text(password + "\n")
     if run_as:

@@ -1,0 +1,109 @@
+"""The factory: one manifest dataset becomes backup/<name> -> verify/<name> -> restore_test/<name>."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from assets.keys import DatasetKeys
+from assets.metadata import backup_metadata, restore_metadata, verify_metadata
+from assets.partitions import partitions_for
+from backup_pipelines.durations import format_duration
+from backup_pipelines.manifest import Manifest, PostgresDataset
+from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
+from backup_pipelines.repository import BackupRecord
+from resources import AgeIdentityResource, ManifestResource
+
+RTO_CHECK = "restore_within_rto"
+
+
+def _record_for(context: dg.AssetExecutionContext, manifest: Manifest, keys: DatasetKeys) -> BackupRecord:
+    """Return the backup this partition's materialization made (by its backup id), falling back to the
+    newest committed backup of the partition in the repositories."""
+    partition_key = context.partition_key
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=keys.backup, asset_partitions=[partition_key]), limit=1
+    ).records
+    backup_id = None
+    if records and records[0].asset_materialization is not None:
+        entry = records[0].asset_materialization.metadata.get("backup_id")
+        backup_id = str(entry.value) if entry is not None else None
+    return find_backup(manifest, keys.name, partition_key=partition_key, backup_id=backup_id)
+
+
+def _common(dataset: PostgresDataset, name: str, manifest: Manifest) -> dict[str, Any]:
+    return {
+        "group_name": name,
+        "partitions_def": partitions_for(dataset.schedule, manifest.partition_start_for(name)),
+        "owners": list(dataset.owners),
+        "tags": {"dataset": name, "kind": dataset.kind, **dataset.tags},
+    }
+
+
+def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinition]:
+    """Return the backup, verify and restore-test assets of dataset `name`."""
+    dataset = manifest.dataset(name)
+    keys = DatasetKeys(name)
+    common = _common(dataset, name, manifest)
+    source_server = dataset.source.server
+    restore_server = dataset.restore_test.server or source_server
+
+    @dg.asset(
+        key=keys.backup,
+        description=dataset.description or f"Backups of {name}: one partition is one encrypted backup.",
+        kinds={dataset.kind, "zstd", "age"},
+        pool=f"db-{source_server}",
+        metadata={
+            "schedule": dataset.schedule,
+            "rpo": format_duration(dataset.rpo),
+            "rto": format_duration(dataset.rto),
+            "repositories": ", ".join(dataset.repositories),
+            "source": f"{source_server}/{dataset.source.database}",
+        },
+        **common,
+    )
+    def backup(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
+        stored = run_backup(manifest.load(), name, context.partition_key, log=context.log)
+        return dg.MaterializeResult(metadata=backup_metadata(stored))
+
+    @dg.asset(
+        key=keys.verify,
+        deps=[keys.backup],
+        description=f"Every copy of the {name} backup read back, decrypted, checksummed and listed.",
+        kinds={dataset.kind},
+        **common,
+    )
+    def verify(
+        context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
+    ) -> dg.MaterializeResult:
+        loaded = manifest.load()
+        record = _record_for(context, loaded, keys)
+        checks = verify_backup(loaded, name, record, *age_identity.credentials())
+        return dg.MaterializeResult(metadata=verify_metadata(record, checks))
+
+    @dg.asset(
+        key=keys.restore_test,
+        deps=[keys.verify],
+        description=f"A real restore of the {name} backup into a scratch database, validated and dropped.",
+        kinds={dataset.kind},
+        pool=f"db-{restore_server}",
+        check_specs=[dg.AssetCheckSpec(RTO_CHECK, asset=keys.restore_test, description="Restore took at most the RTO.")],
+        **common,
+    )
+    def restore_test(
+        context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
+    ) -> dg.MaterializeResult:
+        loaded = manifest.load()
+        record = _record_for(context, loaded, keys)
+        report = restore_test_backup(loaded, name, record, *age_identity.credentials())
+        rto_seconds = dataset.rto.total_seconds()
+        measured = report.restore_seconds + report.validation_seconds
+        check = dg.AssetCheckResult(
+            check_name=RTO_CHECK,
+            passed=measured <= rto_seconds,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"measured_seconds": round(measured, 3), "rto_seconds": rto_seconds},
+        )
+        return dg.MaterializeResult(metadata=restore_metadata(record, report, rto_seconds), check_results=[check])
+
+    return [backup, verify, restore_test]

@@ -1,0 +1,94 @@
+"""Jobs and schedules per cadence: datasets sharing a partitioning share their jobs.
+
+For each cadence (hourly, daily, each cron):
+- `backup_<cadence>`: back up and verify, scheduled right after each partition's window closes;
+- `restore_drill_<cadence>`: real restore tests of the newest complete partition, on the drill schedule;
+- `protect_<cadence>`: backup, verify and restore test in one run (the demo, CI, and manual drills).
+"""
+
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from assets.keys import DatasetKeys
+from assets.partitions import cadence_name, partitions_for
+from backup_pipelines.manifest import Manifest
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+DRILL_CRON = "0 4 * * 0"
+
+
+@dataclass
+class Cadence:
+    """The datasets of one partitioning, and its name."""
+
+    name: str
+    partitions_def: dg.PartitionsDefinition
+    datasets: list[str] = field(default_factory=list)
+
+
+def cadences(manifest: Manifest) -> list[Cadence]:
+    """Group the manifest's active datasets by partitioning, in manifest order."""
+    grouped: dict[str, Cadence] = {}
+    for name, dataset in manifest.active_datasets().items():
+        start = manifest.partition_start_for(name)
+        key = cadence_name(dataset.schedule, start, manifest.partition_start)
+        if key not in grouped:
+            grouped[key] = Cadence(key, partitions_for(dataset.schedule, start))
+        grouped[key].datasets.append(name)
+    return list(grouped.values())
+
+
+def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
+    keys = [getattr(DatasetKeys(name), kind) for name in datasets for kind in kinds]
+    return dg.AssetSelection.assets(*keys)
+
+
+def _drill_schedule(job: "UnresolvedAssetJobDefinition", partitions_def: dg.PartitionsDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{job.name}_schedule",
+        job=job,
+        cron_schedule=DRILL_CRON,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Weekly real restore test of the newest complete partition.",
+    )
+    def drill(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+            partition_key = partitions_def.get_last_partition_key()
+        if partition_key is None:
+            return dg.SkipReason("no complete partition yet")
+        return dg.RunRequest(run_key=f"{job.name}:{partition_key}", partition_key=partition_key)
+
+    return drill
+
+
+def build_jobs(manifest: Manifest) -> tuple[list["UnresolvedAssetJobDefinition"], list[dg.ScheduleDefinition]]:
+    """Return every cadence's jobs and their schedules."""
+    jobs, schedules = [], []
+    for cadence in cadences(manifest):
+        backup_job = dg.define_asset_job(
+            f"backup_{cadence.name}", selection=_selection(cadence.datasets, "backup", "verify"),
+            description=f"Back up and verify the {cadence.name} datasets.",
+        )
+        drill_job = dg.define_asset_job(
+            f"restore_drill_{cadence.name}", selection=_selection(cadence.datasets, "restore_test"),
+            description=f"Restore-test the {cadence.name} datasets for real.",
+        )
+        protect_job = dg.define_asset_job(
+            f"protect_{cadence.name}", selection=_selection(cadence.datasets, "backup", "verify", "restore_test"),
+            description=f"Back up, verify and restore-test the {cadence.name} datasets in one run.",
+        )
+        jobs += [backup_job, drill_job, protect_job]
+        schedules.append(
+            dg.build_schedule_from_partitioned_job(
+                backup_job, name=f"{backup_job.name}_schedule", default_status=dg.DefaultScheduleStatus.RUNNING
+            )
+        )
+        schedules.append(_drill_schedule(drill_job, cadence.partitions_def))
+    return jobs, schedules

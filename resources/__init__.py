@@ -1,0 +1,6 @@
+"""Dagster resources: the thin configurable layer between the assets and the core."""
+
+from resources.keys import AgeIdentityResource
+from resources.manifest import ManifestResource
+
+__all__ = ["AgeIdentityResource", "ManifestResource"]

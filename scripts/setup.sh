@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything backup-pipelines needs on a Debian-like machine: the system tools (PostgreSQL server and
+# client, age, zstd, restic) and a Python virtual environment (.venv) pinned by constraints.txt.
+# Idempotent: a second run installs nothing. Needs root or sudo for the system packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v zstd >/dev/null || need_apt+=(zstd)
+command -v age >/dev/null || need_apt+=(age)
+command -v restic >/dev/null || need_apt+=(restic)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
+command -v runuser >/dev/null || need_apt+=(util-linux)
+python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+PYTHON=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null && python_ok "$candidate"; then PYTHON="$candidate"; break; fi
+done
+[ -n "$PYTHON" ] || need_apt+=(python3 python3-venv python3-pip)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if [ -z "$PYTHON" ]; then PYTHON=python3; fi
+
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | grep -v -E 'is ignored|^\s*$' || true
+  .venv/bin/python -c 'import backup_pipelines, dagster, pyrage, psycopg'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/dagster --version 2>/dev/null | head -1), $(zstd --version | head -1 | cut -c1-40), age $(age --version))"
