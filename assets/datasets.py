@@ -1,6 +1,5 @@
 """The factory: one manifest dataset becomes backup/<name> -> verify/<name> -> restore_test/<name>."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -87,7 +86,9 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=f"A real restore of the {name} backup into a scratch database, validated and dropped.",
         kinds={dataset.kind},
         pool=f"db-{restore_server}",
-        check_specs=[dg.AssetCheckSpec(RTO_CHECK, asset=keys.restore_test, description="Restore took at most the RTO.")],
+        check_specs=[
+            dg.AssetCheckSpec(RTO_CHECK, asset=keys.restore_test, description="Restore took at most the RTO.")
+        ],
         **common,
     )
     def restore_test(

@@ -6,10 +6,8 @@ For each cadence (hourly, daily, each cron):
 - `protect_<cadence>`: backup, verify and restore test in one run (the demo, CI, and manual drills).
 """
 
-
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -49,7 +47,9 @@ def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
     return dg.AssetSelection.assets(*keys)
 
 
-def _drill_schedule(job: "UnresolvedAssetJobDefinition", partitions_def: dg.PartitionsDefinition) -> dg.ScheduleDefinition:
+def _drill_schedule(
+    job: "UnresolvedAssetJobDefinition", partitions_def: dg.PartitionsDefinition
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"{job.name}_schedule",
         job=job,
@@ -68,26 +68,34 @@ def _drill_schedule(job: "UnresolvedAssetJobDefinition", partitions_def: dg.Part
     return drill
 
 
-def build_jobs(manifest: Manifest) -> tuple[list["UnresolvedAssetJobDefinition"], list[dg.ScheduleDefinition]]:
+def build_jobs(
+    manifest: Manifest,
+) -> tuple[list["UnresolvedAssetJobDefinition"], list[Any]]:
     """Return every cadence's jobs and their schedules."""
-    jobs, schedules = [], []
+    jobs: list[UnresolvedAssetJobDefinition] = []
+    schedules: list[Any] = []
     for cadence in cadences(manifest):
         backup_job = dg.define_asset_job(
-            f"backup_{cadence.name}", selection=_selection(cadence.datasets, "backup", "verify"),
+            f"backup_{cadence.name}",
+            selection=_selection(cadence.datasets, "backup", "verify"),
             description=f"Back up and verify the {cadence.name} datasets.",
         )
         drill_job = dg.define_asset_job(
-            f"restore_drill_{cadence.name}", selection=_selection(cadence.datasets, "restore_test"),
+            f"restore_drill_{cadence.name}",
+            selection=_selection(cadence.datasets, "restore_test"),
             description=f"Restore-test the {cadence.name} datasets for real.",
         )
         protect_job = dg.define_asset_job(
-            f"protect_{cadence.name}", selection=_selection(cadence.datasets, "backup", "verify", "restore_test"),
+            f"protect_{cadence.name}",
+            selection=_selection(cadence.datasets, "backup", "verify", "restore_test"),
             description=f"Back up, verify and restore-test the {cadence.name} datasets in one run.",
         )
         jobs += [backup_job, drill_job, protect_job]
         schedules.append(
             dg.build_schedule_from_partitioned_job(
-                backup_job, name=f"{backup_job.name}_schedule", default_status=dg.DefaultScheduleStatus.RUNNING
+                backup_job,
+                name=f"{backup_job.name}_schedule",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         )
         schedules.append(_drill_schedule(drill_job, cadence.partitions_def))

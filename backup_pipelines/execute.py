@@ -7,6 +7,7 @@ temporary file (no pipe to deadlock on) and is quoted in the `CommandFailedError
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
@@ -43,7 +44,7 @@ class Process:
 
     def __init__(self, command: Command, stdin: Any = None, stdout: Any = None) -> None:
         self.command = command
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         environment = {**os.environ, **command.env}
         try:
             self.popen = subprocess.Popen(
@@ -82,10 +83,8 @@ class Process:
             self.popen.kill()
         for pipe in (self.popen.stdin, self.popen.stdout):
             if pipe is not None:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         self.popen.wait()
 
     def close(self) -> None:
@@ -100,7 +99,12 @@ def run(command: Command, input_bytes: bytes | None = None, timeout: float | Non
     environment = {**os.environ, **command.env}
     try:
         completed = subprocess.run(
-            command.argv, input=input_bytes, capture_output=True, env=environment, timeout=timeout, check=False
+            command.argv,
+            input=input_bytes,
+            capture_output=True,
+            env=environment,
+            timeout=timeout,
+            check=False,
         )
     except FileNotFoundError as error:
         raise CommandFailedError(command.tool, 127, f"{command.argv[0]} is not installed") from error

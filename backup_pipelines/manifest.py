@@ -250,8 +250,7 @@ class PlannedDataset(DatasetBase):
         if enabled:
             kind = info.data.get("kind", "this kind")
             raise ValueError(
-                f"kind {kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); "
-                "set enabled: false"
+                f"kind {kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); set enabled: false"
             )
         return enabled
 
@@ -390,12 +389,17 @@ def _cross_reference_problems(manifest: Manifest) -> list[Problem]:
             if repository not in manifest.repositories:
                 known = ", ".join(manifest.repositories)
                 problems.append(
-                    Problem(f"datasets.{name}.repositories.{index}", f"unknown repository {repository!r} (known: {known})")
+                    Problem(
+                        f"datasets.{name}.repositories.{index}",
+                        f"unknown repository {repository!r} (known: {known})",
+                    )
                 )
         if isinstance(ds, PostgresDataset):
             problems += _server_problem(manifest, f"datasets.{name}.source.server", ds.source.server, ds.kind)
         if ds.restore_test.server is not None:
-            problems += _server_problem(manifest, f"datasets.{name}.restore_test.server", ds.restore_test.server, ds.kind)
+            problems += _server_problem(
+                manifest, f"datasets.{name}.restore_test.server", ds.restore_test.server, ds.kind
+            )
         if ds.enabled and ds.encryption is None and manifest.encryption is None:
             problems.append(
                 Problem(
@@ -427,11 +431,16 @@ def _server_problem(manifest: Manifest, path: str, server: str, kind: str) -> li
 def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
     location = [str(part) for part in error["loc"]]
     # Discriminated unions add the tag ("postgres", "s3") as a location step: drop it from the field path.
-    if len(location) > 2 and location[0] in ("datasets", "repositories") and location[2] in (
-        *IMPLEMENTED_KINDS,
-        *PLANNED_KINDS,
-        "local",
-        "s3",
+    if (
+        len(location) > 2
+        and location[0] in ("datasets", "repositories")
+        and location[2]
+        in (
+            *IMPLEMENTED_KINDS,
+            *PLANNED_KINDS,
+            "local",
+            "s3",
+        )
     ):
         del location[2]
     message = error["msg"].removeprefix("Value error, ")

@@ -6,6 +6,7 @@ reaches the dataset's engine and repositories only through their dispatch points
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -147,7 +148,11 @@ class CopyCheck:
 
 
 def verify_backup(
-    manifest: Manifest, name: str, record: BackupRecord, identity: str | None = None, identity_file: str | None = None
+    manifest: Manifest,
+    name: str,
+    record: BackupRecord,
+    identity: str | None = None,
+    identity_file: str | None = None,
 ) -> list[CopyCheck]:
     """Read back every copy of `record`, decrypt it, check its sha256 and size, and list its archive.
 
@@ -155,7 +160,6 @@ def verify_backup(
     DecryptionError on a wrong identity, IntegrityError if a copy differs from what was recorded.
     """
     dataset = manifest.dataset(name)
-    engine = engine_for(dataset.kind)
     identities = load_identities(identity, identity_file) if record.encrypted else None
     checks = []
     for repository_name in dataset.repositories:
@@ -199,14 +203,16 @@ def _decode_into_archive_check(
 
 
 def _close_quietly(stream: IO[bytes]) -> None:
-    try:
+    with contextlib.suppress(BrokenPipeError):
         stream.close()
-    except BrokenPipeError:
-        pass
 
 
 def restore_test_backup(
-    manifest: Manifest, name: str, record: BackupRecord, identity: str | None = None, identity_file: str | None = None
+    manifest: Manifest,
+    name: str,
+    record: BackupRecord,
+    identity: str | None = None,
+    identity_file: str | None = None,
 ) -> RestoreReport:
     """Restore `record` from the dataset's primary repository into a scratch target and validate it.
 

@@ -7,6 +7,7 @@ system user, since initdb and pg_ctl refuse to run as root. `stop()` removes eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -46,7 +47,9 @@ class PostgresSandbox:
     def pg_ctl(self, *arguments: str) -> None:
         subprocess.run(
             self._command(f"{self.bin_dir}/pg_ctl", "-D", str(self.root / "data"), *arguments),
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
     def conninfo(self, database: str = "postgres") -> str:
@@ -54,10 +57,8 @@ class PostgresSandbox:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and delete its folder."""
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.pg_ctl("stop", "-m", "immediate", "-w")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -87,10 +88,20 @@ def start_postgres_sandbox(
         os.chown(root / "socket", account.pw_uid, account.pw_gid)
     subprocess.run(
         sandbox._command(
-            f"{bin_dir}/initdb", "-D", str(root / "data"), "-U", user, "--auth=scram-sha-256",
-            f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C", "--no-sync",
+            f"{bin_dir}/initdb",
+            "-D",
+            str(root / "data"),
+            "-U",
+            user,
+            "--auth=scram-sha-256",
+            f"--pwfile={password_file}",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
         ),
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     options = (
         f"-c listen_addresses=127.0.0.1 -p {sandbox.port} -k {root / 'socket'} -c fsync=off "

@@ -10,6 +10,7 @@ object) raises; the caller then aborts the sink, so nothing half-written is ever
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -19,8 +20,8 @@ from typing import IO, Any, Protocol
 import pyrage
 
 from backup_pipelines.crypto import decrypt_stream, encrypt_stream
-from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.errors import IntegrityError
+from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.threads import Worker
 
 CHUNK = 1 << 20
@@ -180,10 +181,8 @@ def decode(
                 while chunk := reader.read(CHUNK):
                     zstd.stdin.write(chunk)
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 zstd.stdin.close()
-            except BrokenPipeError:
-                pass
 
     feeder = Worker(feed, "decrypt-feed")
     feeder.start()

@@ -14,7 +14,7 @@ import dagster as dg
 from backup_pipelines.crypto import IDENTITY_ENV, IDENTITY_FILE_ENV
 
 
-class AgeIdentityResource(dg.ConfigurableResource):  # type: ignore[misc]
+class AgeIdentityResource(dg.ConfigurableResource):
     """Names the environment variables holding the age identity, or its file path. Resolved lazily, so a
     run that only backs up needs no identity, and a missing one fails verify with a message naming both."""
 

@@ -14,7 +14,7 @@ def _load(path: str, modified: float) -> Manifest:
     return load_manifest(path)
 
 
-class ManifestResource(dg.ConfigurableResource):  # type: ignore[misc]
+class ManifestResource(dg.ConfigurableResource):
     """The backup manifest at `path`. Secrets it names are read from the environment at run time."""
 
     path: str

@@ -81,8 +81,15 @@ def run_jobs(manifest_path: Path, environment: dict[str, str]) -> list[str]:
         job = f"protect_{cadence.name}"
         print(f"demo: dagster job execute -j {job} (partition {partition_key})")
         command = [
-            str(ROOT / ".venv/bin/dagster"), "job", "execute", "-m", "backup_pipelines.definitions", "-j", job,
-            "--tags", json.dumps({"dagster/partition": partition_key}),
+            str(ROOT / ".venv/bin/dagster"),
+            "job",
+            "execute",
+            "-m",
+            "backup_pipelines.definitions",
+            "-j",
+            job,
+            "--tags",
+            json.dumps({"dagster/partition": partition_key}),
         ]
         completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
         (LOCAL / f"{job}.log").write_text(completed.stdout + completed.stderr)
@@ -102,7 +109,11 @@ def print_summary(manifest_path: Path) -> None:
     for name in manifest.active_datasets():
         keys = DatasetKeys(name)
         print(f"\n{name}")
-        for label, key in (("backup", keys.backup), ("verify", keys.verify), ("restore_test", keys.restore_test)):
+        for label, key in (
+            ("backup", keys.backup),
+            ("verify", keys.verify),
+            ("restore_test", keys.restore_test),
+        ):
             event = instance.get_latest_materialization_event(key)
             if event is None or event.asset_materialization is None:
                 print(f"  {label:<13} not materialized")
@@ -111,14 +122,18 @@ def print_summary(manifest_path: Path) -> None:
             step_seconds = _step_seconds(instance, event.run_id, key)
             line = f"  {label:<13} partition {event.asset_materialization.partition}  step {step_seconds:.2f}s"
             if label == "backup":
-                line += (f"  {metadata['bytes_raw']:,} B raw -> {metadata['bytes_stored']:,} B stored"
-                         f"  at {metadata['location']}")
+                line += (
+                    f"  {metadata['bytes_raw']:,} B raw -> {metadata['bytes_stored']:,} B stored"
+                    f"  at {metadata['location']}"
+                )
             if label == "verify":
                 line += f"  {metadata['copies_verified']} copy verified, {metadata['archive_entries']} archive entries"
             if label == "restore_test":
-                line += (f"  restore {metadata['restore_seconds']}s + validation {metadata['validation_seconds']}s"
-                         f" (RTO {metadata['rto_target_seconds']:.0f}s), {metadata['checks_passed']}/"
-                         f"{metadata['checks_total']} checks passed")
+                line += (
+                    f"  restore {metadata['restore_seconds']}s + validation {metadata['validation_seconds']}s"
+                    f" (RTO {metadata['rto_target_seconds']:.0f}s), {metadata['checks_passed']}/"
+                    f"{metadata['checks_total']} checks passed"
+                )
             print(line)
 
 

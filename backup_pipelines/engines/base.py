@@ -80,6 +80,12 @@ class Engine(Protocol):
         """Given the archive check's output, return counts to record. Raise IntegrityError if unusable."""
         ...
 
+    def restore_to(self, manifest: Manifest, name: str, target: str, server_name: str | None, feed: Feed) -> str:
+        """Restore into a new target called `target` (a database, ...) on `server_name` (default: the
+        dataset's restore server); `feed(stdin)` writes the raw archive. Return the target's address.
+        Raise if the target already exists: a restore never overwrites."""
+        ...
+
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
         """Restore a backup into a scratch target: `feed(stdin)` writes the raw archive into the restore
         tool. Compare the restored copy with `record.source_stats` and the dataset's validation queries, then

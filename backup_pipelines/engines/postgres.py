@@ -27,7 +27,13 @@ from backup_pipelines.errors import (
     ValidationFailedError,
 )
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
-from backup_pipelines.manifest import Manifest, PostgresDataset, PostgresServerConfig, Verification, read_secret
+from backup_pipelines.manifest import (
+    Manifest,
+    PostgresDataset,
+    PostgresServerConfig,
+    Verification,
+    read_secret,
+)
 from backup_pipelines.repository.base import BackupRecord
 from backup_pipelines.threads import Worker
 
@@ -71,8 +77,13 @@ def connection_env(server: PostgresServerConfig, password: str | None) -> dict[s
 
 
 def _target_arguments(server: PostgresServerConfig, database: str) -> tuple[str, ...]:
-    return ("--no-password", f"--host={server.host}", f"--port={server.port}", f"--username={server.user}",
-            f"--dbname={database}")
+    return (
+        "--no-password",
+        f"--host={server.host}",
+        f"--port={server.port}",
+        f"--username={server.user}",
+        f"--dbname={database}",
+    )
 
 
 def pg_dump_command(
@@ -94,8 +105,13 @@ def pg_dump_command(
 def pg_restore_command(server: PostgresServerConfig, database: str, password: str | None) -> Command:
     """Return the pg_restore command that restores a custom-format archive from stdin into `database`,
     stopping at the first error, without owners or grants (the scratch server may lack the roles)."""
-    argv = (_binary("pg_restore", server), "--exit-on-error", "--no-owner", "--no-privileges",
-            *_target_arguments(server, database))
+    argv = (
+        _binary("pg_restore", server),
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+        *_target_arguments(server, database),
+    )
     return Command(argv, connection_env(server, password))
 
 
@@ -114,8 +130,14 @@ def connect(server: PostgresServerConfig, database: str, password: str | None) -
     """Return a psycopg connection. Raise SourceUnavailableError naming the server if it fails."""
     try:
         return psycopg.connect(
-            host=server.host, port=server.port, user=server.user, password=password, dbname=database,
-            sslmode=server.sslmode or "prefer", application_name="backup-pipelines", connect_timeout=10,
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            password=password,
+            dbname=database,
+            sslmode=server.sslmode or "prefer",
+            application_name="backup-pipelines",
+            connect_timeout=10,
         )
     except psycopg.OperationalError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -145,7 +167,11 @@ def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset,
     """Return the database's statistics as seen by `connection`'s transaction: server version, size,
     encoding, exact row count of every in-scope table, number of large objects, and the value of every
     validation query that compares with the source."""
-    one = lambda query: connection.execute(query).fetchone()[0]  # noqa: E731
+
+    def one(query: Any) -> Any:
+        row = connection.execute(query).fetchone()
+        return row[0] if row else None
+
     stats: dict[str, Any] = {
         "server_version": one("show server_version"),
         "database_size_bytes": one("select pg_database_size(current_database())"),
@@ -156,13 +182,9 @@ def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset,
     stats["table_count"] = len(tables)
     if row_counts:
         count = sql.SQL("select count(*) from {}.{}")
-        stats["tables"] = {
-            f"{s}.{t}": one(count.format(sql.Identifier(s), sql.Identifier(t))) for s, t in tables
-        }
+        stats["tables"] = {f"{s}.{t}": one(count.format(sql.Identifier(s), sql.Identifier(t))) for s, t in tables}
     stats["queries"] = {
-        query.name: _jsonable(one(query.sql))
-        for query in dataset.verification.queries
-        if query.expect.same_as_source
+        query.name: _jsonable(one(query.sql)) for query in dataset.verification.queries if query.expect.same_as_source
     }
     return stats
 
@@ -223,6 +245,19 @@ class PostgresEngine:
             "table_data_entries": sum(" TABLE DATA " in line for line in entries),
             "large_object_entries": sum(" BLOB " in line or " LARGE OBJECT " in line for line in entries),
         }
+
+    def restore_to(self, manifest: Manifest, name: str, target: str, server_name: str | None, feed: Feed) -> str:
+        dataset, source_server, _ = self._dataset(manifest, name)
+        server_name = server_name or dataset.restore_test.server or source_server
+        if server_name not in manifest.servers:
+            raise KeyError(f"no server {server_name!r} in the manifest (known: {', '.join(manifest.servers)})")
+        server = manifest.servers[server_name]
+        password = _password(server_name, server)
+        with connect(server, server.maintenance_database, password) as admin:
+            admin.autocommit = True
+            admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(target)))
+        _run_restore(pg_restore_command(server, target, password), feed)
+        return f"postgresql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
         dataset, source_server, _ = self._dataset(manifest, name)
@@ -303,10 +338,18 @@ def compare_stats(source: dict[str, Any], restored: dict[str, Any], verification
     """Return one outcome per comparison between the source's statistics at backup time and the restored
     copy's: the table count, the large-object count, and (if enabled) every table's row count."""
     outcomes = [
-        CheckOutcome("table count", source.get("table_count"), restored.get("table_count"),
-                     source.get("table_count") == restored.get("table_count")),
-        CheckOutcome("large objects", source.get("large_objects"), restored.get("large_objects"),
-                     source.get("large_objects") == restored.get("large_objects")),
+        CheckOutcome(
+            "table count",
+            source.get("table_count"),
+            restored.get("table_count"),
+            source.get("table_count") == restored.get("table_count"),
+        ),
+        CheckOutcome(
+            "large objects",
+            source.get("large_objects"),
+            restored.get("large_objects"),
+            source.get("large_objects") == restored.get("large_objects"),
+        ),
     ]
     if verification.compare_row_counts and "tables" in source:
         restored_tables = restored.get("tables", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -43,10 +44,8 @@ class LocalObjectWriter(ObjectWriter):
             raise StorageError(f"cannot commit {self.final}: {error.strerror}") from error
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.file.close()
-        except OSError:
-            pass
         self.temporary.unlink(missing_ok=True)
 
 

@@ -6,6 +6,7 @@ about two parts; an aborted upload is aborted server-side and leaves nothing und
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from typing import IO, Any
@@ -18,7 +19,7 @@ from backup_pipelines.errors import StorageError
 from backup_pipelines.repository.base import ObjectWriter, Repository
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
         return f"{details.get('Code', 'error')}: {details.get('Message', error)}"
@@ -85,7 +86,9 @@ class S3ObjectWriter(ObjectWriter):
     def commit(self) -> None:
         try:
             if self.upload_id is None:
-                self.repository.call("put_object", Key=self.key, Body=bytes(self.buffer), **self.repository.put_arguments())
+                self.repository.call(
+                    "put_object", Key=self.key, Body=bytes(self.buffer), **self.repository.put_arguments()
+                )
                 return
             if self.buffer:
                 self._send_part(bytes(self.buffer))
@@ -94,7 +97,10 @@ class S3ObjectWriter(ObjectWriter):
             self._raise_upload_error()
             parts = sorted(self.parts, key=lambda part: part["PartNumber"])
             self.repository.call(
-                "complete_multipart_upload", Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+                "complete_multipart_upload",
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
             )
         except BaseException:
             self.abort()
@@ -111,12 +117,11 @@ class S3ObjectWriter(ObjectWriter):
                     break
             self._finish_uploader()
         if self.upload_id is not None:
-            try:
+            # An unfinished upload is invisible anyway; a bucket lifecycle rule cleans up what abort cannot.
+            with contextlib.suppress(BotoCoreError, ClientError):
                 self.repository.client.abort_multipart_upload(
                     Bucket=self.repository.bucket, Key=self.key, UploadId=self.upload_id
                 )
-            except (BotoCoreError, ClientError):
-                pass  # an unfinished upload is invisible; the bucket's lifecycle rule cleans it up
             self.upload_id = None
 
 
@@ -148,7 +153,7 @@ class S3Repository(Repository):
     def put_arguments(self) -> dict[str, str]:
         return dict(self.put_extra)
 
-    def call(self, operation: str, Key: str, **arguments: Any) -> Any:  # noqa: N803 - boto3's spelling
+    def call(self, operation: str, Key: str, **arguments: Any) -> Any:
         """Call boto3 `operation` on `Key` (a full key). Raise StorageError naming the object on failure."""
         try:
             return getattr(self.client, operation)(Bucket=self.bucket, Key=Key, **arguments)

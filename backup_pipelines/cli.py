@@ -1,0 +1,177 @@
+"""backup-pipelines: the operator CLI.
+
+    backup-pipelines validate [--manifest PATH]        check a manifest; exit 1 listing every problem
+    backup-pipelines schema                            print the manifest's JSON Schema
+    backup-pipelines list [DATASET]                    list committed backups, read from the repositories
+    backup-pipelines restore-commands DATASET          print the standard-tool commands to restore a backup
+    backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
+
+`list`, `restore` and `restore-commands` need no Dagster instance: they read the repositories directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from backup_pipelines.crypto import IDENTITY_FILE_ENV, load_identities
+from backup_pipelines.engines import engine_for
+from backup_pipelines.errors import BackupError, ManifestError
+from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
+from backup_pipelines.operations import find_backup
+from backup_pipelines.repository import BackupRecord, Repository, open_repository
+from backup_pipelines.stream import decode
+
+
+def _validate(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    active = manifest.active_datasets()
+    print(
+        f"{manifest.path}: valid: {len(manifest.datasets)} datasets ({len(active)} enabled), "
+        f"{len(manifest.repositories)} repositories, {len(manifest.servers)} servers"
+    )
+    return 0
+
+
+def _schema(arguments: argparse.Namespace) -> int:
+    print(json.dumps(manifest_json_schema(), indent=2))
+    return 0
+
+
+def _list(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    names = [arguments.dataset] if arguments.dataset else list(manifest.active_datasets())
+    print(f"{'dataset':<20} {'partition':<17} {'backup id':<24} {'created (UTC)':<20} {'stored':>12}  location")
+    for name in names:
+        for repository_name in manifest.dataset(name).repositories:
+            repository = open_repository(manifest, repository_name)
+            for record in repository.list_backups(name):
+                print(
+                    f"{name:<20} {record.partition_key:<17} {record.backup_id:<24} "
+                    f"{record.created_at[:19]:<20} {record.bytes_stored:>12,}  {repository.uri(record.object_path)}"
+                )
+    return 0
+
+
+def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[Repository, BackupRecord]:
+    record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
+    for repository_name in manifest.dataset(arguments.dataset).repositories:
+        repository = open_repository(manifest, repository_name)
+        if repository.find_backup(arguments.dataset, record.backup_id) is not None:
+            return repository, record
+    raise BackupError(f"backup {record.backup_id} vanished while it was being looked up")
+
+
+def restore_commands(repository: Repository, record: BackupRecord, database: str = "restored") -> list[str]:
+    """Return the shell commands that restore `record` with standard tools only (aws/cat, age, zstd,
+    sha256sum, pg_restore), as documented in docs/restore.md."""
+    uri = repository.uri(record.object_path)
+    fetch = (
+        f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
+    )
+    decrypt = (
+        'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o backup.dump'
+        if record.encrypted
+        else ("zstd -d -q backup.obj -o backup.dump")
+    )
+    return [
+        fetch,
+        f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
+        decrypt,
+        "pg_restore --list backup.dump | head",
+        f"createdb {database}",
+        f"pg_restore --no-owner --exit-on-error --dbname={database} backup.dump",
+    ]
+
+
+def _restore_commands(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    repository, record = _select(arguments, manifest)
+    print(
+        f"# {arguments.dataset} backup {record.backup_id} (partition {record.partition_key}, "
+        f"{record.bytes_stored:,} bytes, sha256 {record.sha256})"
+    )
+    for command in restore_commands(repository, record, arguments.target_database):
+        print(command)
+    return 0
+
+
+def _restore(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    repository, record = _select(arguments, manifest)
+    identities = load_identities(identity_file=arguments.identity_file) if record.encrypted else None
+    if arguments.output:
+        with repository.open_object(record.object_path) as stored, open(arguments.output, "xb") as output:
+            result = decode(stored, output, identities, record.sha256)
+        print(f"restored {record.backup_id} to {arguments.output} ({result.bytes_raw:,} bytes, checksum ok)")
+        return 0
+
+    def feed(stdin: IO[bytes]) -> None:
+        with repository.open_object(record.object_path) as stored:
+            decode(stored, stdin, identities, record.sha256)
+
+    engine = engine_for(record.kind)
+    target = engine.restore_to(manifest, arguments.dataset, arguments.database, arguments.server, feed)
+    print(f"restored {record.backup_id} into {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the CLI."""
+    parser = argparse.ArgumentParser(
+        prog="backup-pipelines", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="manifest file (default: $BACKUP_MANIFEST or ./backup_manifest.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("validate", help="check the manifest").set_defaults(run=_validate)
+    commands.add_parser("schema", help="print the manifest's JSON Schema").set_defaults(run=_schema)
+    listing = commands.add_parser("list", help="list committed backups")
+    listing.add_argument("dataset", nargs="?")
+    listing.set_defaults(run=_list)
+    for name, function, helptext in (
+        ("restore-commands", _restore_commands, "print standard-tool restore commands"),
+        ("restore", _restore, "restore a backup to a file or a new database"),
+    ):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("dataset")
+        which = sub.add_mutually_exclusive_group()
+        which.add_argument("--backup-id")
+        which.add_argument("--partition")
+        sub.set_defaults(run=function)
+        if name == "restore-commands":
+            sub.add_argument("--target-database", default="restored")
+        else:
+            target = sub.add_mutually_exclusive_group(required=True)
+            target.add_argument("--output", help="write the decrypted, decompressed archive to this new file")
+            target.add_argument("--database", help="restore into this new database")
+            sub.add_argument("--server", help="server to restore on (default: the dataset's restore server)")
+            sub.add_argument("--identity-file", help=f"age identity file (default: ${IDENTITY_FILE_ENV})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (1 on any error, with the message on stderr)."""
+    arguments = build_parser().parse_args(argv)
+    try:
+        status: int = arguments.run(arguments)
+        return status
+    except ManifestError as error:
+        print(f"manifest has {len(error.problems)} problem(s):\n{error}", file=sys.stderr)
+        return 1
+    except (BackupError, KeyError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
