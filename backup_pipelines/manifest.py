@@ -24,7 +24,6 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationError,
-    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -79,14 +78,14 @@ class StrictModel(BaseModel):
 class LocalRepositoryConfig(StrictModel):
     """A directory on a locally mounted disk."""
 
-    type: Literal["local"]
+    type: Literal["local"] = Field(description="Repository type.")
     path: str = Field(description="Directory holding the backups; relative to the manifest's folder.")
 
 
 class S3RepositoryConfig(StrictModel):
     """A bucket (and optional prefix) on AWS S3 or any S3-compatible endpoint."""
 
-    type: Literal["s3"]
+    type: Literal["s3"] = Field(description="Repository type.")
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
     prefix: str = Field("", description="Key prefix inside the bucket, without a trailing slash.")
     region: str = Field("us-east-1", description="Region of the bucket.")
@@ -104,7 +103,7 @@ RepositoryConfig = Annotated[LocalRepositoryConfig | S3RepositoryConfig, Field(d
 class PostgresServerConfig(StrictModel):
     """A PostgreSQL server reached over TCP or a Unix socket directory."""
 
-    kind: Literal["postgres"]
+    kind: Literal["postgres"] = Field(description="Server kind.")
     host: str = Field("127.0.0.1", description="Host name, IP address, or a Unix socket directory.")
     port: int = Field(5432, ge=1, le=65535, description="TCP port.")
     user: str = Field(description="Role used for dumps (needs read access) and restore tests (CREATEDB).")
@@ -136,9 +135,9 @@ class Expectation(StrictModel):
 class ValidationQuery(StrictModel):
     """A query run on the restored copy; its first column of its first row is checked."""
 
-    name: Name
+    name: Name = Field(description="Short name, shown in restore-test results.")
     sql: str = Field(min_length=1, description="A read-only query returning one value.")
-    expect: Expectation
+    expect: Expectation = Field(description="What the value must satisfy.")
 
 
 class Verification(StrictModel):
@@ -214,11 +213,11 @@ class DatasetBase(StrictModel):
     start: date | None = Field(None, description="First partition; default: the manifest's partition_start.")
     rpo: Duration = Field(description="Recovery point objective: the newest backup is never older.")
     rto: Duration = Field(description="Recovery time objective: a restore test must finish within it.")
-    retention: Retention
+    retention: Retention = Field(description="How many backups to keep (restic forget semantics).")
     repositories: list[Name] = Field(min_length=1, description="Names under `repositories`; first = primary.")
     encryption: Encryption | None = Field(None, description="Default: the manifest's top-level encryption.")
-    verification: Verification = Field(default_factory=Verification)
-    restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig)
+    verification: Verification = Field(default_factory=Verification, description="How restores are judged.")
+    restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
     owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
 
@@ -234,25 +233,24 @@ class DatasetBase(StrictModel):
 class PostgresDataset(DatasetBase):
     """A PostgreSQL database dumped with pg_dump's custom format."""
 
-    kind: Literal["postgres"]
-    source: PostgresSource
+    kind: Literal["postgres"] = Field(description="Dataset kind.")
+    source: PostgresSource = Field(description="The database to protect.")
 
 
 class PlannedDataset(DatasetBase):
     """A dataset of a kind whose engine does not exist yet: kept in the manifest, disabled."""
 
-    kind: Literal["mysql", "files", "sqlite", "command"]
+    kind: Literal["mysql", "files", "sqlite", "command"] = Field(description="Dataset kind.")
     source: dict[str, Any] = Field(default_factory=dict, description="Kind-specific source settings.")
 
-    @field_validator("enabled")
-    @classmethod
-    def _must_be_disabled(cls, enabled: bool, info: ValidationInfo) -> bool:
-        if enabled:
-            kind = info.data.get("kind", "this kind")
+    @model_validator(mode="after")
+    def _must_be_disabled(self) -> PlannedDataset:
+        if self.enabled:
             raise ValueError(
-                f"kind {kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); set enabled: false"
+                f"enabled: kind {self.kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); "
+                "set enabled: false"
             )
-        return enabled
+        return self
 
 
 Dataset = Annotated[PostgresDataset | PlannedDataset, Field(discriminator="kind")]
@@ -261,12 +259,12 @@ Dataset = Annotated[PostgresDataset | PlannedDataset, Field(discriminator="kind"
 class Manifest(StrictModel):
     """Everything backup-pipelines protects, in one file."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = Field(1, description="Manifest format version.")
     partition_start: date = Field(date(2026, 1, 1), description="Default first partition of every dataset.")
     encryption: Encryption | None = Field(None, description="Default encryption for every dataset.")
-    repositories: dict[Name, RepositoryConfig] = Field(min_length=1)
-    servers: dict[Name, PostgresServerConfig] = Field(default_factory=dict)
-    datasets: dict[Name, Dataset] = Field(min_length=1)
+    repositories: dict[Name, RepositoryConfig] = Field(min_length=1, description="Where backups live, by name.")
+    servers: dict[Name, PostgresServerConfig] = Field(default_factory=dict, description="Sources, by name.")
+    datasets: dict[Name, Dataset] = Field(min_length=1, description="What is protected, by name.")
 
     _path: Path | None = PrivateAttr(None)
 
@@ -365,13 +363,13 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
         raise ManifestError(file, [Problem("", f"not valid YAML: {error}", line)]) from error
     if not isinstance(data, dict):
         raise ManifestError(file, [Problem("", "the manifest must be a mapping with datasets and repositories")])
+    problems = [_with_line(problem, root) for problem in _cross_reference_problems(data)]
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as error:
-        raise ManifestError(file, [_problem_from(item, root) for item in error.errors()]) from None
-    problems = _cross_reference_problems(manifest)
+        problems = [_problem_from(item, root) for item in error.errors()] + problems
     if problems:
-        raise ManifestError(file, [_with_line(problem, root) for problem in problems])
+        raise ManifestError(file, problems)
     if file != "<manifest>":
         manifest._path = Path(file).resolve()
     return manifest
@@ -382,49 +380,60 @@ def manifest_json_schema() -> dict[str, Any]:
     return Manifest.model_json_schema()
 
 
-def _cross_reference_problems(manifest: Manifest) -> list[Problem]:
+def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
+    """Return the problems between sections (unknown repository or server names, missing encryption),
+    working on the raw data so they are reported together with the field errors."""
+    repositories = _mapping(data.get("repositories"))
+    servers = _mapping(data.get("servers"))
+    top_encryption = data.get("encryption")
     problems = []
-    for name, ds in manifest.datasets.items():
-        for index, repository in enumerate(ds.repositories):
-            if repository not in manifest.repositories:
-                known = ", ".join(manifest.repositories)
-                problems.append(
-                    Problem(
-                        f"datasets.{name}.repositories.{index}",
-                        f"unknown repository {repository!r} (known: {known})",
-                    )
-                )
-        if isinstance(ds, PostgresDataset):
-            problems += _server_problem(manifest, f"datasets.{name}.source.server", ds.source.server, ds.kind)
-        if ds.restore_test.server is not None:
-            problems += _server_problem(
-                manifest, f"datasets.{name}.restore_test.server", ds.restore_test.server, ds.kind
-            )
-        if ds.enabled and ds.encryption is None and manifest.encryption is None:
+    for name, dataset in _mapping(data.get("datasets")).items():
+        if not isinstance(dataset, dict):
+            continue
+        where = f"datasets.{name}"
+        names = dataset.get("repositories")
+        for index, repository in enumerate(names if isinstance(names, list) else []):
+            if isinstance(repository, str) and repository not in repositories:
+                message = f"unknown repository {repository!r} (known: {', '.join(repositories) or 'none'})"
+                problems.append(Problem(f"{where}.repositories.{index}", message))
+        kind = dataset.get("kind")
+        source_server = _mapping(dataset.get("source")).get("server") if kind in IMPLEMENTED_KINDS else None
+        restore_server = _mapping(dataset.get("restore_test")).get("server")
+        for path, server in (
+            (f"{where}.source.server", source_server),
+            (f"{where}.restore_test.server", restore_server),
+        ):
+            if isinstance(server, str):
+                problems += _server_problem(servers, path, server, kind)
+        if dataset.get("enabled", True) and dataset.get("encryption") is None and top_encryption is None:
             problems.append(
                 Problem(
-                    f"datasets.{name}.encryption",
+                    f"{where}.encryption",
                     "encryption is on by default: give age recipients here or in the top-level encryption "
                     "block, or write enabled: false to turn it off explicitly",
                 )
             )
-    for where, encryption in _encryption_blocks(manifest):
-        if encryption.enabled and not encryption.recipients and not encryption.recipients_file:
-            problems.append(Problem(where, "encryption is enabled but lists no recipients or recipients_file"))
+    blocks = [("encryption", top_encryption)] + [
+        (f"datasets.{name}.encryption", _mapping(dataset).get("encryption"))
+        for name, dataset in _mapping(data.get("datasets")).items()
+    ]
+    for where, block in blocks:
+        if isinstance(block, dict) and block.get("enabled", True):
+            if not block.get("recipients") and not block.get("recipients_file"):
+                problems.append(Problem(where, "encryption is enabled but lists no recipients or recipients_file"))
     return problems
 
 
-def _encryption_blocks(manifest: Manifest) -> list[tuple[str, Encryption]]:
-    blocks = [("encryption", manifest.encryption)] if manifest.encryption else []
-    blocks += [(f"datasets.{n}.encryption", d.encryption) for n, d in manifest.datasets.items() if d.encryption]
-    return blocks
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
-def _server_problem(manifest: Manifest, path: str, server: str, kind: str) -> list[Problem]:
-    if server not in manifest.servers:
-        return [Problem(path, f"unknown server {server!r} (known: {', '.join(manifest.servers) or 'none'})")]
-    if manifest.servers[server].kind != kind:
-        return [Problem(path, f"server {server!r} is a {manifest.servers[server].kind} server, not {kind}")]
+def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) -> list[Problem]:
+    if server not in servers:
+        return [Problem(path, f"unknown server {server!r} (known: {', '.join(servers) or 'none'})")]
+    server_kind = _mapping(servers[server]).get("kind")
+    if server_kind != kind:
+        return [Problem(path, f"server {server!r} is a {server_kind} server, not {kind}")]
     return []
 
 

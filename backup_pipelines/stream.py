@@ -20,7 +20,7 @@ from typing import IO, Any, Protocol
 import pyrage
 
 from backup_pipelines.crypto import decrypt_stream, encrypt_stream
-from backup_pipelines.errors import IntegrityError
+from backup_pipelines.errors import DecryptionError, IntegrityError
 from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.threads import Worker
 
@@ -70,12 +70,35 @@ class HashingWriter:
         self.sink = sink
         self.digest = hashlib.sha256()
         self.count = 0
+        self.error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         self.count += len(data)
-        self.sink.write(data)
+        try:
+            self.sink.write(data)
+        except BaseException as error:
+            self.error = error  # pyrage wraps it in EncryptError: keep the original for the caller
+            raise
         return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class ErrorKeepingWriter:
+    """Passes writes to `target` and remembers the exception of a failed write (pyrage wraps it)."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.target.write(data)
+        except BaseException as error:
+            self.error = error
+            raise
 
     def flush(self) -> None:
         pass
@@ -88,12 +111,17 @@ class HashingReader:
         self.source = source
         self.digest = hashlib.sha256()
         self.count = 0
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size if size and size > 0 else CHUNK)
+        try:
+            data = self.source.read(size if size and size > 0 else CHUNK)
+        except BaseException as error:
+            self.error = error  # pyrage wraps it in DecryptError: keep the original
+            raise
         self.digest.update(data)
         self.count += len(data)
         return data
@@ -139,7 +167,10 @@ def encode(source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZS
     hashing = HashingWriter(sink)
     try:
         if recipients:
-            encrypt_stream(zstd.stdout, hashing, recipients)  # type: ignore[arg-type]
+            try:
+                encrypt_stream(zstd.stdout, hashing, recipients)  # type: ignore[arg-type]
+            except pyrage.EncryptError as error:
+                raise (hashing.error or error) from error
         else:
             while chunk := _read_chunk(zstd.stdout):
                 hashing.write(chunk)
@@ -176,7 +207,11 @@ def decode(
     def feed() -> None:
         try:
             if identities is not None:
-                decrypt_stream(reader, zstd.stdin, identities)  # type: ignore[arg-type]
+                target = ErrorKeepingWriter(zstd.stdin)
+                try:
+                    decrypt_stream(reader, target, identities)  # type: ignore[arg-type]
+                except (IntegrityError, DecryptionError) as error:
+                    raise (reader.error or target.error or error) from error
             else:
                 while chunk := reader.read(CHUNK):
                     zstd.stdin.write(chunk)

@@ -1,0 +1,145 @@
+"""Session-wide test servers and helpers.
+
+The fixtures start real servers once per test run, bound to 127.0.0.1 only: a throw-away PostgreSQL cluster
+(the same sandbox the demo uses) and moto's standalone S3 server, which speaks the real S3 wire protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from backup_pipelines.crypto import KeyPair, generate_key_pair
+from backup_pipelines.manifest import Manifest, load_manifest
+from backup_pipelines.sample import create_sample_database
+from backup_pipelines.sandbox import PostgresSandbox, free_port, start_postgres_sandbox
+
+PG_PASSWORD_ENV = "TEST_PG_PASSWORD"
+S3_KEY_ENV = "TEST_S3_ACCESS_KEY_ID"
+S3_SECRET_ENV = "TEST_S3_SECRET_ACCESS_KEY"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresSandbox]:
+    """A PostgreSQL server for the whole run, with the sample database `app`."""
+    sandbox = start_postgres_sandbox(password="test-password-ünï")
+    os.environ[PG_PASSWORD_ENV] = sandbox.password
+    try:
+        create_sample_database(sandbox.conninfo(), "app")
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto's S3 server on 127.0.0.1 for the whole run."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update({S3_KEY_ENV: "testing", S3_SECRET_ENV: "testing"})
+    try:
+        yield S3Endpoint(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def age_keys() -> KeyPair:
+    return generate_key_pair()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: S3Endpoint, request: pytest.FixtureRequest) -> str:
+    """A new empty bucket for one test."""
+    name = "bp-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid() % 1000}"
+    s3_endpoint.client().create_bucket(Bucket=name)
+    return name
+
+
+def manifest_dict(
+    postgres: PostgresSandbox,
+    repository_root: Path,
+    recipients: list[str],
+    database: str = "app",
+    s3: tuple[S3Endpoint, str] | None = None,
+    repositories: list[str] | None = None,
+    **dataset_fields: Any,
+) -> dict[str, Any]:
+    """Return a manifest (as data) with one postgres dataset `app_db` on the test server."""
+    manifest: dict[str, Any] = {
+        "partition_start": "2026-11-01",
+        "repositories": {"local": {"type": "local", "path": str(repository_root)}},
+        "servers": {
+            "pg": {
+                "kind": "postgres",
+                "host": "127.0.0.1",
+                "port": postgres.port,
+                "user": postgres.user,
+                "password_env": PG_PASSWORD_ENV,
+            },
+        },
+        "datasets": {
+            "app_db": {
+                "kind": "postgres",
+                "schedule": "hourly",
+                "rpo": "2h",
+                "rto": "30m",
+                "retention": {"keep_hourly": 24},
+                "repositories": repositories or ["local"],
+                "encryption": {"recipients": recipients} if recipients else {"enabled": False},
+                "source": {"server": "pg", "database": database},
+                "verification": {
+                    "queries": [
+                        {
+                            "name": "orders",
+                            "sql": "select count(*) from shop.orders",
+                            "expect": {"same_as_source": True, "min": 1},
+                        },
+                    ]
+                },
+                **dataset_fields,
+            }
+        },
+    }
+    if s3 is not None:
+        endpoint, bucket_name = s3
+        manifest["repositories"]["s3"] = {
+            "type": "s3",
+            "bucket": bucket_name,
+            "prefix": "backups",
+            "endpoint_url": endpoint.url,
+            "access_key_id_env": S3_KEY_ENV,
+            "secret_access_key_env": S3_SECRET_ENV,
+            "part_size_mb": 5,
+        }
+    return manifest
+
+
+def write_manifest(path: Path, data: dict[str, Any]) -> Manifest:
+    """Write `data` as YAML to `path` and return it loaded."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return load_manifest(path)

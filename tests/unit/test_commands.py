@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import yaml
+
+from backup_pipelines.engines.postgres import pg_dump_command, pg_restore_command, pg_restore_list_command
+from backup_pipelines.manifest import parse_manifest
+from backup_pipelines.stream import zstd_compress_command, zstd_decompress_command
+from tests.unit.test_manifest import VALID
+
+
+def manifest_with_source(**source: object):
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["datasets"]["orders"]["source"].update(source)
+    data["servers"]["pg"].update({"host": "db.internal", "port": 6432, "sslmode": "require"})
+    return parse_manifest(yaml.safe_dump(data))
+
+
+def test_pg_dump_uses_custom_format_uncompressed_with_the_exported_snapshot() -> None:
+    manifest = manifest_with_source()
+    command = pg_dump_command(manifest.servers["pg"], manifest.dataset("orders"), "00000003-1B", "s3cret")
+    assert command.tool == "pg_dump"
+    assert {"--format=custom", "--compress=0", "--snapshot=00000003-1B", "--no-password"} <= set(command.argv)
+    assert {"--host=db.internal", "--port=6432", "--username=backup", "--dbname=orders"} <= set(command.argv)
+
+
+def test_passwords_travel_in_the_environment_never_in_argv() -> None:
+    manifest = manifest_with_source()
+    command = pg_dump_command(manifest.servers["pg"], manifest.dataset("orders"), None, "s3cret")
+    assert "s3cret" not in command.display()
+    assert command.env["PGPASSWORD"] == "s3cret"
+    assert command.env["PGSSLMODE"] == "require"
+
+
+def test_schema_and_table_filters_become_pg_dump_options() -> None:
+    manifest = manifest_with_source(schemas=["shop"], exclude_schemas=["tmp"], exclude_tables=["shop.cache"])
+    argv = pg_dump_command(manifest.servers["pg"], manifest.dataset("orders"), None, None).argv
+    assert "--schema=shop" in argv and "--exclude-schema=tmp" in argv and "--exclude-table=shop.cache" in argv
+    assert not any(arg.startswith("--snapshot") for arg in argv)
+
+
+def test_pg_restore_stops_at_the_first_error_and_skips_owners() -> None:
+    manifest = manifest_with_source()
+    command = pg_restore_command(manifest.servers["pg"], "bp_restore_x", "pw")
+    assert command.tool == "pg_restore"
+    assert {"--exit-on-error", "--no-owner", "--no-privileges", "--dbname=bp_restore_x"} <= set(command.argv)
+    assert pg_restore_list_command(manifest.servers["pg"]).argv[-1] == "--list"
+
+
+def test_zstd_commands_stream_stdin_to_stdout() -> None:
+    assert zstd_compress_command(3).argv == ("zstd", "-3", "-q", "-c")
+    assert zstd_decompress_command().argv == ("zstd", "-d", "-q", "-c")

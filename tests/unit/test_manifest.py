@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backup_pipelines.cli import main as cli_main
+from backup_pipelines.errors import ManifestError, MissingSecretError
+from backup_pipelines.manifest import load_manifest, manifest_json_schema, parse_manifest, read_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPIENT = "age1p2xdngslz92zezwfmqqtwl4zwg8ptz9l7nrcr0vfhfy7vqdsxd4qjv55r2"
+
+VALID = {
+    "repositories": {"local": {"type": "local", "path": "backups"}},
+    "servers": {"pg": {"kind": "postgres", "user": "backup", "password_env": "PG_PASSWORD"}},
+    "datasets": {
+        "orders": {
+            "kind": "postgres",
+            "schedule": "hourly",
+            "rpo": "1h",
+            "rto": "30m",
+            "retention": {"keep_hourly": 24, "keep_within": "7d"},
+            "repositories": ["local"],
+            "encryption": {"recipients": [RECIPIENT]},
+            "source": {"server": "pg", "database": "orders"},
+        }
+    },
+}
+
+
+def errors_of(data: dict, file: str = "m.yaml") -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(yaml.safe_dump(data), file)
+    return [problem.render(file) for problem in caught.value.problems]
+
+
+def with_dataset(**changes: object) -> dict:
+    data = json.loads(json.dumps(VALID))
+    data["datasets"]["orders"].update(changes)
+    return data
+
+
+def test_valid_manifest_parses_durations_and_defaults() -> None:
+    manifest = parse_manifest(yaml.safe_dump(VALID))
+    dataset = manifest.dataset("orders")
+    assert dataset.rpo == timedelta(hours=1)
+    assert dataset.retention.keep_within == timedelta(days=7)
+    assert dataset.verification.compare_row_counts is True
+    assert manifest.recipients_for("orders") == [RECIPIENT]
+
+
+def test_unknown_field_is_named_with_file_line_and_dataset() -> None:
+    [message] = errors_of(with_dataset(retension={"keep_last": 1}))
+    assert message.startswith("m.yaml:")
+    assert "datasets.orders.retension" in message
+    assert "unknown field 'retension'" in message
+
+
+def test_bad_duration_names_the_field_and_the_accepted_forms() -> None:
+    [message] = errors_of(with_dataset(rpo="1 hour"))
+    assert "datasets.orders.rpo" in message
+    assert "invalid duration '1 hour'" in message and "30m" in message
+
+
+def test_unknown_repository_lists_the_known_ones() -> None:
+    [message] = errors_of(with_dataset(repositories=["local", "offsite"]))
+    assert "datasets.orders.repositories.1" in message
+    assert "unknown repository 'offsite' (known: local)" in message
+
+
+def test_bad_cron_schedule_is_one_clear_message() -> None:
+    [message] = errors_of(with_dataset(schedule="every hour"))
+    assert "datasets.orders.schedule" in message
+    assert "invalid schedule 'every hour'" in message
+
+
+def test_cron_schedule_is_accepted() -> None:
+    manifest = parse_manifest(yaml.safe_dump(with_dataset(schedule="0 */6 * * *")))
+    assert manifest.dataset("orders").schedule == "0 */6 * * *"
+
+
+def test_unknown_server_is_reported() -> None:
+    data = with_dataset(source={"server": "pg2", "database": "x"})
+    [message] = errors_of(data)
+    assert "datasets.orders.source.server" in message and "unknown server 'pg2'" in message
+
+
+def test_encryption_is_on_by_default_and_needs_recipients() -> None:
+    data = with_dataset()
+    del data["datasets"]["orders"]["encryption"]
+    [message] = errors_of(data)
+    assert "datasets.orders.encryption" in message and "enabled: false" in message
+
+
+def test_encryption_can_be_turned_off_only_explicitly() -> None:
+    manifest = parse_manifest(yaml.safe_dump(with_dataset(encryption={"enabled": False})))
+    assert manifest.recipients_for("orders") == []
+
+
+def test_malformed_recipient_is_rejected() -> None:
+    [message] = errors_of(with_dataset(encryption={"recipients": ["age1notakey"]}))
+    assert "datasets.orders.encryption.recipients" in message and "not an age X25519 recipient" in message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    messages = errors_of(with_dataset(rpo="soon", rto="later", schedule="weekly-ish"))
+    assert len(messages) == 3
+
+
+def test_planned_kind_must_stay_disabled() -> None:
+    data = with_dataset()
+    data["datasets"]["configs"] = {**data["datasets"]["orders"], "kind": "files", "source": {"paths": ["/etc"]}}
+    [message] = errors_of(data)
+    assert "datasets.configs: enabled: kind 'files' has no engine yet" in message
+
+
+def test_retention_needs_a_rule() -> None:
+    [message] = errors_of(with_dataset(retention={}))
+    assert "datasets.orders.retention" in message and "at least one keep_" in message
+
+
+def test_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PG_PASSWORD", raising=False)
+    with pytest.raises(MissingSecretError, match=r"PG_PASSWORD is not set \(needed by servers.pg.password_env\)"):
+        read_secret("PG_PASSWORD", "servers.pg.password_env")
+
+
+def test_missing_recipients_file_is_reported_at_run_time(tmp_path: Path) -> None:
+    data = with_dataset(encryption={"recipients_file": "keys/missing.txt"})
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+    manifest = load_manifest(tmp_path / "m.yaml")
+    with pytest.raises(MissingSecretError, match="missing.txt"):
+        manifest.recipients_for("orders")
+
+
+def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="nope.yaml: cannot read"):
+        load_manifest(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("datasets: [\n")
+    with pytest.raises(ManifestError, match=r"bad.yaml:\d+: not valid YAML"):
+        load_manifest(tmp_path / "bad.yaml")
+
+
+def test_example_manifest_is_valid_and_mirrors_the_seed() -> None:
+    manifest = load_manifest(ROOT / "backup_manifest.yaml")
+    assert list(manifest.active_datasets()) == ["postgres_main"]
+    assert manifest.datasets["postgres_main"].schedule == "hourly"
+    assert manifest.datasets["configs"].retention.keep_daily == 90
+    assert manifest.datasets["secrets"].retention.keep_daily == 365
+    assert manifest.encryption_for("secrets").enabled
+
+
+def test_json_schema_describes_every_field() -> None:
+    schema = manifest_json_schema()
+    postgres = schema["$defs"]["PostgresDataset"]
+    assert postgres["additionalProperties"] is False
+    models = [schema, *schema["$defs"].values()]
+    undescribed = [
+        name for model in models for name, field in model.get("properties", {}).items() if "description" not in field
+    ]
+    assert undescribed == []
+    assert {"rpo", "rto", "retention", "repositories", "encryption", "verification"} <= set(postgres["properties"])
+
+
+def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(with_dataset(rpo="x", repositories=["nowhere"])))
+    assert cli_main(["--manifest", str(tmp_path / "m.yaml"), "validate"]) == 1
+    stderr = capsys.readouterr().err
+    assert "2 problem(s)" in stderr and "datasets.orders.rpo" in stderr and "m.yaml" in stderr
+
+
+def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
+    assert "valid: 3 datasets (1 enabled)" in capsys.readouterr().out
+    assert cli_main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
