@@ -133,12 +133,12 @@ def test_missing_recipients_file_is_reported_at_run_time(tmp_path: Path) -> None
     data = with_dataset(encryption={"recipients_file": "keys/missing.txt"})
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
     manifest = load_manifest(tmp_path / "m.yaml")
-    with pytest.raises(MissingSecretError, match="missing.txt"):
+    with pytest.raises(MissingSecretError, match=r"missing\.txt"):
         manifest.recipients_for("orders")
 
 
 def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="nope.yaml: cannot read"):
+    with pytest.raises(ManifestError, match=r"nope\.yaml: cannot read"):
         load_manifest(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("datasets: [\n")
     with pytest.raises(ManifestError, match=r"bad.yaml:\d+: not valid YAML"):
