@@ -418,8 +418,12 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
         for name, dataset in _mapping(data.get("datasets")).items()
     ]
     for where, block in blocks:
-        enabled = isinstance(block, dict) and block.get("enabled", True)
-        if enabled and not block.get("recipients") and not block.get("recipients_file"):
+        settings = _mapping(block)
+        if (
+            settings
+            and settings.get("enabled", True)
+            and not (settings.get("recipients") or settings.get("recipients_file"))
+        ):
             problems.append(Problem(where, "encryption is enabled but lists no recipients or recipients_file"))
     return problems
 
