@@ -202,6 +202,13 @@ class PostgresSource(StrictModel):
     schemas: list[str] = Field(default_factory=list, description="Only these schemas (pg_dump --schema).")
     exclude_schemas: list[str] = Field(default_factory=list, description="pg_dump --exclude-schema.")
     exclude_tables: list[str] = Field(default_factory=list, description="pg_dump --exclude-table.")
+    large_objects: bool | None = Field(
+        None, description="Include large objects; default: yes unless `schemas` limits the dump (as pg_dump does)."
+    )
+
+    @property
+    def includes_large_objects(self) -> bool:
+        return self.large_objects if self.large_objects is not None else not self.schemas
 
 
 class DatasetBase(StrictModel):

@@ -7,6 +7,7 @@ reaches the dataset's engine and repositories only through their dispatch points
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -25,22 +26,39 @@ LOG = logging.getLogger("backup_pipelines")
 
 
 class FanOutWriter:
-    """Writes the same bytes to several object writers; commits all or aborts all."""
+    """Writes the same new object to several repositories; commits it everywhere or nowhere."""
 
-    def __init__(self, writers: list[ObjectWriter]) -> None:
-        self.writers = writers
+    def __init__(self, repositories: list[Repository], path: str) -> None:
+        self.path = path
+        self.targets: list[tuple[Repository, ObjectWriter]] = []
+        try:
+            for repository in repositories:
+                self.targets.append((repository, repository.open_writer(path)))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, data: bytes) -> int:
-        for writer in self.writers:
+        for _, writer in self.targets:
             writer.write(data)
         return len(data)
 
     def commit(self) -> None:
-        for writer in self.writers:
-            writer.commit()
+        """Commit the object in every repository; if one fails, delete it from those already done."""
+        committed: list[Repository] = []
+        try:
+            for repository, writer in self.targets:
+                writer.commit()
+                committed.append(repository)
+        except BaseException:
+            for repository in committed:
+                with contextlib.suppress(StorageError):
+                    repository.delete(self.path)
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        for writer in self.writers:
+        for _, writer in self.targets:
             writer.abort()
 
 
@@ -74,7 +92,7 @@ def run_backup(manifest: Manifest, name: str, partition_key: str, log: Any = LOG
     object_name = f"{backup_id}.{object_extension(dataset.kind, bool(recipients))}"
     path = f"{name}/{partition_key}/{object_name}"
     started = time.monotonic()
-    writers = FanOutWriter([repository.open_writer(path) for repository in repositories])
+    writers = FanOutWriter(repositories, path)
     try:
         with engine.dump(manifest, name) as dump:
             log.info(f"backing up {name} partition {partition_key} to {', '.join(r.uri(path) for r in repositories)}")

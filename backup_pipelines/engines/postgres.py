@@ -98,6 +98,8 @@ def pg_dump_command(
     argv += [f"--schema={schema}" for schema in source.schemas]
     argv += [f"--exclude-schema={schema}" for schema in source.exclude_schemas]
     argv += [f"--exclude-table={table}" for table in source.exclude_tables]
+    if source.large_objects is not None:
+        argv.append("--blobs" if source.large_objects else "--no-blobs")
     argv += _target_arguments(server, source.database)
     return Command(tuple(argv), connection_env(server, password))
 
@@ -176,7 +178,9 @@ def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset,
         "server_version": one("show server_version"),
         "database_size_bytes": one("select pg_database_size(current_database())"),
         "encoding": one("select pg_encoding_to_char(encoding) from pg_database where datname = current_database()"),
-        "large_objects": one("select count(*) from pg_largeobject_metadata"),
+        "large_objects": one("select count(*) from pg_largeobject_metadata")
+        if dataset.source.includes_large_objects
+        else 0,
     }
     tables = [(s, t) for s, t in connection.execute(TABLES_SQL).fetchall() if _in_scope(s, t, dataset)]
     stats["table_count"] = len(tables)
