@@ -7,7 +7,6 @@ reaches the dataset's engine and repositories only through their dispatch points
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace

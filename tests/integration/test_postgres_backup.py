@@ -150,7 +150,7 @@ def test_wrong_or_missing_identity_gives_a_clear_error(
         verify_backup(manifest, "app_db", record, identity=generate_key_pair().identity)
     monkeypatch.delenv("BACKUP_AGE_IDENTITY", raising=False)
     monkeypatch.delenv("BACKUP_AGE_IDENTITY_FILE", raising=False)
-    with pytest.raises(MissingSecretError, match="BACKUP_AGE_IDENTITY .*BACKUP_AGE_IDENTITY_FILE"):
+    with pytest.raises(MissingSecretError, match=r"BACKUP_AGE_IDENTITY .*BACKUP_AGE_IDENTITY_FILE"):
         verify_backup(manifest, "app_db", record)
 
 
@@ -277,5 +277,5 @@ def test_row_counts_differing_from_the_snapshot_fail_the_restore_test(
     record = run_backup(manifest, "app_db", PARTITION).record
     tables = {**record.source_stats["tables"], "shop.orders": 2500}
     claimed = replace(record, source_stats={**record.source_stats, "tables": tables})
-    with pytest.raises(ValidationFailedError, match="rows in shop.orders: expected 2500, restored copy has 2000"):
+    with pytest.raises(ValidationFailedError, match=r"rows in shop\.orders: expected 2500, restored copy has 2000"):
         restore_test_backup(manifest, "app_db", claimed, identity=age_keys.identity)
