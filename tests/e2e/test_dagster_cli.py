@@ -1,0 +1,112 @@
+"""`dagster definitions validate`, `dagster job execute` and `dagster asset materialize`, as CI runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.repository import open_repository
+from backup_pipelines.sandbox import PostgresSandbox, free_port
+from tests.conftest import manifest_dict, write_manifest
+from tests.e2e.conftest import run
+
+PARTITION = "2026-11-26-13:00"
+
+
+@pytest.fixture
+def environment(postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path) -> dict[str, str]:
+    manifest = tmp_path / "backup_manifest.yaml"
+    write_manifest(manifest, manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient]))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).parents[2] / "dagster.yaml").read_text())
+    return {"BACKUP_MANIFEST": str(manifest), "DAGSTER_HOME": str(home), "BACKUP_AGE_IDENTITY": age_keys.identity}
+
+
+def test_definitions_validate(environment: dict[str, str]) -> None:
+    result = run(["dagster", "definitions", "validate", "-m", "backup_pipelines.definitions"], environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_job_execute_backs_up_verifies_and_restore_tests_one_partition(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run(
+        [
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "backup_pipelines.definitions",
+            "-j",
+            "protect_hourly",
+            "--tags",
+            json.dumps({"dagster/partition": PARTITION}),
+        ],
+        environment,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from backup_pipelines.manifest import load_manifest
+
+    manifest = load_manifest(environment["BACKUP_MANIFEST"])
+    [record] = open_repository(manifest, "local").list_backups("app_db")
+    assert record.partition_key == PARTITION
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
+    instance = dg.DagsterInstance.get()
+    for prefix in ("backup", "verify", "restore_test"):
+        event = instance.get_latest_materialization_event(dg.AssetKey([prefix, "app_db"]))
+        assert event is not None and event.asset_materialization is not None
+        assert event.asset_materialization.partition == PARTITION
+        assert event.asset_materialization.metadata["backup_id"].value == record.backup_id
+
+
+def test_asset_materialize_backs_up_one_partition(environment: dict[str, str]) -> None:
+    result = run(
+        [
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "backup_pipelines.definitions",
+            "--select",
+            "key:backup/app_db",
+            "--partition",
+            PARTITION,
+        ],
+        environment,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from backup_pipelines.manifest import load_manifest
+
+    assert len(open_repository(load_manifest(environment["BACKUP_MANIFEST"]), "local").list_backups()) == 1
+
+
+def test_job_execute_exits_non_zero_when_the_source_is_down(
+    postgres: PostgresSandbox, age_keys: KeyPair, environment: dict[str, str], tmp_path: Path
+) -> None:
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data["servers"]["pg"]["port"] = free_port()
+    write_manifest(Path(environment["BACKUP_MANIFEST"]), data)
+    result = run(
+        [
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "backup_pipelines.definitions",
+            "-j",
+            "backup_hourly",
+            "--tags",
+            json.dumps({"dagster/partition": PARTITION}),
+        ],
+        environment,
+    )
+    assert result.returncode != 0
+    assert "cannot connect to PostgreSQL" in result.stdout + result.stderr
+    assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").rglob("*.json"))
