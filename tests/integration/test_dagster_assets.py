@@ -1,0 +1,110 @@
+"""The assets on a real (ephemeral) Dagster instance: materializations are backups, with their metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.repository import open_repository
+from backup_pipelines.sandbox import PostgresSandbox, free_port
+from tests.conftest import manifest_dict, write_manifest
+
+PARTITION = "2026-11-21-08:00"
+
+
+@pytest.fixture(autouse=True)
+def identity(age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
+
+
+def materialized(result: dg.ExecuteInProcessResult, prefix: str) -> dict[str, object]:
+    [event] = result.asset_materializations_for_node(f"{prefix}__app_db")
+    assert event.partition == PARTITION
+    return {key: value.value for key, value in event.metadata.items()}
+
+
+def test_protect_job_records_backup_verify_and_restore_test_metadata(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    write_manifest(tmp_path / "m.yaml", manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient]))
+    defs = build_definitions(tmp_path / "m.yaml")
+    result = defs.resolve_job_def("protect_hourly").execute_in_process(
+        partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    backup = materialized(result, "backup")
+    assert str(backup["location"]).startswith(str(tmp_path / "repo" / "app_db" / PARTITION))
+    assert backup["bytes_raw"] > backup["bytes_stored"] > 0  # type: ignore[operator]
+    assert backup["encrypted"] is True and backup["source_table_count"] == 4
+    assert backup["dagster/row_count"] == 2000 + 1000 + 50 + 2
+    assert len(str(backup["sha256"])) == 64 and backup["throughput_mb_per_s"] > 0  # type: ignore[operator]
+    assert {"pg_dump", "zstd", "age"} <= set(backup["tool_versions"])  # type: ignore[arg-type]
+    assert backup["recipient_fingerprints"] == [
+        f"sha256:{__import__('hashlib').sha256(age_keys.recipient.encode()).hexdigest()[:16]}"
+    ]
+    verify = materialized(result, "verify")
+    assert verify["backup_id"] == backup["backup_id"] and verify["copies_verified"] == 1
+    restore = materialized(result, "restore_test")
+    assert restore["backup_id"] == backup["backup_id"]
+    assert restore["checks_passed"] == restore["checks_total"] and restore["within_rto"] is True
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "restore_within_rto" and check.passed
+
+
+def test_a_failed_backup_fails_the_run_and_records_no_materialization(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data["servers"]["pg"]["port"] = free_port()
+    write_manifest(tmp_path / "m.yaml", data)
+    instance = dg.DagsterInstance.ephemeral()
+    result = (
+        build_definitions(tmp_path / "m.yaml")
+        .resolve_job_def("backup_hourly")
+        .execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
+    )
+    assert not result.success
+    assert instance.get_latest_materialization_event(dg.AssetKey(["backup", "app_db"])) is None
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert "cannot connect to PostgreSQL" in str(failures[0].step_failure_data.error)
+
+
+def test_restore_test_failure_fails_the_asset_with_the_numbers(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data["datasets"]["app_db"]["verification"] = {
+        "queries": [
+            {"name": "orders", "sql": "select count(*) from shop.orders", "expect": {"equals": 5}},
+        ]
+    }
+    write_manifest(tmp_path / "m.yaml", data)
+    result = (
+        build_definitions(tmp_path / "m.yaml")
+        .resolve_job_def("protect_hourly")
+        .execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert failure.step_key == "restore_test__app_db"
+    assert "query orders: expected = 5, restored copy has 2000" in str(failure.step_failure_data.error)
+
+
+def test_verify_checks_the_backup_this_partition_materialized(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    write_manifest(tmp_path / "m.yaml", manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient]))
+    defs = build_definitions(tmp_path / "m.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("backup_hourly")
+    first = job.execute_in_process(partition_key=PARTITION, instance=instance)
+    second = job.execute_in_process(partition_key=PARTITION, instance=instance)
+    backup_ids = [materialized(run, "backup")["backup_id"] for run in (first, second)]
+    assert backup_ids[0] != backup_ids[1]
+    assert materialized(second, "verify")["backup_id"] == backup_ids[1]
+    manifest = defs.resources["manifest"].load()  # type: ignore[union-attr]
+    assert len(open_repository(manifest, "local").list_backups("app_db")) == 2

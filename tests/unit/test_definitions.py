@@ -1,0 +1,84 @@
+"""The code location loads, its jobs resolve, its schedules pick the right partitions, and its asset graph is
+snapshotted so manifest edits show up as diffs (UPDATE_SNAPSHOTS=1 rewrites the snapshot)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from backup_pipelines.definitions import build_definitions
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return build_definitions(ROOT / "backup_manifest.yaml")
+
+
+def graph(defs: dg.Definitions) -> dict[str, dict[str, object]]:
+    nodes = {}
+    for assets_def in defs.assets or []:
+        assert isinstance(assets_def, dg.AssetsDefinition)
+        for key in assets_def.keys:
+            partitions = assets_def.partitions_def
+            nodes[key.to_user_string()] = {
+                "deps": sorted(dep.to_user_string() for dep in assets_def.asset_deps[key]),
+                "group": assets_def.group_names_by_key[key],
+                "partitions": type(partitions).__name__ if partitions else None,
+                "pool": assets_def.op.pool,
+                "checks": sorted(check.name for check in assets_def.check_keys),
+            }
+    return nodes
+
+
+def test_definitions_load_and_every_job_resolves(defs: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(defs)
+    for job in defs.jobs or []:
+        assert defs.resolve_job_def(job.name).name == job.name
+
+
+def test_asset_graph_matches_the_snapshot(defs: dg.Definitions) -> None:
+    current = graph(defs)
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_lineage_is_backup_then_verify_then_restore_test(defs: dg.Definitions) -> None:
+    nodes = graph(defs)
+    assert nodes["verify/postgres_main"]["deps"] == ["backup/postgres_main"]
+    assert nodes["restore_test/postgres_main"]["deps"] == ["verify/postgres_main"]
+    assert nodes["backup/postgres_main"]["pool"] == "db-pg_main"
+
+
+def test_backup_schedule_requests_the_partition_that_just_closed(defs: dg.Definitions) -> None:
+    schedule = defs.resolve_schedule_def("backup_hourly_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 20, 6, 0, tzinfo=UTC))
+    [request] = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2026-11-20-05:00"
+
+
+def test_restore_drill_schedule_requests_the_newest_complete_partition(defs: dg.Definitions) -> None:
+    schedule = defs.resolve_schedule_def("restore_drill_hourly_schedule")
+    assert schedule.cron_schedule == "0 4 * * 0"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 22, 4, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
+    )
+    [request] = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2026-11-22-03:00"
+
+
+def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
+    text = (ROOT / "backup_manifest.yaml").read_text()
+    text = text.replace("schedule: hourly", 'schedule: "0 */6 * * *"')
+    (tmp_path / "m.yaml").write_text(text)
+    names = {job.name for job in build_definitions(tmp_path / "m.yaml").jobs or []}
+    assert {name.split("_cron_")[0] for name in names} == {"backup", "restore_drill", "protect"}
