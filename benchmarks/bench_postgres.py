@@ -96,19 +96,34 @@ def run_size(sandbox: PostgresSandbox, size_gb: float, work: Path, rounds: int) 
     manifest = {
         "repositories": {"local": {"type": "local", "path": str(work / "repo")}},
         "servers": {"pg": {"kind": "postgres", "port": sandbox.port, "user": sandbox.user, "password_env": "BENCH_PG"}},
-        "datasets": {"bench": {
-            "kind": "postgres", "schedule": "hourly", "rpo": "1h", "rto": "1h", "retention": {"keep_last": 1},
-            "repositories": ["local"], "encryption": {"recipients": [keys.recipient]},
-            "source": {"server": "pg", "database": database},
-        }},
+        "datasets": {
+            "bench": {
+                "kind": "postgres",
+                "schedule": "hourly",
+                "rpo": "1h",
+                "rto": "1h",
+                "retention": {"keep_last": 1},
+                "repositories": ["local"],
+                "encryption": {"recipients": [keys.recipient]},
+                "source": {"server": "pg", "database": database},
+            }
+        },
     }
     (work / "m.yaml").write_text(yaml.safe_dump(manifest))
-    env = {"BENCH_PG": sandbox.password, "PGPASSWORD": sandbox.password, "BACKUP_AGE_IDENTITY_FILE": str(work / "identity.txt")}
+    env = {
+        "BENCH_PG": sandbox.password,
+        "PGPASSWORD": sandbox.password,
+        "BACKUP_AGE_IDENTITY_FILE": str(work / "identity.txt"),
+    }
     pg = sandbox.bin_dir
     connection = f"-h 127.0.0.1 -p {sandbox.port} -U {sandbox.user}"
-    raw_backup = f"{pg}/pg_dump -Fc -Z0 {connection} {database} | zstd -3 -q -c | age -r {keys.recipient} > {work}/raw.age"
-    raw_restore = (f"age -d -i {work}/identity.txt {work}/raw.age | zstd -d -q -c | "
-                   f"{pg}/pg_restore --no-owner --exit-on-error {connection} -d bench_raw_restore")
+    raw_backup = (
+        f"{pg}/pg_dump -Fc -Z0 {connection} {database} | zstd -3 -q -c | age -r {keys.recipient} > {work}/raw.age"
+    )
+    raw_restore = (
+        f"age -d -i {work}/identity.txt {work}/raw.age | zstd -d -q -c | "
+        f"{pg}/pg_restore --no-owner --exit-on-error {connection} -d bench_raw_restore"
+    )
     results: dict[str, list[float]] = {"ours_backup": [], "raw_backup": [], "ours_restore": [], "raw_restore": []}
     peaks: list[float] = []
     for round_number in range(rounds):
@@ -133,7 +148,9 @@ def run_size(sandbox: PostgresSandbox, size_gb: float, work: Path, rounds: int) 
     with psycopg.connect(sandbox.conninfo(), autocommit=True) as admin:
         admin.execute(f"drop database {database}")
     return {
-        "database_gb": size / 1e9, "dump_bytes_raw": ours["bytes_raw"], "stored_bytes": ours["bytes_stored"],
+        "database_gb": size / 1e9,
+        "dump_bytes_raw": ours["bytes_raw"],
+        "stored_bytes": ours["bytes_stored"],
         **best,
         "backup_ratio": best["ours_backup"] / best["raw_backup"],
         "restore_ratio": best["ours_restore"] / best["raw_restore"],
@@ -156,13 +173,17 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     finally:
         sandbox.stop()
-    print(f"\n{'db GB':>6} {'dump MB':>9} {'stored MB':>9} {'ours bk s':>9} {'raw bk s':>9} {'ratio':>6} "
-          f"{'ours rs s':>9} {'raw rs s':>9} {'ratio':>6} {'peak MB':>8}")
+    print(
+        f"\n{'db GB':>6} {'dump MB':>9} {'stored MB':>9} {'ours bk s':>9} {'raw bk s':>9} {'ratio':>6} "
+        f"{'ours rs s':>9} {'raw rs s':>9} {'ratio':>6} {'peak MB':>8}"
+    )
     for row in rows:
-        print(f"{row['database_gb']:>6.2f} {row['dump_bytes_raw'] / 1e6:>9.0f} {row['stored_bytes'] / 1e6:>9.0f} "
-              f"{row['ours_backup']:>9.2f} {row['raw_backup']:>9.2f} {row['backup_ratio']:>6.3f} "
-              f"{row['ours_restore']:>9.2f} {row['raw_restore']:>9.2f} {row['restore_ratio']:>6.3f} "
-              f"{row['peak_rss_mb']:>8.1f}")
+        print(
+            f"{row['database_gb']:>6.2f} {row['dump_bytes_raw'] / 1e6:>9.0f} {row['stored_bytes'] / 1e6:>9.0f} "
+            f"{row['ours_backup']:>9.2f} {row['raw_backup']:>9.2f} {row['backup_ratio']:>6.3f} "
+            f"{row['ours_restore']:>9.2f} {row['raw_restore']:>9.2f} {row['restore_ratio']:>6.3f} "
+            f"{row['peak_rss_mb']:>8.1f}"
+        )
     print("targets: backup ratio <= 1.10, restore ratio <= 1.15, peak memory flat and < 200 MB")
     return 0
 
