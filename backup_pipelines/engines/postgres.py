@@ -47,6 +47,8 @@ where c.relkind = 'r'
 order by 1, 2
 """
 SCRATCH_PREFIX = "bp_restore_"
+# pg_dump fails instead of waiting forever behind a lock someone else holds (an ALTER TABLE, a VACUUM FULL).
+LOCK_WAIT = "10min"
 
 
 def find_bin_dir(configured: str | None) -> str | None:
@@ -92,7 +94,7 @@ def pg_dump_command(
     """Return the pg_dump command that writes `dataset`'s database in custom format, uncompressed (zstd
     compresses later), to stdout, reading the exported `snapshot` if given."""
     source = dataset.source
-    argv = [_binary("pg_dump", server), "--format=custom", "--compress=0"]
+    argv = [_binary("pg_dump", server), "--format=custom", "--compress=0", f"--lock-wait-timeout={LOCK_WAIT}"]
     if snapshot:
         argv.append(f"--snapshot={snapshot}")
     argv += [f"--schema={schema}" for schema in source.schemas]

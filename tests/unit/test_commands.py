@@ -20,6 +20,7 @@ def test_pg_dump_uses_custom_format_uncompressed_with_the_exported_snapshot() ->
     command = pg_dump_command(manifest.servers["pg"], manifest.dataset("orders"), "00000003-1B", "s3cret")
     assert command.tool == "pg_dump"
     assert {"--format=custom", "--compress=0", "--snapshot=00000003-1B", "--no-password"} <= set(command.argv)
+    assert "--lock-wait-timeout=10min" in command.argv
     assert {"--host=db.internal", "--port=6432", "--username=backup", "--dbname=orders"} <= set(command.argv)
 
 

@@ -166,6 +166,11 @@ def test_json_schema_describes_every_field() -> None:
     assert {"rpo", "rto", "retention", "repositories", "encryption", "verification"} <= set(postgres["properties"])
 
 
+def test_committed_json_schema_is_the_generated_one() -> None:
+    committed = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
+    assert committed == manifest_json_schema(), "regenerate: backup-pipelines schema > docs/manifest.schema.json"
+
+
 def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(with_dataset(rpo="x", repositories=["nowhere"])))
     assert cli_main(["--manifest", str(tmp_path / "m.yaml"), "validate"]) == 1
