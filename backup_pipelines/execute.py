@@ -8,6 +8,8 @@ temporary file (no pipe to deadlock on) and is quoted in the `CommandFailedError
 from __future__ import annotations
 
 import contextlib
+import contextlib
+import fcntl
 import functools
 import os
 import shlex
@@ -20,6 +22,9 @@ from typing import IO, Any
 from backup_pipelines.errors import CommandFailedError
 
 PIPE = subprocess.PIPE
+# Python-side buffer of a tool's pipes: readers asking for 8 KiB at a time (pyrage) get them from memory,
+# not one system call each.
+BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,14 @@ class Process:
         environment = {**os.environ, **command.env}
         try:
             self.popen = subprocess.Popen(
-                command.argv, stdin=stdin, stdout=stdout, stderr=self._stderr, env=environment
+                command.argv, stdin=stdin, stdout=stdout, stderr=self._stderr, env=environment, bufsize=BUFFER
             )
         except FileNotFoundError as error:
             self._stderr.close()
             raise CommandFailedError(command.tool, 127, f"{command.argv[0]} is not installed") from error
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            if pipe is not None:
+                _enlarge_pipe(pipe.fileno())
 
     @property
     def stdin(self) -> IO[bytes]:
@@ -89,6 +97,12 @@ class Process:
 
     def close(self) -> None:
         self._stderr.close()
+
+
+def _enlarge_pipe(descriptor: int) -> None:
+    """Give a pipe a 1 MiB kernel buffer (default 64 KiB): fewer context switches between the tools."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(descriptor, fcntl.F_SETPIPE_SZ, BUFFER)
 
 
 def run(command: Command, input_bytes: bytes | None = None, timeout: float | None = None) -> str:

@@ -8,7 +8,6 @@ from typing import Any
 from backup_pipelines.manifest import LocalRepositoryConfig, Manifest, S3RepositoryConfig, read_secret
 from backup_pipelines.repository.base import BackupRecord, ObjectWriter, Repository, new_backup_id
 from backup_pipelines.repository.local import LocalRepository
-from backup_pipelines.repository.s3 import S3Repository, make_s3_client
 
 __all__ = ["BackupRecord", "ObjectWriter", "Repository", "new_backup_id", "open_repository"]
 
@@ -18,6 +17,8 @@ def _open_local(manifest: Manifest, name: str, config: Any) -> Repository:
 
 
 def _open_s3(manifest: Manifest, name: str, config: Any) -> Repository:
+    from backup_pipelines.repository.s3 import S3Repository, make_s3_client  # boto3 loads only when needed
+
     where = f"repositories.{name}"
     access_key = read_secret(config.access_key_id_env, where) if config.access_key_id_env else None
     secret_key = read_secret(config.secret_access_key_env, where) if config.secret_access_key_env else None
