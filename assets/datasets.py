@@ -1,17 +1,20 @@
 """The factory: one manifest dataset becomes backup/<name> -> verify/<name> -> restore_test/<name>."""
 
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
+from assets.history import SIZE_CHECK, backup_history
 from assets.keys import DatasetKeys
 from assets.metadata import backup_metadata, restore_metadata, verify_metadata
 from assets.partitions import partitions_for
+from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.durations import format_duration
-from backup_pipelines.manifest import Manifest, PostgresDataset
-from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
+from backup_pipelines.manifest import AnomalyThresholds, Manifest, PostgresDataset
+from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.repository import BackupRecord
-from resources import AgeIdentityResource, ManifestResource
+from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
 RTO_CHECK = "restore_within_rto"
 
@@ -28,6 +31,39 @@ def _record_for(context: dg.AssetExecutionContext, manifest: Manifest, keys: Dat
         entry = records[0].asset_materialization.metadata.get("backup_id")
         backup_id = str(entry.value) if entry is not None else None
     return find_backup(manifest, keys.name, partition_key=partition_key, backup_id=backup_id)
+
+
+def freshness_policy(rpo: timedelta) -> dg.FreshnessPolicy:
+    """Dagster's own freshness policy from the RPO: degraded past the RPO, warning at 75 % of it."""
+    warn = rpo * 0.75
+    return dg.FreshnessPolicy.time_window(fail_window=rpo, warn_window=warn if warn >= timedelta(minutes=1) else None)
+
+
+def size_check(stored: StoredBackup, history: list[Measurement], thresholds: AnomalyThresholds) -> dg.AssetCheckResult:
+    """Judge a new backup against its history: ERROR on a drop (blocks verify), WARN on a spike or a slow run."""
+    record = stored.record
+    latest = Measurement(
+        record.bytes_raw, record.bytes_stored, record.duration_seconds, dict(record.source_stats.get("tables", {}))
+    )
+    verdict = detect(latest, history, Thresholds(**thresholds.model_dump()))
+    severity = dg.AssetCheckSeverity.ERROR if verdict.severity == "ERROR" else dg.AssetCheckSeverity.WARN
+    metadata: dict[str, Any] = {
+        "history_size": verdict.history_size,
+        **{f"median_{k}": v for k, v in verdict.medians.items()},
+    }
+    if verdict.note:
+        metadata["note"] = verdict.note
+    if verdict.findings:
+        metadata["findings"] = dg.MetadataValue.md(
+            "\n".join(f"- **{f.severity}** {f.message}" for f in verdict.findings)
+        )
+    return dg.AssetCheckResult(
+        check_name=SIZE_CHECK,
+        passed=not verdict.findings,
+        severity=severity,
+        metadata=metadata,
+        description="; ".join(f.message for f in verdict.findings) or verdict.note or "in line with history",
+    )
 
 
 def _common(dataset: PostgresDataset, name: str, manifest: Manifest) -> dict[str, Any]:
@@ -52,6 +88,15 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=dataset.description or f"Backups of {name}: one partition is one encrypted backup.",
         kinds={dataset.kind, "zstd", "age"},
         pool=f"db-{source_server}",
+        freshness_policy=freshness_policy(dataset.rpo),
+        check_specs=[
+            dg.AssetCheckSpec(
+                SIZE_CHECK,
+                asset=keys.backup,
+                blocking=True,
+                description="Size, row counts and duration against this dataset's recent backups.",
+            ),
+        ],
         metadata={
             "schedule": dataset.schedule,
             "rpo": format_duration(dataset.rpo),
@@ -61,9 +106,21 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         },
         **common,
     )
-    def backup(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
-        stored = run_backup(manifest.load(), name, context.partition_key, log=context.log)
-        return dg.MaterializeResult(metadata=backup_metadata(stored))
+    def backup(
+        context: dg.AssetExecutionContext, manifest: ManifestResource, notifier: NotifierResource
+    ) -> dg.MaterializeResult:
+        notifier.ping(name, "start", context.partition_key)
+        try:
+            stored = run_backup(manifest.load(), name, context.partition_key, log=context.log)
+        except Exception as error:
+            notifier.ping(name, "fail", f"{context.partition_key}: {error}")
+            raise
+        history = backup_history(context.instance, keys.backup, dataset.anomaly.history)
+        check = size_check(stored, history, dataset.anomaly)
+        blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
+        metadata = {**backup_metadata(stored), "size_check": "pass" if check.passed else check.severity.value}
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     @dg.asset(
         key=keys.verify,

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from assets.datasets import RTO_CHECK
+from assets.history import SIZE_CHECK
 from assets.keys import DatasetKeys
 from assets.partitions import cadence_name, partitions_for
 from backup_pipelines.manifest import Manifest
@@ -42,9 +44,20 @@ def cadences(manifest: Manifest) -> list[Cadence]:
     return list(grouped.values())
 
 
+IN_STEP_CHECKS = {"backup": SIZE_CHECK, "restore_test": RTO_CHECK}
+
+
 def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
+    """The datasets' assets of the given kinds with their in-step checks only: the standalone watch checks
+    (RPO) run in their own unpartitioned job."""
     keys = [getattr(DatasetKeys(name), kind) for name in datasets for kind in kinds]
-    return dg.AssetSelection.assets(*keys)
+    checks = [
+        dg.AssetCheckKey(getattr(DatasetKeys(name), kind), IN_STEP_CHECKS[kind])
+        for name in datasets
+        for kind in kinds
+        if kind in IN_STEP_CHECKS
+    ]
+    return dg.AssetSelection.assets(*keys).without_checks() | dg.AssetSelection.checks(*checks)
 
 
 def _drill_schedule(

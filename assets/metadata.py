@@ -28,6 +28,7 @@ def backup_metadata(stored: StoredBackup) -> dict[str, Any]:
     seconds = max(record.duration_seconds, 1e-6)
     metadata: dict[str, Any] = {
         "backup_id": dg.MetadataValue.text(record.backup_id),
+        "created_at": dg.MetadataValue.text(record.created_at),
         "location": dg.MetadataValue.text(next(iter(stored.locations.values()))),
         "locations": dg.MetadataValue.json(stored.locations),
         "copies": dg.MetadataValue.int(len(stored.locations)),

@@ -4,6 +4,7 @@
     backup-pipelines schema                            print the manifest's JSON Schema
     backup-pipelines list [DATASET]                    list committed backups, read from the repositories
     backup-pipelines restore-commands DATASET          print the standard-tool commands to restore a backup
+    backup-pipelines runbook [--output FILE]           the DR runbook from the manifest and the latest measurements
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
 
 `list`, `restore` and `restore-commands` need no Dagster instance: they read the repositories directly.
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -25,6 +27,7 @@ from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
 from backup_pipelines.operations import find_backup
 from backup_pipelines.repository import BackupRecord, Repository, open_repository
+from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
 from backup_pipelines.stream import decode
 
 
@@ -67,28 +70,6 @@ def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[Reposito
     raise BackupError(f"backup {record.backup_id} vanished while it was being looked up")
 
 
-def restore_commands(repository: Repository, record: BackupRecord, database: str = "restored") -> list[str]:
-    """Return the shell commands that restore `record` with standard tools only (aws/cat, age, zstd,
-    sha256sum, pg_restore), as documented in docs/restore.md."""
-    uri = repository.uri(record.object_path)
-    fetch = (
-        f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
-    )
-    decrypt = (
-        'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o backup.dump'
-        if record.encrypted
-        else ("zstd -d -q backup.obj -o backup.dump")
-    )
-    return [
-        fetch,
-        f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
-        decrypt,
-        "pg_restore --list backup.dump | head",
-        f"createdb {database}",
-        f"pg_restore --no-owner --exit-on-error --dbname={database} backup.dump",
-    ]
-
-
 def _restore_commands(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     repository, record = _select(arguments, manifest)
@@ -121,6 +102,22 @@ def _restore(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _runbook(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    measured = measured_from_repositories(manifest)
+    if os.environ.get("DAGSTER_HOME") and not arguments.repositories_only:
+        from assets.reports import add_restore_measurements
+
+        measured = add_restore_measurements(manifest, measured)
+    text = render_runbook(manifest, measured, time.time())
+    if arguments.output:
+        Path(arguments.output).write_text(text)
+        print(f"runbook written to {arguments.output}")
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the CLI."""
     parser = argparse.ArgumentParser(
@@ -135,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("validate", help="check the manifest").set_defaults(run=_validate)
     commands.add_parser("schema", help="print the manifest's JSON Schema").set_defaults(run=_schema)
+    runbook = commands.add_parser("runbook", help="print the DR runbook (manifest + latest measurements)")
+    runbook.add_argument("--output", help="write it to this file instead of stdout")
+    runbook.add_argument(
+        "--repositories-only",
+        action="store_true",
+        help="do not read restore-test measurements from the Dagster instance ($DAGSTER_HOME)",
+    )
+    runbook.set_defaults(run=_runbook)
     listing = commands.add_parser("list", help="list committed backups")
     listing.add_argument("dataset", nargs="?")
     listing.set_defaults(run=_list)

@@ -1,4 +1,4 @@
-"""The one assembly point of the Dagster code location: assets, checks, jobs, schedules and resources.
+"""The one assembly point of the Dagster code location: assets, checks, jobs, schedules, sensors, resources.
 
 Loading reads the manifest ($BACKUP_MANIFEST or ./backup_manifest.yaml) and nothing else: no database,
 no network, no tool is touched until a run starts.
@@ -12,8 +12,12 @@ import dagster as dg
 
 from assets.datasets import build_dataset_assets
 from assets.jobs import build_jobs
+from assets.monitoring import build_failure_sensor, build_rpo_check, build_rpo_sensor
+from assets.reports import backup_status, dr_runbook, reports_job, reports_schedule
 from backup_pipelines.manifest import load_manifest
-from resources import AgeIdentityResource, ManifestResource
+from resources import AgeIdentityResource, ManifestResource, NotifierResource
+
+WATCH_CRON = "*/10 * * * *"
 
 
 def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions:
@@ -21,13 +25,36 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     manifest = load_manifest(manifest_path)
     assets = [asset for name in manifest.active_datasets() for asset in build_dataset_assets(manifest, name)]
     jobs, schedules = build_jobs(manifest)
+    sensors = [build_failure_sensor(manifest, list(jobs))]
+    checks = []
+    if manifest.active_datasets():
+        rpo_check = build_rpo_check(manifest)
+        checks.append(rpo_check)
+        watch_job = dg.define_asset_job(
+            "watch", selection=dg.AssetSelection.checks(*rpo_check.check_keys), description="Evaluate the RPO checks."
+        )
+        jobs.append(watch_job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name="watch_schedule",
+                job=watch_job,
+                cron_schedule=WATCH_CRON,
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            )
+        )
+        sensors.append(build_rpo_sensor(manifest))
+    manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
-        assets=assets,
-        jobs=jobs,
-        schedules=schedules,
+        assets=[*assets, backup_status, dr_runbook],
+        asset_checks=checks,
+        jobs=[*jobs, reports_job],
+        schedules=[*schedules, reports_schedule],
+        sensors=sensors,
         resources={
-            "manifest": ManifestResource(path=str(manifest.path)),
+            "manifest": manifest_resource,
             "age_identity": AgeIdentityResource(),
+            "notifier": NotifierResource(manifest=manifest_resource),
         },
     )
 

@@ -8,7 +8,6 @@ temporary file (no pipe to deadlock on) and is quoted in the `CommandFailedError
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import fcntl
 import functools
 import os

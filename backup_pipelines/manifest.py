@@ -37,6 +37,7 @@ MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 IMPLEMENTED_KINDS = ("postgres",)
 PLANNED_KINDS = ("mysql", "files", "sqlite", "command")
+UNION_TAGS = {*IMPLEMENTED_KINDS, *PLANNED_KINDS, "local", "s3", "slack", "webhook", "log"}
 
 
 def _to_timedelta(value: Any) -> timedelta:
@@ -194,6 +195,61 @@ class RestoreTestConfig(StrictModel):
     server: Name | None = Field(None, description="Scratch server for the temporary copy; default: source.")
 
 
+class AnomalyThresholds(StrictModel):
+    """When a backup's size, rows or duration is anomalous against the dataset's own history."""
+
+    history: int = Field(10, ge=1, le=200, description="How many earlier successful backups to compare with.")
+    min_history: int = Field(3, ge=1, description="Fewer earlier backups than this: pass with a note.")
+    drop_below: float = Field(0.5, gt=0, lt=1, description="ERROR when bytes fall below this x the median.")
+    spike_above: float = Field(3.0, gt=1, description="WARN when bytes exceed this x the median.")
+    table_loss_above: float = Field(0.5, gt=0, lt=1, description="ERROR when a table loses more than this share.")
+    duration_above: float = Field(3.0, gt=1, description="WARN when the backup takes over this x the median.")
+
+
+class DatasetAlerts(StrictModel):
+    """Where a dataset's alerts go."""
+
+    channels: list[Name] | None = Field(None, description="Channel names under alerts.channels; default: all.")
+    healthchecks_url_env: str | None = Field(
+        None, description="Env var with a healthchecks-style ping URL: /start, success, /fail are pinged."
+    )
+
+
+class SlackChannel(StrictModel):
+    """A Slack channel, posted to with a bot token (dagster-slack)."""
+
+    type: Literal["slack"] = Field(description="Channel type.")
+    channel: str = Field(description='Slack channel, e.g. "#backups".')
+    token_env: str = Field(description="Env var holding the Slack bot token.")
+    base_url: str | None = Field(None, description="Slack API base URL (tests, Slack-compatible servers).")
+
+
+class WebhookChannel(StrictModel):
+    """A generic JSON webhook (PagerDuty, Opsgenie, a chat bridge, ...)."""
+
+    type: Literal["webhook"] = Field(description="Channel type.")
+    url_env: str = Field(description="Env var holding the URL (it may carry a key).")
+    retries: int = Field(3, ge=0, le=10, description="Retries on a network error or a 5xx answer.")
+    timeout_seconds: float = Field(10, gt=0, le=120, description="Timeout of one attempt.")
+
+
+class LogChannel(StrictModel):
+    """The Dagster event log / Python log (always useful, never enough alone)."""
+
+    type: Literal["log"] = Field(description="Channel type.")
+
+
+AlertChannel = Annotated[SlackChannel | WebhookChannel | LogChannel, Field(discriminator="type")]
+
+
+class Alerts(StrictModel):
+    """Alert channels and how often a still-stale dataset is reminded about."""
+
+    channels: dict[Name, AlertChannel] = Field(default_factory=dict, description="Alert channels, by name.")
+    reminder: Duration | None = Field(None, description="Re-alert a still-stale dataset this often; default: never.")
+    dagster_url: str = Field("http://127.0.0.1:3000", description="Base URL of the Dagster UI, for run links.")
+
+
 class PostgresSource(StrictModel):
     """One PostgreSQL database on a named server."""
 
@@ -225,6 +281,8 @@ class DatasetBase(StrictModel):
     encryption: Encryption | None = Field(None, description="Default: the manifest's top-level encryption.")
     verification: Verification = Field(default_factory=Verification, description="How restores are judged.")
     restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
+    anomaly: AnomalyThresholds = Field(default_factory=AnomalyThresholds, description="Anomaly thresholds.")
+    alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
     owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
 
@@ -272,6 +330,8 @@ class Manifest(StrictModel):
     repositories: dict[Name, RepositoryConfig] = Field(min_length=1, description="Where backups live, by name.")
     servers: dict[Name, PostgresServerConfig] = Field(default_factory=dict, description="Sources, by name.")
     datasets: dict[Name, Dataset] = Field(min_length=1, description="What is protected, by name.")
+    alerts: Alerts = Field(default_factory=Alerts, description="Alert channels (Slack, webhooks, log).")
+    reports_dir: str = Field("reports", description="Folder for the status dashboard and the DR runbook.")
 
     _path: Path | None = PrivateAttr(None)
 
@@ -403,6 +463,12 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
             if isinstance(repository, str) and repository not in repositories:
                 message = f"unknown repository {repository!r} (known: {', '.join(repositories) or 'none'})"
                 problems.append(Problem(f"{where}.repositories.{index}", message))
+        known_channels = _mapping(_mapping(data.get("alerts")).get("channels"))
+        channels = _mapping(dataset.get("alerts")).get("channels")
+        for index, channel in enumerate(channels if isinstance(channels, list) else []):
+            if isinstance(channel, str) and channel not in known_channels:
+                message = f"unknown alert channel {channel!r} (known: {', '.join(known_channels) or 'none'})"
+                problems.append(Problem(f"{where}.alerts.channels.{index}", message))
         kind = dataset.get("kind")
         source_server = _mapping(dataset.get("source")).get("server") if kind in IMPLEMENTED_KINDS else None
         restore_server = _mapping(dataset.get("restore_test")).get("server")
@@ -450,19 +516,12 @@ def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) 
 
 def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
     location = [str(part) for part in error["loc"]]
-    # Discriminated unions add the tag ("postgres", "s3") as a location step: drop it from the field path.
-    if (
-        len(location) > 2
-        and location[0] in ("datasets", "repositories")
-        and location[2]
-        in (
-            *IMPLEMENTED_KINDS,
-            *PLANNED_KINDS,
-            "local",
-            "s3",
-        )
-    ):
-        del location[2]
+    # Discriminated unions add the tag ("postgres", "s3", "slack") as a location step: drop it.
+    location = [
+        part
+        for index, part in enumerate(location)
+        if not (index >= 2 and part in UNION_TAGS and location[index - 2] in ("datasets", "repositories", "channels"))
+    ]
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = f"unknown field {location[-1]!r}"
@@ -474,7 +533,7 @@ def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
 
 
 def _tag_name(location: list[str]) -> str:
-    return "type" if location and location[0] == "repositories" else "kind"
+    return "kind" if location and location[0] == "datasets" else "type"
 
 
 def _with_line(problem: Problem, root: yaml.Node | None) -> Problem:

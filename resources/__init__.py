@@ -2,5 +2,6 @@
 
 from resources.keys import AgeIdentityResource
 from resources.manifest import ManifestResource
+from resources.notifier import NotifierResource
 
-__all__ = ["AgeIdentityResource", "ManifestResource"]
+__all__ = ["AgeIdentityResource", "ManifestResource", "NotifierResource"]

@@ -51,8 +51,10 @@ def test_protect_job_records_backup_verify_and_restore_test_metadata(
     restore = materialized(result, "restore_test")
     assert restore["backup_id"] == backup["backup_id"]
     assert restore["checks_passed"] == restore["checks_total"] and restore["within_rto"] is True
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "restore_within_rto" and check.passed
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert checks["restore_within_rto"].passed
+    assert checks["size_anomaly"].passed  # no history yet: passes with a note
+    assert "only 0 earlier backups" in str(checks["size_anomaly"].metadata["note"].value)
 
 
 def test_a_failed_backup_fails_the_run_and_records_no_materialization(

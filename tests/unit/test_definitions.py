@@ -81,4 +81,5 @@ def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
     text = text.replace("schedule: hourly", 'schedule: "0 */6 * * *"')
     (tmp_path / "m.yaml").write_text(text)
     names = {job.name for job in build_definitions(tmp_path / "m.yaml").jobs or []}
-    assert {name.split("_cron_")[0] for name in names} == {"backup", "restore_drill", "protect"}
+    assert {name.split("_cron_")[0] for name in names if "_cron_" in name} == {"backup", "restore_drill", "protect"}
+    assert {"watch", "reports"} <= names and not any(name.endswith("_hourly") for name in names)

@@ -9,7 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = {"dagster": "1.13.27", "dagster-webserver": "1.13.27", "dagster-pipes": "1.13.27"}
-INTEGRATIONS = {"dagster-aws": "0.29.27", "dagster-k8s": "0.29.27", "dagster-postgres": "0.29.27"}
+INTEGRATIONS = {
+    "dagster-aws": "0.29.27",
+    "dagster-k8s": "0.29.27",
+    "dagster-postgres": "0.29.27",
+    "dagster-slack": "0.29.27",
+}
 
 
 def test_installed_dagster_family_matches_the_pins() -> None:

@@ -1,0 +1,164 @@
+"""Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from assets.history import latest_backups
+from assets.keys import DatasetKeys
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
+from backup_pipelines.status import DatasetStatus, render_html, status_frame
+from resources import ManifestResource
+
+STATUS_KEY = dg.AssetKey(["reports", "backup_status"])
+RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
+SIZE_HISTORY = 20
+
+
+def _latest_metadata(
+    instance: dg.DagsterInstance, keys: list[dg.AssetKey]
+) -> dict[dg.AssetKey, tuple[float, dict[str, Any]]]:
+    found = {}
+    for key, event in instance.get_latest_materialization_events(keys).items():
+        if event is not None and event.asset_materialization is not None:
+            found[key] = (event.timestamp, {k: v.value for k, v in event.asset_materialization.metadata.items()})
+    return found
+
+
+def _size_history(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[tuple[float, int]]:
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=SIZE_HISTORY).records
+    history = []
+    for record in records:
+        entry = record.asset_materialization.metadata.get("bytes_stored") if record.asset_materialization else None
+        if entry is not None:
+            history.append((record.timestamp, int(str(entry.value))))
+    return history
+
+
+def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
+    """Return every active dataset's status from the event log: three batched queries plus one size-history
+    query per dataset."""
+    names = list(manifest.active_datasets())
+    backups = latest_backups(instance, names)
+    verified = _latest_metadata(instance, [DatasetKeys(name).verify for name in names])
+    restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in names])
+    statuses = []
+    for name, dataset in manifest.active_datasets().items():
+        keys = DatasetKeys(name)
+        backup = backups.get(name)
+        restore = restored.get(keys.restore_test)
+        statuses.append(
+            DatasetStatus(
+                name=name,
+                kind=dataset.kind,
+                schedule=dataset.schedule,
+                rpo_seconds=dataset.rpo.total_seconds(),
+                rto_seconds=dataset.rto.total_seconds(),
+                last_backup_at=backup.created_at if backup else None,
+                partition=backup.partition if backup else None,
+                bytes_stored=backup.metadata.get("bytes_stored") if backup else None,
+                bytes_raw=backup.metadata.get("bytes_raw") if backup else None,
+                copies=int(backup.metadata.get("copies", 0)) if backup else 0,
+                location=str(backup.metadata.get("location", "")) if backup else "",
+                last_verified_at=verified[keys.verify][0] if keys.verify in verified else None,
+                last_restore_test_at=restore[0] if restore else None,
+                measured_rto_seconds=float(restore[1]["measured_rto_seconds"]) if restore else None,
+                size_history=_size_history(instance, keys.backup) if backup else [],
+            )
+        )
+    return statuses
+
+
+def merge_restore_measurements(
+    instance: dg.DagsterInstance, manifest: Manifest, measured: dict[str, Measured]
+) -> dict[str, Measured]:
+    """Return `measured` with each dataset's last restore test time and measured RTO from the event log."""
+    restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in manifest.active_datasets()])
+    result = dict(measured)
+    for name in manifest.active_datasets():
+        entry = restored.get(DatasetKeys(name).restore_test)
+        if entry is not None:
+            base = result.get(name, Measured())
+            result[name] = Measured(
+                base.newest_backup,
+                base.newest_backup_uri,
+                base.repository,
+                entry[0],
+                float(entry[1].get("measured_rto_seconds", 0.0)),
+            )
+    return result
+
+
+def add_restore_measurements(manifest: Manifest, measured: dict[str, Measured]) -> dict[str, Measured]:
+    """`merge_restore_measurements` on the instance of $DAGSTER_HOME (for the CLI)."""
+    return merge_restore_measurements(dg.DagsterInstance.get(), manifest, measured)
+
+
+def markdown_table(frame: Any) -> str:
+    """Return a pandas frame as a Markdown table."""
+    if frame.empty:
+        return "no datasets"
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, *rows])
+
+
+@dg.asset(
+    key=STATUS_KEY,
+    group_name="reports",
+    kinds={"html"},
+    description="Every dataset's freshness, verification, restore tests and size, as a table and a dashboard.",
+)
+def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
+    loaded = manifest.load()
+    now = time.time()
+    statuses = gather_statuses(context.instance, loaded)
+    frame = status_frame(statuses, now)
+    folder = loaded.resolve_path(loaded.reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "backup_status.html"
+    path.write_text(render_html(statuses, now))
+    stale = int((frame["status"] == "STALE").sum()) if not frame.empty else 0
+    return dg.MaterializeResult(
+        metadata={
+            "datasets": len(statuses),
+            "stale": stale,
+            "dashboard": dg.MetadataValue.path(str(path)),
+            "status": dg.MetadataValue.md(markdown_table(frame)),
+        }
+    )
+
+
+@dg.asset(
+    key=RUNBOOK_KEY,
+    group_name="reports",
+    kinds={"markdown"},
+    description="The disaster-recovery runbook: where backups are and how to restore each, with measurements.",
+)
+def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
+    loaded = manifest.load()
+    measured = merge_restore_measurements(context.instance, loaded, measured_from_repositories(loaded))
+    text = render_runbook(loaded, measured, time.time())
+    folder = loaded.resolve_path(loaded.reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "dr_runbook.md"
+    path.write_text(text)
+    return dg.MaterializeResult(
+        metadata={"runbook": dg.MetadataValue.path(str(path)), "preview": dg.MetadataValue.md(text[:20_000])}
+    )
+
+
+reports_job = dg.define_asset_job(
+    "reports",
+    selection=dg.AssetSelection.assets(STATUS_KEY, RUNBOOK_KEY),
+    description="Refresh the status dashboard and the DR runbook.",
+)
+reports_schedule = dg.ScheduleDefinition(
+    name="reports_schedule",
+    job=reports_job,
+    cron_schedule="*/30 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,84 @@
+"""RPO freshness: is the newest committed backup of each dataset younger than its RPO, and which alerts follow.
+
+A backup's time is when its snapshot was taken (`created_at`), not when some partition was last materialized.
+The alert planner is a pure state machine: one alert when a dataset goes stale, one when it recovers, and
+optionally a reminder every `reminder` while it stays stale; never one per sensor tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from backup_pipelines.durations import format_duration
+from backup_pipelines.notify import Alert
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """One dataset's freshness at `now` (epoch seconds)."""
+
+    dataset: str
+    rpo_seconds: float
+    newest_backup_at: float | None
+    partition: str | None
+    now: float
+
+    @property
+    def age_seconds(self) -> float | None:
+        return None if self.newest_backup_at is None else max(0.0, self.now - self.newest_backup_at)
+
+    @property
+    def stale(self) -> bool:
+        """True when the newest backup is older than the RPO, or there is none."""
+        age = self.age_seconds
+        return age is None or age > self.rpo_seconds
+
+    def describe(self) -> str:
+        rpo = format_duration(timedelta(seconds=self.rpo_seconds))
+        if self.newest_backup_at is None:
+            return f"{self.dataset} has no backup (RPO {rpo})"
+        age = format_duration(timedelta(seconds=int(self.age_seconds or 0)))
+        state = "older than" if self.stale else "within"
+        return f"newest backup of {self.dataset} (partition {self.partition}) is {age} old, {state} its RPO of {rpo}"
+
+
+def plan_alerts(
+    state: dict[str, Any], current: list[Freshness], reminder: timedelta | None
+) -> tuple[list[Alert], dict[str, Any]]:
+    """Given the previous per-dataset state, the current freshness of every dataset and the reminder
+    interval, return the alerts to send and the new state.
+
+    A dataset never backed up is given its RPO from the moment it is first seen before it counts as stale.
+    """
+    alerts: list[Alert] = []
+    new_state: dict[str, Any] = {}
+    for item in current:
+        previous = state.get(item.dataset, {})
+        first_seen = float(previous.get("first_seen", item.now))
+        stale = item.stale and not (item.newest_backup_at is None and item.now - first_seen <= item.rpo_seconds)
+        last_alert = previous.get("last_alert")
+        entry = {"first_seen": first_seen, "stale": stale, "last_alert": last_alert}
+        if stale and not previous.get("stale"):
+            alerts.append(_alert("stale", item, f"{item.dataset} is stale"))
+            entry["last_alert"] = item.now
+        elif stale and reminder and last_alert and item.now - float(last_alert) >= reminder.total_seconds():
+            alerts.append(_alert("reminder", item, f"{item.dataset} is still stale"))
+            entry["last_alert"] = item.now
+        elif not stale and previous.get("stale"):
+            alerts.append(_alert("recovered", item, f"{item.dataset} is fresh again"))
+            entry["last_alert"] = item.now
+        new_state[item.dataset] = entry
+    return alerts, new_state
+
+
+def _alert(kind: Any, item: Freshness, title: str) -> Alert:
+    details = {
+        "rpo_seconds": item.rpo_seconds,
+        "age_seconds": item.age_seconds,
+        "newest_backup_at": item.newest_backup_at,
+    }
+    return Alert(
+        kind=kind, dataset=item.dataset, title=title, message=item.describe(), partition=item.partition, details=details
+    )

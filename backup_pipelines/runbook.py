@@ -1,0 +1,130 @@
+"""The disaster-recovery runbook, rendered from the manifest and the latest measurements.
+
+Per dataset: what it is, where its backups are, the exact standard-tool commands to restore the newest one,
+the RPO and RTO targets against what was measured, and when a restore test last passed. Markdown, so it
+reads well printed, in a wiki, or in a terminal at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from backup_pipelines.crypto import fingerprint
+from backup_pipelines.durations import format_duration
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.repository import BackupRecord, Repository
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the last runs measured for one dataset (all optional: a new dataset has none)."""
+
+    newest_backup: BackupRecord | None = None
+    newest_backup_uri: str | None = None
+    repository: Repository | None = None
+    last_restore_test_at: float | None = None
+    measured_rto_seconds: float | None = None
+
+
+def restore_commands(repository: Repository, record: BackupRecord, database: str = "restored") -> list[str]:
+    """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
+    sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
+    uri = repository.uri(record.object_path)
+    fetch = (
+        f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
+    )
+    if record.encrypted:
+        decode = 'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o backup.dump'
+    else:
+        decode = "zstd -d -q backup.obj -o backup.dump"
+    return [
+        fetch,
+        f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
+        decode,
+        "pg_restore --list backup.dump > /dev/null",
+        f"createdb {shlex.quote(database)}",
+        f"pg_restore --no-owner --exit-on-error --dbname={shlex.quote(database)} backup.dump",
+    ]
+
+
+def measured_from_repositories(manifest: Manifest) -> dict[str, Measured]:
+    """Return each active dataset's newest committed backup, read from its repositories (first that has one)."""
+    from backup_pipelines.repository import open_repository
+
+    measured = {}
+    for name, dataset in manifest.active_datasets().items():
+        for repository_name in dataset.repositories:
+            repository = open_repository(manifest, repository_name)
+            records = repository.list_backups(name)
+            if records:
+                newest = records[-1]
+                measured[name] = Measured(newest, repository.uri(newest.object_path), repository)
+                break
+    return measured
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC") if epoch else "never"
+
+
+def _span(seconds: float | None) -> str:
+    return "not measured" if seconds is None else format_duration(timedelta(seconds=max(1, round(seconds))))
+
+
+def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float) -> str:
+    """Return the DR runbook (Markdown) for every active dataset of `manifest`."""
+    lines = [
+        "# Disaster-recovery runbook",
+        "",
+        f"Generated {_when(now)} from `{manifest.path.name if manifest.path else 'the manifest'}` and the latest "
+        "measurements. Restores need only standard tools: see docs/restore.md.",
+        "",
+        "You need the age identity (private key) matching the recipients below, kept apart from the backups.",
+        "",
+    ]
+    for name, dataset in manifest.active_datasets().items():
+        item = measured.get(name, Measured())
+        record = item.newest_backup
+        age = None if record is None else now - record.created.timestamp()
+        rpo, rto = dataset.rpo.total_seconds(), dataset.rto.total_seconds()
+        stale = " (**STALE**)" if age is None or age > rpo else ""
+        slow = " (**over target**)" if item.measured_rto_seconds and item.measured_rto_seconds > rto else ""
+        if record is None:
+            keys = "unknown"
+        elif record.encrypted:
+            keys = ", ".join(fingerprint(recipient) for recipient in record.recipients)
+        else:
+            keys = "not encrypted"
+        lines += [
+            f"## {name}",
+            "",
+            dataset.description or f"{dataset.kind} dataset",
+            "",
+            f"- Source: {dataset.kind} server `{dataset.source.server}`, database `{dataset.source.database}`",
+            f"- Schedule: {dataset.schedule}; repositories: {', '.join(dataset.repositories)}",
+            f"- RPO target {_span(rpo)}; newest backup is {_span(age)} old{stale}",
+            f"- RTO target {_span(rto)}; last measured restore {_span(item.measured_rto_seconds)}{slow}",
+            f"- Last successful restore test: {_when(item.last_restore_test_at)}",
+            f"- Encrypted to: {keys}",
+            "",
+        ]
+        if record is None or item.repository is None:
+            lines += ["No committed backup found: there is nothing to restore. Check the backup runs.", ""]
+            continue
+        lines += [
+            f"Newest backup: `{record.backup_id}` (partition {record.partition_key}, {record.bytes_stored:,} bytes, "
+            f"taken {record.created_at[:19]} UTC) at `{item.newest_backup_uri}`.",
+            "",
+            "```bash",
+            "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=...",
+            *restore_commands(item.repository, record, f"{name}_restored"),
+            "```",
+            "",
+        ]
+        tables = record.source_stats.get("tables", {})
+        if tables:
+            lines += ["Row counts at backup time (the restored copy must match):", ""]
+            lines += [f"- `{table}`: {rows:,}" for table, rows in sorted(tables.items())] + [""]
+    return "\n".join(lines)
