@@ -30,3 +30,16 @@ def format_duration(value: timedelta) -> str:
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{value.total_seconds():g}s"
+
+
+def describe_duration(seconds: float) -> str:
+    """Given seconds, return a human age with at most two units: "45s", "12m 5s", "2h 30m", "3d 4h"."""
+    remaining = max(0, round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size or (unit == "s" and not parts):
+            parts.append(f"{remaining // size}{unit}")
+            remaining %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from backup_pipelines.durations import format_duration
+from backup_pipelines.durations import describe_duration, format_duration
 from backup_pipelines.notify import Alert
 
 
@@ -39,7 +39,7 @@ class Freshness:
         rpo = format_duration(timedelta(seconds=self.rpo_seconds))
         if self.newest_backup_at is None:
             return f"{self.dataset} has no backup (RPO {rpo})"
-        age = format_duration(timedelta(seconds=int(self.age_seconds or 0)))
+        age = describe_duration(self.age_seconds or 0)
         state = "older than" if self.stale else "within"
         return f"newest backup of {self.dataset} (partition {self.partition}) is {age} old, {state} its RPO of {rpo}"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from backup_pipelines.crypto import fingerprint
-from backup_pipelines.durations import format_duration
+from backup_pipelines.durations import describe_duration
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import BackupRecord, Repository
 
@@ -70,7 +70,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    return "not measured" if seconds is None else format_duration(timedelta(seconds=max(1, round(seconds))))
+    return "not measured" if seconds is None else describe_duration(seconds)
 
 
 def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import html
 import statistics
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pandas as pd
 
-from backup_pipelines.durations import format_duration
+from backup_pipelines.durations import describe_duration
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(timedelta(seconds=max(1, int(seconds))))
+    return "-" if seconds is None else describe_duration(seconds)
 
 
 def status_frame(statuses: list[DatasetStatus], now: float) -> pd.DataFrame:

@@ -143,3 +143,62 @@ def write_manifest(path: Path, data: dict[str, Any]) -> Manifest:
     """Write `data` as YAML to `path` and return it loaded."""
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return load_manifest(path)
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    body: bytes
+
+
+class AlertReceiver:
+    """A local HTTP server on 127.0.0.1 that records every request and answers with scripted statuses."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[Received] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.requests.append(Received(self.command, self.path, self.rfile.read(length)))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                body = b'{"ok": true, "channel": "C1", "ts": "1.0"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET = _handle
+
+            def log_message(self, *arguments: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def json_bodies(self, path_prefix: str = "/") -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(r.body) for r in self.requests if r.path.startswith(path_prefix) and r.body.startswith(b"{")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[AlertReceiver]:
+    server = AlertReceiver()
+    try:
+        yield server
+    finally:
+        server.close()
