@@ -33,8 +33,11 @@ def _record_for(context: dg.AssetExecutionContext, manifest: Manifest, keys: Dat
     return find_backup(manifest, keys.name, partition_key=partition_key, backup_id=backup_id)
 
 
-def freshness_policy(rpo: timedelta) -> dg.FreshnessPolicy:
-    """Dagster's own freshness policy from the RPO: degraded past the RPO, warning at 75 % of it."""
+def freshness_policy(rpo: timedelta) -> dg.FreshnessPolicy | None:
+    """Dagster's own freshness policy from the RPO: degraded past the RPO, warning at 75 % of it. Dagster's
+    windows start at one minute; a shorter RPO is watched by the RPO check and sensor alone."""
+    if rpo < timedelta(minutes=1):
+        return None
     warn = rpo * 0.75
     return dg.FreshnessPolicy.time_window(fail_window=rpo, warn_window=warn if warn >= timedelta(minutes=1) else None)
 

@@ -141,5 +141,11 @@ def build_failure_sensor(manifest: Manifest, jobs: list[Any]) -> dg.SensorDefini
 
 
 def _error_text(event: Any) -> str:
+    """Return the user's error of a failed step (the cause Dagster wraps), as one line."""
     error = event.step_failure_data.error if event.step_failure_data else None
-    return error.message.strip().splitlines()[-1] if error and error.message else (event.message or "step failed")
+    if error is None:
+        return event.message or "step failed"
+    if error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    text = " ".join(error.message.split())
+    return text.split(".", 2)[-1] if text.startswith("backup_pipelines.errors.") else text

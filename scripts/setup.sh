@@ -14,6 +14,7 @@ command -v age >/dev/null || need_apt+=(age)
 command -v restic >/dev/null || need_apt+=(restic)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)  # renders the status dashboard in e2e tests
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do

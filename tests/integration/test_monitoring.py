@@ -1,0 +1,183 @@
+"""Checks, sensors and alerts on a real Dagster instance with real backups; alerts go to a local HTTP server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.notify import Alert, WebhookChannel
+from backup_pipelines.sample import create_sample_database
+from backup_pipelines.sandbox import PostgresSandbox, free_port
+from tests.conftest import AlertReceiver, manifest_dict, write_manifest
+
+PARTITIONS = [f"2026-11-22-{hour:02d}:00" for hour in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def identity(age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
+
+
+def alerting_manifest(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    database: str = "app",
+    **dataset_fields: Any,
+) -> dg.Definitions:
+    monkeypatch.setenv("TEST_WEBHOOK_URL", f"{receiver.url}/hook")
+    monkeypatch.setenv("TEST_SLACK_TOKEN", "xoxb-test")
+    monkeypatch.setenv("TEST_HEALTHCHECKS_URL", f"{receiver.url}/hc/app")
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient], database=database, **dataset_fields)
+    data["alerts"] = {
+        "dagster_url": "http://dagster.example:3000",
+        "channels": {
+            "hook": {"type": "webhook", "url_env": "TEST_WEBHOOK_URL", "retries": 1},
+            "chat": {
+                "type": "slack",
+                "channel": "#backups",
+                "token_env": "TEST_SLACK_TOKEN",
+                "base_url": f"{receiver.url}/slack/",
+            },
+            "log": {"type": "log"},
+        },
+    }
+    data["datasets"]["app_db"]["alerts"] = {"healthchecks_url_env": "TEST_HEALTHCHECKS_URL"}
+    write_manifest(tmp_path / "m.yaml", data)
+    return build_definitions(tmp_path / "m.yaml")
+
+
+def backup(defs: dg.Definitions, instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("backup_hourly").execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False
+    )
+
+
+def test_a_truncated_table_trips_the_size_check_and_blocks_verify(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    create_sample_database(postgres.conninfo(), "shrinking", orders=2000)
+    defs = alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch, database="shrinking")
+    instance = dg.DagsterInstance.ephemeral()
+    for partition in PARTITIONS[:3]:
+        result = backup(defs, instance, partition)
+        assert result.success
+        [check] = result.get_asset_check_evaluations()
+        assert check.passed
+    with psycopg.connect(postgres.conninfo("shrinking"), autocommit=True) as connection:
+        connection.execute(
+            "insert into shop.orders (id, customer_id, total) select g, 1, 1 from generate_series(2001, 2150) g"
+        )
+    grown = backup(defs, instance, PARTITIONS[3])
+    assert grown.success and grown.get_asset_check_evaluations()[0].passed  # normal growth is not an anomaly
+
+    with psycopg.connect(postgres.conninfo("shrinking"), autocommit=True) as connection:
+        connection.execute("delete from shop.orders where id > 300")
+    truncated = backup(defs, instance, PARTITIONS[4])
+    assert not truncated.success
+    [check] = truncated.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "table shop.orders has 300 rows" in (check.description or "")
+    assert truncated.asset_materializations_for_node("verify__app_db") == []
+    assert [r.path for r in receiver.requests if r.path.startswith("/hc/")][-2:] == ["/hc/app/start", "/hc/app/fail"]
+
+
+def test_rpo_check_and_sensor_go_stale_recover_and_go_stale_again_with_one_alert_each(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defs = alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch, rpo="4s")
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("rpo_alerts")
+    cursor: str | None = None
+
+    def tick() -> list[dict[str, Any]]:
+        nonlocal cursor
+        before = len(receiver.json_bodies("/hook"))
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            sensor.evaluate_tick(context)
+            cursor = context.cursor
+        return receiver.json_bodies("/hook")[before:]
+
+    def rpo_check() -> dg.AssetCheckEvaluation:
+        [evaluation] = defs.resolve_job_def("watch").execute_in_process(instance=instance).get_asset_check_evaluations()
+        return evaluation
+
+    assert backup(defs, instance, PARTITIONS[0]).success
+    assert tick() == [] and rpo_check().passed
+    time.sleep(4.5)
+    [stale] = tick()
+    assert stale["kind"] == "stale" and stale["dataset"] == "app_db" and stale["partition"] == PARTITIONS[0]
+    assert "older than its RPO of 4s" in stale["message"]
+    assert tick() == [] and tick() == []  # no alert storm
+    assert not rpo_check().passed
+    # an old partition backed up now is a fresh copy of the data: its backup time is now
+    assert backup(defs, instance, PARTITIONS[1]).success
+    [recovered] = tick()
+    assert recovered["kind"] == "recovered" and rpo_check().passed
+    time.sleep(4.5)
+    assert [alert["kind"] for alert in tick()] == ["stale"]
+    slack = [r for r in receiver.requests if r.path.startswith("/slack/chat.postMessage")]
+    assert len(slack) == 3 and b"%23backups" in slack[0].body or b"#backups" in slack[0].body
+
+
+def test_a_failed_backup_run_sends_one_alert_with_dataset_partition_error_and_link(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch)
+    data = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    data["servers"]["pg"]["port"] = free_port()
+    write_manifest(tmp_path / "m.yaml", data)
+    defs = build_definitions(tmp_path / "m.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    result = backup(defs, instance, PARTITIONS[2])
+    assert not result.success
+    sensor = defs.resolve_sensor_def("backup_failure_alerts")
+    with dg.build_run_status_sensor_context(
+        sensor_name="backup_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        repository_def=defs.get_repository_def(),
+        resources={"notifier": defs.resources["notifier"]},
+    ) as context:
+        sensor(context.for_run_failure())  # type: ignore[operator]
+    [alert] = receiver.json_bodies("/hook")
+    assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == PARTITIONS[2]
+    assert "backup failed: " in alert["message"] and "cannot connect to PostgreSQL" in alert["message"]
+    assert alert["run_url"] == f"http://dagster.example:3000/runs/{result.run_id}"
+    assert [r.path for r in receiver.requests if r.path.startswith("/hc/")] == ["/hc/app/start", "/hc/app/fail"]
+
+
+def test_webhook_retries_server_errors_and_gives_up_on_client_errors(receiver: AlertReceiver) -> None:
+    alert = Alert(kind="failure", dataset="app_db", title="t", message="m")
+    receiver.statuses = [500, 503]
+    WebhookChannel("hook", f"{receiver.url}/hook", retries=3, backoff=0.01).send(alert)
+    assert len(receiver.requests) == 3 and receiver.json_bodies()[-1]["source"] == "backup-pipelines"
+    receiver.statuses = [404]
+    with pytest.raises(Exception, match="404"):
+        WebhookChannel("hook", f"{receiver.url}/hook", retries=3, backoff=0.01).send(alert)
+    assert len(receiver.requests) == 4
