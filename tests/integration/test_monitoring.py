@@ -137,7 +137,9 @@ def test_rpo_check_and_sensor_go_stale_recover_and_go_stale_again_with_one_alert
     time.sleep(4.5)
     assert [alert["kind"] for alert in tick()] == ["stale"]
     slack = [r for r in receiver.requests if r.path.startswith("/slack/chat.postMessage")]
-    assert len(slack) == 3 and b"%23backups" in slack[0].body or b"#backups" in slack[0].body
+    assert len(slack) == 3
+    assert b"%23backups" in slack[0].body or b"#backups" in slack[0].body
+    assert b"app_db+is+stale" in slack[0].body or b"app_db is stale" in slack[0].body
 
 
 def test_a_failed_backup_run_sends_one_alert_with_dataset_partition_error_and_link(
