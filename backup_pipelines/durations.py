@@ -34,7 +34,9 @@ def format_duration(value: timedelta) -> str:
 
 def describe_duration(seconds: float) -> str:
     """Given seconds, return a human age with at most two units: "45s", "12m 5s", "2h 30m", "3d 4h"."""
-    remaining = max(0, round(seconds))
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    remaining = round(seconds)
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if remaining >= size or (unit == "s" and not parts):

@@ -104,7 +104,8 @@ def _age_bar(item: DatasetStatus, now: float) -> str:
     color = "#c62828" if ratio > 1 else ("#f9a825" if ratio > 0.75 else "#2e7d32")
     return (
         f'<svg class="age" width="124" height="14" role="img" aria-label="age {ratio:.0%} of RPO">'
-        f'<rect x="0" y="2" width="{width}" height="10" fill="{color}"/>'
+        f'<rect x="0" y="2" width="120" height="10" fill="#eee"/>'
+        f'<rect x="0" y="2" width="{max(width, 2)}" height="10" fill="{color}"/>'
         f'<line x1="60" y1="0" x2="60" y2="14" stroke="#333" stroke-dasharray="2,1"/></svg>'
     )
 
