@@ -1,5 +1,6 @@
 """The factory: one manifest dataset becomes backup/<name> -> verify/<name> -> restore_test/<name>."""
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -122,7 +123,13 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         check = size_check(stored, history, dataset.anomaly)
         blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
-        metadata = {**backup_metadata(stored), "size_check": "pass" if check.passed else check.severity.value}
+        recent_sizes = [[round(m.created_at), m.bytes_stored] for m in reversed(history)]
+        recent_sizes.append([round(time.time()), stored.record.bytes_stored])
+        metadata = {
+            **backup_metadata(stored),
+            "size_check": "pass" if check.passed else check.severity.value,
+            "recent_sizes": dg.MetadataValue.json(recent_sizes),
+        }
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     @dg.asset(

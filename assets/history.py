@@ -19,8 +19,8 @@ def _value(metadata: Any, key: str, default: Any = None) -> Any:
     return entry.value if entry is not None else default
 
 
-def measurement_from(metadata: Any) -> Measurement:
-    """Return the measurement a backup materialization's metadata records."""
+def measurement_from(metadata: Any, timestamp: float = 0.0) -> Measurement:
+    """Return the measurement a backup materialization's metadata records (made at `timestamp`)."""
     tables: dict[str, int] = {}
     row_counts = metadata.get("source_row_counts")
     if row_counts is not None:
@@ -30,6 +30,7 @@ def measurement_from(metadata: Any) -> Measurement:
         bytes_stored=int(_value(metadata, "bytes_stored", 0)),
         duration_seconds=float(_value(metadata, "duration_seconds", 0.0)),
         tables=tables,
+        created_at=timestamp,
     )
 
 
@@ -42,7 +43,7 @@ def backup_history(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int) -
         materialization = record.asset_materialization
         if materialization is None or _value(materialization.metadata, "size_check") == "ERROR":
             continue
-        history.append(measurement_from(materialization.metadata))
+        history.append(measurement_from(materialization.metadata, record.timestamp))
     return history[:limit]
 
 

@@ -14,6 +14,7 @@ from backup_pipelines.notify import Alert
 from resources import ManifestResource, NotifierResource
 
 RPO_CHECK = "rpo_fresh"
+CHECK_REPORTS_PER_TICK = 100
 STAGES = {"backup": "backup", "verify": "verify", "restore_test": "restore test"}
 
 
@@ -52,22 +53,54 @@ def build_rpo_check(manifest: Manifest) -> dg.AssetChecksDefinition:
         selected = {key.asset_key.path[-1] for key in context.selected_asset_check_keys}
         latest = latest_backups(context.instance, sorted(selected))
         for item in current_freshness(loaded, latest, time.time()):
-            if item.dataset not in selected:
-                continue
-            yield dg.AssetCheckResult(
-                asset_key=DatasetKeys(item.dataset).backup,
-                check_name=RPO_CHECK,
-                passed=not item.stale,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=item.describe(),
-                metadata={
-                    "age_seconds": item.age_seconds if item.age_seconds is not None else -1.0,
-                    "rpo_seconds": item.rpo_seconds,
-                    "newest_partition": item.partition or "",
-                },
-            )
+            if item.dataset in selected:
+                yield dg.AssetCheckResult(**rpo_check_fields(item))
 
     return rpo_checks
+
+
+def rpo_check_fields(item: Freshness) -> dict[str, Any]:
+    """The RPO check's result for one dataset, shared by the check and by the sensor's runless reports."""
+    return {
+        "asset_key": DatasetKeys(item.dataset).backup,
+        "check_name": RPO_CHECK,
+        "passed": not item.stale,
+        "severity": dg.AssetCheckSeverity.ERROR,
+        "description": item.describe(),
+        "metadata": {
+            "age_seconds": item.age_seconds if item.age_seconds is not None else -1.0,
+            "rpo_seconds": item.rpo_seconds,
+            "newest_partition": item.partition or "",
+        },
+    }
+
+
+def report_check_changes(
+    instance: dg.DagsterInstance, current: list[Freshness], state: dict[str, Any], limit: int
+) -> int:
+    """Record the RPO check of every dataset whose result changed since the sensor last recorded it (at most
+    `limit` per tick, so a first tick over 1,000 datasets stays short); return how many were recorded.
+
+    The recorded result is in the state entry "check" (True = passed) of each dataset."""
+    reported = 0
+    for item in current:
+        entry = state.setdefault(item.dataset, {})
+        if entry.get("check") == (not item.stale) or reported >= limit:
+            continue
+        fields = rpo_check_fields(item)
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=fields["asset_key"],
+                check_name=RPO_CHECK,
+                passed=fields["passed"],
+                metadata=fields["metadata"],
+                severity=fields["severity"],
+                description=fields["description"],
+            )
+        )
+        entry["check"] = not item.stale
+        reported += 1
+    return reported
 
 
 def build_rpo_sensor(manifest: Manifest) -> dg.SensorDefinition:
@@ -85,12 +118,18 @@ def build_rpo_sensor(manifest: Manifest) -> dg.SensorDefinition:
         state = json.loads(context.cursor) if context.cursor else {}
         current = current_freshness(manifest.load(), latest_backups(context.instance, names), time.time())
         alerts, new_state = plan_alerts(state, current, reminder)
+        for name, entry in new_state.items():
+            if "check" in state.get(name, {}):
+                entry["check"] = state[name]["check"]
         sender = notifier.notifier(context.log)
         for alert in alerts:
             sender.send(alert)
+        recorded = report_check_changes(context.instance, current, new_state, CHECK_REPORTS_PER_TICK)
         context.update_cursor(json.dumps(new_state))
         stale = sum(1 for entry in new_state.values() if entry["stale"])
-        return dg.SkipReason(f"{stale} of {len(current)} datasets stale; {len(alerts)} alerts sent")
+        return dg.SkipReason(
+            f"{stale} of {len(current)} datasets stale; {len(alerts)} alerts sent; {recorded} RPO checks recorded"
+        )
 
     return rpo_alerts
 

@@ -36,6 +36,7 @@ class Measurement:
     bytes_stored: int
     duration_seconds: float
     tables: dict[str, int] = field(default_factory=dict)
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)

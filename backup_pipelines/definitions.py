@@ -17,7 +17,8 @@ from assets.reports import backup_status, dr_runbook, reports_job, reports_sched
 from backup_pipelines.manifest import load_manifest
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
-WATCH_CRON = "*/10 * * * *"
+# The rpo_alerts sensor records each RPO check as it changes; the watch job re-evaluates all of them daily.
+WATCH_CRON = "0 5 * * *"
 
 
 def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions:

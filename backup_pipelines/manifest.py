@@ -37,6 +37,7 @@ MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 IMPLEMENTED_KINDS = ("postgres",)
 PLANNED_KINDS = ("mysql", "files", "sqlite", "command")
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 UNION_TAGS = {*IMPLEMENTED_KINDS, *PLANNED_KINDS, "local", "s3", "slack", "webhook", "log"}
 
 
@@ -422,21 +423,21 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
 def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
     """Given the YAML text of a manifest and the name to report it under, return the validated Manifest."""
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ManifestError(file, [Problem("", f"not valid YAML: {error}", line)]) from error
     if not isinstance(data, dict):
         raise ManifestError(file, [Problem("", "the manifest must be a mapping with datasets and repositories")])
-    problems = [_with_line(problem, root) for problem in _cross_reference_problems(data)]
+    problems = _cross_reference_problems(data)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as error:
-        problems = [_problem_from(item, root) for item in error.errors()] + problems
+        problems = [_problem_from(item) for item in error.errors()] + problems
     if problems:
-        raise ManifestError(file, problems)
+        root = yaml.compose(text, Loader=SAFE_LOADER)  # node positions, only to put line numbers in errors
+        raise ManifestError(file, [_with_line(problem, root) for problem in problems])
     if file != "<manifest>":
         manifest._path = Path(file).resolve()
     return manifest
@@ -514,7 +515,7 @@ def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) 
     return []
 
 
-def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
+def _problem_from(error: Any) -> Problem:
     location = [str(part) for part in error["loc"]]
     # Discriminated unions add the tag ("postgres", "s3", "slack") as a location step: drop it.
     location = [
@@ -529,7 +530,7 @@ def _problem_from(error: Any, root: yaml.Node | None) -> Problem:
         message = f"required field {location[-1]!r} is missing"
     elif error["type"] == "union_tag_invalid":
         message = f"unknown kind or type {error['input'].get(_tag_name(location), '?')!r}: {error['msg']}"
-    return _with_line(Problem(".".join(location), message), root)
+    return Problem(".".join(location), message)
 
 
 def _tag_name(location: list[str]) -> str:
