@@ -76,22 +76,12 @@ def run_jobs(manifest_path: Path, environment: dict[str, str]) -> list[str]:
 
     manifest = load_manifest(manifest_path)
     failed = []
-    for cadence in cadences(manifest):
-        partition_key = cadence.partitions_def.get_last_partition_key()
-        job = f"protect_{cadence.name}"
-        print(f"demo: dagster job execute -j {job} (partition {partition_key})")
-        command = [
-            str(ROOT / ".venv/bin/dagster"),
-            "job",
-            "execute",
-            "-m",
-            "backup_pipelines.definitions",
-            "-j",
-            job,
-            "--tags",
-            json.dumps({"dagster/partition": partition_key}),
-        ]
-        completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    runs = [(f"protect_{c.name}", c.partitions_def.get_last_partition_key()) for c in cadences(manifest)]
+    for job, partition_key in [*runs, ("reports", None)]:
+        print(f"demo: dagster job execute -j {job}" + (f" (partition {partition_key})" if partition_key else ""))
+        tags = ["--tags", json.dumps({"dagster/partition": partition_key})] if partition_key else []
+        command = [str(ROOT / ".venv/bin/dagster"), "job", "execute", "-m", "backup_pipelines.definitions", "-j", job]
+        completed = subprocess.run([*command, *tags], cwd=ROOT, env=environment, capture_output=True, text=True)
         (LOCAL / f"{job}.log").write_text(completed.stdout + completed.stderr)
         if completed.returncode != 0:
             failed.append(job)
@@ -105,6 +95,8 @@ def print_summary(manifest_path: Path) -> None:
     from assets.keys import DatasetKeys
 
     manifest = load_manifest(manifest_path)
+    reports = manifest.resolve_path(manifest.reports_dir)
+    print(f"\ndashboard: {reports / 'backup_status.html'}\nDR runbook: {reports / 'dr_runbook.md'}")
     instance = dg.DagsterInstance.get()
     for name in manifest.active_datasets():
         keys = DatasetKeys(name)
