@@ -4,6 +4,7 @@
     backup-pipelines schema                            print the manifest's JSON Schema
     backup-pipelines list [DATASET]                    list committed backups, read from the repositories
     backup-pipelines restore-commands DATASET          print the standard-tool commands to restore a backup
+    backup-pipelines prune [DATASET] [--dry-run]       apply retention to the repositories (dry run: plan only)
     backup-pipelines runbook [--output FILE]           the DR runbook from the manifest and the latest measurements
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
 
@@ -26,6 +27,7 @@ from backup_pipelines.engines import engine_for
 from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
 from backup_pipelines.operations import find_backup
+from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import BackupRecord, Repository, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
 from backup_pipelines.stream import decode
@@ -102,6 +104,23 @@ def _restore(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    names = [arguments.dataset] if arguments.dataset else list(manifest.active_datasets())
+    for name in names:
+        report = prune_dataset(manifest, name, dry_run=arguments.dry_run)
+        verb = "would expire" if report.dry_run else "expired"
+        print(
+            f"{name}: keep {len(report.kept)}, {verb} {len(report.expired)}, "
+            f"{'would free' if report.dry_run else 'freed'} {report.bytes_freed:,} bytes"
+        )
+        for record, reasons in report.kept:
+            print(f"  keep    {record.backup_id}  {record.partition_key:<17} {', '.join(reasons)}")
+        for record in report.expired:
+            print(f"  {'expire' if report.dry_run else 'deleted':<7} {record.backup_id}  {record.partition_key}")
+    return 0
+
+
 def _runbook(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     measured = measured_from_repositories(manifest)
@@ -140,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not read restore-test measurements from the Dagster instance ($DAGSTER_HOME)",
     )
     runbook.set_defaults(run=_runbook)
+    prune = commands.add_parser("prune", help="apply retention to the repositories (see --dry-run)")
+    prune.add_argument("dataset", nargs="?")
+    prune.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    prune.set_defaults(run=_prune)
     listing = commands.add_parser("list", help="list committed backups")
     listing.add_argument("dataset", nargs="?")
     listing.set_defaults(run=_list)

@@ -14,6 +14,7 @@ from assets.datasets import build_dataset_assets
 from assets.jobs import build_jobs
 from assets.monitoring import build_failure_sensor, build_rpo_check, build_rpo_sensor
 from assets.reports import backup_status, dr_runbook, reports_job, reports_schedule
+from assets.retention import RetentionResource, build_retention_asset, build_retention_job
 from backup_pipelines.manifest import load_manifest
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
@@ -25,6 +26,7 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     """Return the Definitions for the manifest at `manifest_path` (default: the configured manifest)."""
     manifest = load_manifest(manifest_path)
     assets = [asset for name in manifest.active_datasets() for asset in build_dataset_assets(manifest, name)]
+    assets += [build_retention_asset(manifest, name) for name in manifest.active_datasets()]
     jobs, schedules = build_jobs(manifest)
     sensors = [build_failure_sensor(manifest, list(jobs))]
     checks = []
@@ -45,6 +47,9 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
             )
         )
         sensors.append(build_rpo_sensor(manifest))
+        retention_job, retention_schedule = build_retention_job(manifest)
+        jobs.append(retention_job)
+        schedules.append(retention_schedule)
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
         assets=[*assets, backup_status, dr_runbook],
@@ -56,6 +61,7 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
             "manifest": manifest_resource,
             "age_identity": AgeIdentityResource(),
             "notifier": NotifierResource(manifest=manifest_resource),
+            "retention": RetentionResource(),
         },
     )
 

@@ -180,11 +180,14 @@ class Retention(StrictModel):
     keep_weekly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N ISO weeks.")
     keep_monthly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N months.")
     keep_yearly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N years.")
-    keep_within: Duration | None = Field(None, description="Keep every backup younger than this.")
+    keep_within: Duration | None = Field(None, description="Keep every backup younger than this (from the newest).")
+    min_age: Duration = Field(
+        timedelta(hours=1), description="Never expire a backup younger than this, whatever the rules say."
+    )
 
     @model_validator(mode="after")
     def _at_least_one_rule(self) -> Retention:
-        if all(value is None for value in self.model_dump().values()):
+        if all(value is None for name, value in self.model_dump().items() if name.startswith("keep_")):
             raise ValueError("retention needs at least one keep_* rule")
         return self
 

@@ -74,19 +74,22 @@ def object_extension(kind: str, encrypted: bool) -> str:
     return f"{engine_for(kind).extension}.zst" + (".age" if encrypted else "")
 
 
-def run_backup(manifest: Manifest, name: str, partition_key: str, log: Any = LOG) -> StoredBackup:
+def run_backup(
+    manifest: Manifest, name: str, partition_key: str, log: Any = LOG, started_at: datetime | None = None
+) -> StoredBackup:
     """Back up dataset `name` as partition `partition_key` into every repository of the dataset.
 
     Stream the engine's dump through zstd and age into all repositories at once; commit the objects and
     then the sidecars only if every tool exited 0 and every write succeeded. Return the committed backup.
     Raise SourceUnavailableError, CommandFailedError, StorageError or MissingSecretError otherwise; in that
     case no repository holds a sidecar for this backup, so no half-written backup looks complete.
+    `started_at` overrides the recorded backup time (tests and history replays only).
     """
     dataset = manifest.dataset(name)
     engine = engine_for(dataset.kind)
     recipients = manifest.recipients_for(name)
     repositories = [open_repository(manifest, repository) for repository in dataset.repositories]
-    started_at = datetime.now(UTC)
+    started_at = started_at or datetime.now(UTC)
     backup_id = new_backup_id(started_at)
     object_name = f"{backup_id}.{object_extension(dataset.kind, bool(recipients))}"
     path = f"{name}/{partition_key}/{object_name}"
@@ -247,7 +250,21 @@ def restore_test_backup(
             decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
 
     report = engine.restore_test(manifest, name, record, feed)
-    return replace(report, bytes_raw=decoded[0] if decoded else report.bytes_raw)
+    report = replace(report, bytes_raw=decoded[0] if decoded else report.bytes_raw)
+    details = {
+        "tested_at": datetime.now(UTC).isoformat(),
+        "restore_seconds": round(report.restore_seconds, 3),
+        "checks": len(report.outcomes),
+        "target": report.target,
+    }
+    for repository_name in dataset.repositories:
+        try:
+            other = open_repository(manifest, repository_name)
+            if other.find_backup(name, record.backup_id) is not None:
+                other.mark_restore_tested(record, details)
+        except StorageError as error:
+            LOG.warning(f"could not record the passed restore test of {record.backup_id} in {repository_name}: {error}")
+    return report
 
 
 __all__ = [

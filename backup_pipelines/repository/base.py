@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import secrets
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
 SIDECAR_SUFFIX = ".json"
+RESTORE_TESTED_SUFFIX = ".restore-tested"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BackupRecord:
     duration_seconds: float = 0.0
     source_stats: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
+    expired_at: str | None = None
 
     @property
     def directory(self) -> str:
@@ -51,6 +53,11 @@ class BackupRecord:
     @property
     def sidecar_path(self) -> str:
         return f"{self.directory}/{self.backup_id}{SIDECAR_SUFFIX}"
+
+    @property
+    def marker_path(self) -> str:
+        """Where a passed restore test of this backup is recorded."""
+        return f"{self.directory}/{self.backup_id}{RESTORE_TESTED_SUFFIX}"
 
     @property
     def created(self) -> datetime:
@@ -125,11 +132,28 @@ class Repository(ABC):
         """Write `record`'s sidecar: the step that makes the backup exist."""
         self.put_bytes(record.sidecar_path, record.to_json())
 
-    def list_backups(self, dataset: str | None = None) -> list[BackupRecord]:
-        """Return the committed backups (those with a sidecar), oldest first, optionally of one dataset."""
+    def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
+        """Return the committed backups (those with a sidecar), oldest first, optionally of one dataset.
+
+        A backup whose deletion has begun (its sidecar is a tombstone with `expired_at`) is gone for
+        everyone but the prune that finishes it (`include_expiring`)."""
         prefix = f"{dataset}/" if dataset else ""
         records = [BackupRecord.from_json(self.read_bytes(path)) for path in self.list_paths(prefix, SIDECAR_SUFFIX)]
-        return sorted(records, key=lambda record: (record.created_at, record.backup_id))
+        live = [record for record in records if include_expiring or record.expired_at is None]
+        return sorted(live, key=lambda record: (record.created_at, record.backup_id))
+
+    def restore_tested(self, dataset: str) -> set[str]:
+        """Return the ids of the backups of `dataset` whose restore test passed (markers in the repository)."""
+        paths = self.list_paths(f"{dataset}/", RESTORE_TESTED_SUFFIX)
+        return {path.rsplit("/", 1)[-1].removesuffix(RESTORE_TESTED_SUFFIX) for path in paths}
+
+    def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
+        """Record in the repository that `record` passed verify and a real restore test."""
+        self.put_bytes(record.marker_path, json.dumps(details, sort_keys=True).encode())
+
+    def locked_until(self, record: BackupRecord) -> datetime | None:
+        """Return until when the storage forbids deleting the backup (object lock), or None."""
+        return None
 
     def find_backup(self, dataset: str, backup_id: str) -> BackupRecord | None:
         """Return the committed backup `backup_id` of `dataset`, or None."""
@@ -139,7 +163,12 @@ class Repository(ABC):
         return None
 
     def delete_backup(self, record: BackupRecord) -> None:
-        """Delete a backup: its data first, then its sidecar, so an interrupted delete leaves the sidecar
-        behind for the next delete to find and finish."""
+        """Delete a backup: first turn its sidecar into a tombstone (from then on it is gone for list, verify
+        and restore), then delete the data and the restore-test marker, and the sidecar last. An interrupted
+        delete leaves only a tombstone, which the next delete finds and finishes."""
+        if record.expired_at is None:
+            record = replace(record, expired_at=datetime.now(UTC).isoformat())
+            self.put_bytes(record.sidecar_path, record.to_json())
         self.delete(record.object_path)
+        self.delete(record.marker_path)
         self.delete(record.sidecar_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import boto3
@@ -16,7 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_pipelines.errors import StorageError
-from backup_pipelines.repository.base import ObjectWriter, Repository
+from backup_pipelines.repository.base import BackupRecord, ObjectWriter, Repository
 
 
 def _describe(error: BaseException) -> str:
@@ -191,6 +192,19 @@ class S3Repository(Repository):
 
     def delete(self, path: str) -> None:
         self.call("delete_object", Key=self.key(path))
+
+    def locked_until(self, record: BackupRecord) -> datetime | None:
+        """Return the object lock's retain-until date of the backup's data (or far future under a legal hold)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(record.object_path))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"cannot read the lock of {self.uri(record.object_path)}: {_describe(error)}") from error
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return datetime.max.replace(tzinfo=UTC)
+        until: datetime | None = head.get("ObjectLockRetainUntilDate")
+        return until
 
 
 def make_s3_client(region: str, endpoint_url: str | None, access_key: str | None, secret_key: str | None) -> Any:
