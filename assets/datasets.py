@@ -12,7 +12,7 @@ from assets.metadata import backup_metadata, restore_metadata, verify_metadata
 from assets.partitions import partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.durations import format_duration
-from backup_pipelines.manifest import AnomalyThresholds, Manifest, PostgresDataset
+from backup_pipelines.manifest import ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.repository import BackupRecord
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
@@ -70,7 +70,7 @@ def size_check(stored: StoredBackup, history: list[Measurement], thresholds: Ano
     )
 
 
-def _common(dataset: PostgresDataset, name: str, manifest: Manifest) -> dict[str, Any]:
+def _common(dataset: ActiveDataset, name: str, manifest: Manifest) -> dict[str, Any]:
     return {
         "group_name": name,
         "partitions_def": partitions_for(dataset.schedule, manifest.partition_start_for(name)),
@@ -84,14 +84,14 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     dataset = manifest.dataset(name)
     keys = DatasetKeys(name)
     common = _common(dataset, name, manifest)
-    source_server = dataset.source.server
-    restore_server = dataset.restore_test.server or source_server
+    source_server = dataset.server_name
+    restore_server = dataset.restore_test.server or source_server if isinstance(dataset, PostgresDataset) else None
 
     @dg.asset(
         key=keys.backup,
         description=dataset.description or f"Backups of {name}: one partition is one encrypted backup.",
         kinds={dataset.kind, "zstd", "age"},
-        pool=f"db-{source_server}",
+        pool=f"db-{source_server}" if source_server else None,
         freshness_policy=freshness_policy(dataset.rpo),
         check_specs=[
             dg.AssetCheckSpec(
@@ -106,7 +106,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             "rpo": format_duration(dataset.rpo),
             "rto": format_duration(dataset.rto),
             "repositories": ", ".join(dataset.repositories),
-            "source": f"{source_server}/{dataset.source.database}",
+            "source": dataset.source_summary(),
         },
         **common,
     )
@@ -152,7 +152,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         deps=[keys.verify],
         description=f"A real restore of the {name} backup into a scratch database, validated and dropped.",
         kinds={dataset.kind},
-        pool=f"db-{restore_server}",
+        pool=f"db-{restore_server}" if restore_server else None,
         check_specs=[
             dg.AssetCheckSpec(RTO_CHECK, asset=keys.restore_test, description="Restore took at most the RTO.")
         ],

@@ -35,8 +35,9 @@ from backup_pipelines.errors import ManifestError, MissingSecretError, Problem
 DEFAULT_MANIFEST = "backup_manifest.yaml"
 MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-IMPLEMENTED_KINDS = ("postgres",)
-PLANNED_KINDS = ("mysql", "files", "sqlite", "command")
+IMPLEMENTED_KINDS = ("postgres", "sqlite", "command")
+PLANNED_KINDS = ("mysql", "files")
+SERVER_KINDS = ("postgres",)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 UNION_TAGS = {*IMPLEMENTED_KINDS, *PLANNED_KINDS, "local", "s3", "slack", "webhook", "log"}
 
@@ -290,6 +291,15 @@ class DatasetBase(StrictModel):
     owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
 
+    @property
+    def server_name(self) -> str | None:
+        """The name of the server the dataset is read from, if it has one (pools are per server)."""
+        return None
+
+    def source_summary(self) -> str:
+        """One line saying what is backed up, for the UI and the runbook."""
+        return str(getattr(self, "kind", "dataset"))
+
     @field_validator("owners")
     @classmethod
     def _check_owners(cls, owners: list[str]) -> list[str]:
@@ -305,11 +315,64 @@ class PostgresDataset(DatasetBase):
     kind: Literal["postgres"] = Field(description="Dataset kind.")
     source: PostgresSource = Field(description="The database to protect.")
 
+    @property
+    def server_name(self) -> str | None:
+        return self.source.server
+
+    def source_summary(self) -> str:
+        return f"postgres server {self.source.server}, database {self.source.database}"
+
+
+class SqliteSource(StrictModel):
+    """One SQLite database file."""
+
+    path: str = Field(min_length=1, description="The database file; relative to the manifest's folder.")
+
+
+class SqliteDataset(DatasetBase):
+    """A SQLite database, copied online with SQLite's backup API (consistent while the application writes)."""
+
+    kind: Literal["sqlite"] = Field(description="Dataset kind.")
+    source: SqliteSource = Field(description="The database file to protect.")
+
+    def source_summary(self) -> str:
+        return f"sqlite file {self.source.path}"
+
+
+class CommandSource(StrictModel):
+    """Any tool that writes the dataset to stdout (a secrets-store snapshot, a DNS zone, dashboards)."""
+
+    command: list[str] = Field(min_length=1, description="argv of the command that writes the dataset to stdout.")
+    validate_command: list[str] | None = Field(
+        None, description="argv of a command that reads a restored copy on stdin and exits 0 if it is usable."
+    )
+    extension: str = Field("bin", pattern=r"^[a-z0-9]+$", description="File extension of the raw dump.")
+    working_directory: str | None = Field(None, description="Folder to run in; relative to the manifest's folder.")
+    timeout_seconds: int | None = Field(None, ge=1, description="Kill the command after this long.")
+
+
+class CommandDataset(DatasetBase):
+    """Whatever a command writes to stdout, streamed, encrypted and stored like a dump."""
+
+    kind: Literal["command"] = Field(description="Dataset kind.")
+    source: CommandSource = Field(description="The command to run.")
+
+    def source_summary(self) -> str:
+        return "command " + " ".join(self.source.command)
+
+    @model_validator(mode="after")
+    def _no_queries(self) -> CommandDataset:
+        if self.verification.queries:
+            raise ValueError(
+                "verification.queries need a database kind; a command dataset uses source.validate_command"
+            )
+        return self
+
 
 class PlannedDataset(DatasetBase):
     """A dataset of a kind whose engine does not exist yet: kept in the manifest, disabled."""
 
-    kind: Literal["mysql", "files", "sqlite", "command"] = Field(description="Dataset kind.")
+    kind: Literal["mysql", "files"] = Field(description="Dataset kind.")
     source: dict[str, Any] = Field(default_factory=dict, description="Kind-specific source settings.")
 
     @model_validator(mode="after")
@@ -322,7 +385,8 @@ class PlannedDataset(DatasetBase):
         return self
 
 
-Dataset = Annotated[PostgresDataset | PlannedDataset, Field(discriminator="kind")]
+ActiveDataset = PostgresDataset | SqliteDataset | CommandDataset
+Dataset = Annotated[PostgresDataset | SqliteDataset | CommandDataset | PlannedDataset, Field(discriminator="kind")]
 
 
 class Manifest(StrictModel):
@@ -354,11 +418,11 @@ class Manifest(StrictModel):
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
-    def active_datasets(self) -> dict[str, PostgresDataset]:
+    def active_datasets(self) -> dict[str, ActiveDataset]:
         """Return the enabled datasets whose kind has an engine, by name, in manifest order."""
-        return {name: ds for name, ds in self.datasets.items() if ds.enabled and isinstance(ds, PostgresDataset)}
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, PlannedDataset)}
 
-    def dataset(self, name: str) -> PostgresDataset:
+    def dataset(self, name: str) -> ActiveDataset:
         """Return the enabled dataset called `name`. Raise KeyError naming the known ones if there is none."""
         active = self.active_datasets()
         if name not in active:
@@ -474,7 +538,7 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
                 message = f"unknown alert channel {channel!r} (known: {', '.join(known_channels) or 'none'})"
                 problems.append(Problem(f"{where}.alerts.channels.{index}", message))
         kind = dataset.get("kind")
-        source_server = _mapping(dataset.get("source")).get("server") if kind in IMPLEMENTED_KINDS else None
+        source_server = _mapping(dataset.get("source")).get("server") if kind in SERVER_KINDS else None
         restore_server = _mapping(dataset.get("restore_test")).get("server")
         for path, server in (
             (f"{where}.source.server", source_server),

@@ -102,7 +102,7 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             "",
             dataset.description or f"{dataset.kind} dataset",
             "",
-            f"- Source: {dataset.kind} server `{dataset.source.server}`, database `{dataset.source.database}`",
+            f"- Source: {dataset.source_summary()}",
             f"- Schedule: {dataset.schedule}; repositories: {', '.join(dataset.repositories)}",
             f"- RPO target {_span(rpo)}; newest backup is {_span(age)} old{stale}",
             f"- RTO target {_span(rto)}; last measured restore {_span(item.measured_rto_seconds)}{slow}",

@@ -24,7 +24,7 @@ LOCAL = ROOT / ".local"
 sys.path.insert(0, str(ROOT))
 
 from backup_pipelines.crypto import IDENTITY_FILE_ENV, generate_key_pair  # noqa: E402
-from backup_pipelines.manifest import MANIFEST_ENV, load_manifest  # noqa: E402
+from backup_pipelines.manifest import MANIFEST_ENV, PostgresDataset, load_manifest  # noqa: E402
 from backup_pipelines.sample import create_sample_database  # noqa: E402
 from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox  # noqa: E402
 
@@ -65,7 +65,7 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox]:
         sandboxes.append(sandbox)
         print(f"demo: started a throw-away PostgreSQL for {name} on 127.0.0.1:{server.port}")
         for dataset_name, dataset in manifest.active_datasets().items():
-            if dataset.source.server == name:
+            if isinstance(dataset, PostgresDataset) and dataset.source.server == name:
                 create_sample_database(sandbox.conninfo(), dataset.source.database)
                 print(f"demo: filled database {dataset.source.database} (dataset {dataset_name}) with sample data")
     return sandboxes

@@ -13,13 +13,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from backup_pipelines.engines.base import CheckOutcome, Dump, Feed, RestoreReport
+from backup_pipelines.engines.base import Dump, Feed, RestoreReport
+from backup_pipelines.engines.validation import QueryRunner, compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import (
     CommandFailedError,
     IntegrityError,
@@ -31,7 +31,6 @@ from backup_pipelines.manifest import (
     Manifest,
     PostgresDataset,
     PostgresServerConfig,
-    Verification,
     read_secret,
 )
 from backup_pipelines.repository.base import BackupRecord
@@ -150,14 +149,6 @@ def connect(server: PostgresServerConfig, database: str, password: str | None) -
         ) from error
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if value is None or isinstance(value, int | float | str | bool):
-        return value
-    return str(value)
-
-
 def _in_scope(schema: str, table: str, dataset: PostgresDataset) -> bool:
     source = dataset.source
     if source.schemas and schema not in source.schemas:
@@ -190,9 +181,21 @@ def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset,
         count = sql.SQL("select count(*) from {}.{}")
         stats["tables"] = {f"{s}.{t}": one(count.format(sql.Identifier(s), sql.Identifier(t))) for s, t in tables}
     stats["queries"] = {
-        query.name: _jsonable(one(query.sql)) for query in dataset.verification.queries if query.expect.same_as_source
+        query.name: jsonable(one(query.sql)) for query in dataset.verification.queries if query.expect.same_as_source
     }
     return stats
+
+
+def _query_runner(connection: psycopg.Connection[Any]) -> QueryRunner:
+    def run(query: str) -> Any:
+        try:
+            row = connection.execute(query).fetchone()
+        except psycopg.Error:
+            connection.rollback()
+            raise
+        return row[0] if row else None
+
+    return run
 
 
 class PostgresEngine:
@@ -204,6 +207,7 @@ class PostgresEngine:
 
     def _dataset(self, manifest: Manifest, name: str) -> tuple[PostgresDataset, str, PostgresServerConfig]:
         dataset = manifest.dataset(name)
+        assert isinstance(dataset, PostgresDataset), f"{name} is a {dataset.kind} dataset, not postgres"
         return dataset, dataset.source.server, manifest.servers[dataset.source.server]
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
@@ -280,7 +284,7 @@ class PostgresEngine:
             with connect(server, scratch, password) as connection:
                 restored = collect_stats(connection, dataset, dataset.verification.compare_row_counts)
                 outcomes = compare_stats(record.source_stats, restored, dataset.verification)
-                outcomes += run_validation_queries(connection, dataset.verification, record.source_stats)
+                outcomes += run_validation_queries(_query_runner(connection), dataset.verification, record.source_stats)
             validation_seconds = time.monotonic() - started
         report = RestoreReport(
             target=f"postgresql://{server.host}:{server.port}/{scratch} (dropped)",
@@ -338,61 +342,3 @@ def scratch_database(server: PostgresServerConfig, password: str | None, name: s
             yield name
         finally:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(identifier))
-
-
-def compare_stats(source: dict[str, Any], restored: dict[str, Any], verification: Verification) -> list[CheckOutcome]:
-    """Return one outcome per comparison between the source's statistics at backup time and the restored
-    copy's: the table count, the large-object count, and (if enabled) every table's row count."""
-    outcomes = [
-        CheckOutcome(
-            "table count",
-            source.get("table_count"),
-            restored.get("table_count"),
-            source.get("table_count") == restored.get("table_count"),
-        ),
-        CheckOutcome(
-            "large objects",
-            source.get("large_objects"),
-            restored.get("large_objects"),
-            source.get("large_objects") == restored.get("large_objects"),
-        ),
-    ]
-    if verification.compare_row_counts and "tables" in source:
-        restored_tables = restored.get("tables", {})
-        for table, expected in source["tables"].items():
-            actual = restored_tables.get(table, "no such table")
-            outcomes.append(CheckOutcome(f"rows in {table}", expected, actual, actual == expected))
-    return outcomes
-
-
-def run_validation_queries(
-    connection: psycopg.Connection[Any], verification: Verification, source_stats: dict[str, Any]
-) -> list[CheckOutcome]:
-    """Run each validation query on the restored copy and return whether its value meets its expectation."""
-    outcomes = []
-    for query in verification.queries:
-        try:
-            row = connection.execute(query.sql).fetchone()
-            value = _jsonable(row[0]) if row else None
-        except psycopg.Error as error:
-            connection.rollback()
-            outcomes.append(CheckOutcome(f"query {query.name}", "a value", f"error: {error}".strip(), False))
-            continue
-        outcomes += _judge(query.name, value, query.expect, source_stats.get("queries", {}))
-    return outcomes
-
-
-def _judge(name: str, value: Any, expect: Any, source_values: dict[str, Any]) -> list[CheckOutcome]:
-    label = f"query {name}"
-    outcomes = []
-    if expect.equals is not None:
-        outcomes.append(CheckOutcome(label, f"= {expect.equals}", value, value == expect.equals))
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if expect.min is not None:
-        outcomes.append(CheckOutcome(label, f">= {expect.min:g}", value, numeric and value >= expect.min))
-    if expect.max is not None:
-        outcomes.append(CheckOutcome(label, f"<= {expect.max:g}", value, numeric and value <= expect.max))
-    if expect.same_as_source:
-        expected = source_values.get(name, "not recorded at backup time")
-        outcomes.append(CheckOutcome(label, f"{expected} (source at backup time)", value, value == expected))
-    return outcomes
