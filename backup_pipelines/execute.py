@@ -32,6 +32,7 @@ class Command:
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
 
     @property
     def tool(self) -> str:
@@ -52,7 +53,13 @@ class Process:
         environment = {**os.environ, **command.env}
         try:
             self.popen = subprocess.Popen(
-                command.argv, stdin=stdin, stdout=stdout, stderr=self._stderr, env=environment, bufsize=BUFFER
+                command.argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=self._stderr,
+                env=environment,
+                bufsize=BUFFER,
+                cwd=command.cwd,
             )
         except FileNotFoundError as error:
             self._stderr.close()

@@ -69,9 +69,10 @@ class StoredBackup:
     locations: dict[str, str]
 
 
-def object_extension(kind: str, encrypted: bool) -> str:
+def object_extension(manifest: Manifest, name: str, encrypted: bool) -> str:
     """Return the stored object's file extension, which tells the standard tools to use to read it."""
-    return f"{engine_for(kind).extension}.zst" + (".age" if encrypted else "")
+    raw = engine_for(manifest.dataset(name).kind).extension_for(manifest, name)
+    return f"{raw}.zst" + (".age" if encrypted else "")
 
 
 def run_backup(
@@ -91,7 +92,7 @@ def run_backup(
     repositories = [open_repository(manifest, repository) for repository in dataset.repositories]
     started_at = started_at or datetime.now(UTC)
     backup_id = new_backup_id(started_at)
-    object_name = f"{backup_id}.{object_extension(dataset.kind, bool(recipients))}"
+    object_name = f"{backup_id}.{object_extension(manifest, name, bool(recipients))}"
     path = f"{name}/{partition_key}/{object_name}"
     started = time.monotonic()
     writers = FanOutWriter(repositories, path)

@@ -35,18 +35,34 @@ def restore_commands(repository: Repository, record: BackupRecord, database: str
     fetch = (
         f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
     )
+    raw = record.object_name.removeprefix(f"{record.backup_id}.").removesuffix(".age").removesuffix(".zst")
+    plain = f"backup.{raw}"
     if record.encrypted:
-        decode = 'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o backup.dump'
+        decode = f'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o {plain}'
     else:
-        decode = "zstd -d -q backup.obj -o backup.dump"
+        decode = f"zstd -d -q backup.obj -o {plain}"
     return [
         fetch,
         f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
         decode,
-        "pg_restore --list backup.dump > /dev/null",
-        f"createdb {shlex.quote(database)}",
-        f"pg_restore --no-owner --exit-on-error --dbname={shlex.quote(database)} backup.dump",
+        *LAST_STEPS[record.kind](plain, database),
     ]
+
+
+LAST_STEPS = {
+    "postgres": lambda plain, database: [
+        f"pg_restore --list {plain} > /dev/null",
+        f"createdb {shlex.quote(database)}",
+        f"pg_restore --no-owner --exit-on-error --dbname={shlex.quote(database)} {plain}",
+    ],
+    "sqlite": lambda plain, database: [
+        f"sqlite3 {plain} 'pragma integrity_check'",
+        f"mv {plain} {shlex.quote(database)}.sqlite",
+    ],
+    "command": lambda plain, database: [
+        f"# {plain} is exactly what the dataset's command wrote: give it to the tool's own restore command",
+    ],
+}
 
 
 def measured_from_repositories(manifest: Manifest) -> dict[str, Measured]:

@@ -62,7 +62,10 @@ class Engine(Protocol):
 
     kind: str
     format: str
-    extension: str
+
+    def extension_for(self, manifest: Manifest, name: str) -> str:
+        """Return the file extension of dataset `name`'s raw dump ("dump", "sqlite", ...)."""
+        ...
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         """Return the versions of the tools used to back up dataset `name`."""

@@ -203,7 +203,9 @@ class PostgresEngine:
 
     kind = "postgres"
     format = "pg_dump-custom"
-    extension = "dump"
+
+    def extension_for(self, manifest: Manifest, name: str) -> str:
+        return "dump"
 
     def _dataset(self, manifest: Manifest, name: str) -> tuple[PostgresDataset, str, PostgresServerConfig]:
         dataset = manifest.dataset(name)
