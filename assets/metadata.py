@@ -62,7 +62,9 @@ def verify_metadata(record: BackupRecord, checks: list[CopyCheck]) -> dict[str, 
         "copies": dg.MetadataValue.json(
             [{"repository": c.repository, "uri": c.uri, "bytes_stored": c.bytes_stored, **c.archive} for c in checks]
         ),
-        "archive_entries": dg.MetadataValue.int(checks[0].archive.get("toc_entries", 0) if checks else 0),
+        "archive_check": dg.MetadataValue.json(
+            {k: v for k, v in (checks[0].archive if checks else {}).items() if k != "output"}
+        ),
     }
 
 

@@ -42,6 +42,25 @@ def ensure_keys() -> Path:
     return identity_file
 
 
+def ensure_demo_files() -> None:
+    """Sample sources for the server-less example datasets: a SQLite database and a folder of secrets."""
+    import sqlite3
+    from contextlib import closing
+
+    demo = LOCAL / "demo"
+    (demo / "secrets").mkdir(parents=True, exist_ok=True)
+    for index in range(5):
+        (demo / "secrets" / f"service-{index}.token").write_text(secrets.token_hex(32) + "\n")
+    if not (demo / "notes.sqlite").exists():
+        with closing(sqlite3.connect(demo / "notes.sqlite")) as connection:
+            connection.execute("create table notes (id integer primary key, body text, created_at text)")
+            connection.executemany(
+                "insert into notes (body, created_at) values (?, datetime('now'))",
+                [(f"note {n}: remember the restore test ✓",) for n in range(500)],
+            )
+            connection.commit()
+
+
 def ensure_password(variable: str) -> str:
     if not os.environ.get(variable):
         secrets_file = LOCAL / "secrets" / variable
@@ -119,7 +138,8 @@ def print_summary(manifest_path: Path) -> None:
                     f"  at {metadata['location']}"
                 )
             if label == "verify":
-                line += f"  {metadata['copies_verified']} copy verified, {metadata['archive_entries']} archive entries"
+                archive = ", ".join(f"{k} {v}" for k, v in metadata["archive_check"].items())
+                line += f"  {metadata['copies_verified']} copy verified ({archive})"
             if label == "restore_test":
                 line += (
                     f"  restore {metadata['restore_seconds']}s + validation {metadata['validation_seconds']}s"
@@ -148,6 +168,7 @@ def main() -> int:
     shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     os.environ.update({"DAGSTER_HOME": str(dagster_home), MANIFEST_ENV: str(manifest_path)})
     os.environ.setdefault(IDENTITY_FILE_ENV, str(identity_file))
+    ensure_demo_files()
     sandboxes = start_servers(manifest_path)
     try:
         failed = run_jobs(manifest_path, dict(os.environ))

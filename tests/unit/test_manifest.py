@@ -114,6 +114,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_planned_kind_must_stay_disabled() -> None:
     data = with_dataset()
     data["datasets"]["configs"] = {**data["datasets"]["orders"], "kind": "files", "source": {"paths": ["/etc"]}}
+    data["datasets"]["configs"].pop("verification", None)
     [message] = errors_of(data)
     assert "datasets.configs: enabled: kind 'files' has no engine yet" in message
 
@@ -147,7 +148,7 @@ def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
 
 def test_example_manifest_is_valid_and_mirrors_the_seed() -> None:
     manifest = load_manifest(ROOT / "backup_manifest.yaml")
-    assert list(manifest.active_datasets()) == ["postgres_main"]
+    assert list(manifest.active_datasets()) == ["postgres_main", "secrets", "notes_sqlite"]
     assert manifest.datasets["postgres_main"].schedule == "hourly"
     assert manifest.datasets["configs"].retention.keep_daily == 90
     assert manifest.datasets["secrets"].retention.keep_daily == 365
@@ -180,6 +181,6 @@ def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest
 
 def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
-    assert "valid: 3 datasets (1 enabled)" in capsys.readouterr().out
+    assert "valid: 4 datasets (3 enabled)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
