@@ -55,6 +55,11 @@ LAST_STEPS = {
         f"createdb {shlex.quote(database)}",
         f"pg_restore --no-owner --exit-on-error --dbname={shlex.quote(database)} {plain}",
     ],
+    "mysql": lambda plain, database: [
+        f"tail -n 1 {plain}  # must be: -- Dump completed ...",
+        f"mysql -e 'create database {database} character set utf8mb4'",
+        f"mysql --default-character-set=utf8mb4 {database} < {plain}",
+    ],
     "sqlite": lambda plain, database: [
         f"sqlite3 {plain} 'pragma integrity_check'",
         f"mv {plain} {shlex.quote(database)}.sqlite",

@@ -1,4 +1,4 @@
-"""Throw-away local PostgreSQL servers for the demo, the tests and the benchmarks.
+"""Throw-away local PostgreSQL and MariaDB servers for the demo, the tests and the benchmarks.
 
 A sandbox is a fresh cluster (initdb) in a temporary folder, listening on 127.0.0.1 and a private socket
 directory only, with password (SCRAM) authentication for one superuser. As root it runs as the `postgres`
@@ -14,8 +14,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backup_pipelines.engines.postgres import find_bin_dir
 
@@ -114,3 +116,107 @@ def start_postgres_sandbox(
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL sandbox failed to start: {error.stderr!r}\n{log}") from error
     return sandbox
+
+
+@dataclass
+class MariadbSandbox:
+    """A running throw-away MariaDB server. Use `start_mariadb_sandbox()` to make one."""
+
+    root: Path
+    port: int
+    user: str
+    password: str
+    process: subprocess.Popen[bytes]
+
+    host: str = "127.0.0.1"
+
+    def connect(self, database: str | None = None) -> Any:
+        import pymysql
+
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password.encode(),  # PyMySQL would encode a str as latin-1
+            database=database,
+            autocommit=True,
+            charset="utf8mb4",
+        )
+
+    def stop(self) -> None:
+        """Stop the server and delete its folder."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_mariadb_sandbox(
+    user: str = "backup", password: str = "sandbox-password", port: int | None = None
+) -> MariadbSandbox:
+    """Create and start a new MariaDB server on loopback `port` (default: a free one), with an account
+    `user` that has every privilege; return it. Raise RuntimeError with the server's log if it fails."""
+    import pymysql
+
+    server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    if not os.path.exists(server):
+        raise RuntimeError("MariaDB server not found: install the mariadb-server package")
+    root = Path(tempfile.mkdtemp(prefix="bp-mariadb-"))
+    run_as = "mysql" if os.geteuid() == 0 else None
+    if run_as:
+        account = pwd.getpwnam(run_as)
+        os.chown(root, account.pw_uid, account.pw_gid)
+    user_flag = [f"--user={run_as}"] if run_as else []
+    subprocess.run(
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={root / 'data'}",
+            *user_flag,
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    port = port or free_port()
+    socket_path = root / "mysqld.sock"
+    process = subprocess.Popen(
+        [
+            server,
+            "--no-defaults",
+            f"--datadir={root / 'data'}",
+            f"--socket={socket_path}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={root / 'mysqld.pid'}",
+            f"--log-error={root / 'error.log'}",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-log-file-size=16M",
+            "--skip-name-resolve",
+            *user_flag,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin = pymysql.connect(unix_socket=str(socket_path), user="root", charset="utf8mb4")
+            break
+        except pymysql.err.OperationalError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (root / "error.log").read_text() if (root / "error.log").exists() else ""
+                process.kill()
+                shutil.rmtree(root, ignore_errors=True)
+                raise RuntimeError(f"MariaDB sandbox failed to start:\n{log[-3000:]}") from None
+            time.sleep(0.2)
+    with admin, admin.cursor() as cursor:
+        for host in ("127.0.0.1", "localhost"):
+            cursor.execute(f"create user '{user}'@'{host}' identified by %s", (password,))
+            cursor.execute(f"grant all privileges on *.* to '{user}'@'{host}' with grant option")
+    return MariadbSandbox(root, port, user, password, process)

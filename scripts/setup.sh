@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything backup-pipelines needs on a Debian-like machine: the system tools (PostgreSQL server and
-# client, age, zstd, restic) and a Python virtual environment (.venv) pinned by constraints.txt.
+# Install everything backup-pipelines needs on a Debian-like machine: the system tools (PostgreSQL and MariaDB
+# servers and clients, age, zstd, restic, chromium for the dashboard test) and a Python virtual environment (.venv) pinned by constraints.txt.
 # Idempotent: a second run installs nothing. Needs root or sudo for the system packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v age >/dev/null || need_apt+=(age)
 command -v restic >/dev/null || need_apt+=(restic)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server mariadb-client)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)  # renders the status dashboard in e2e tests
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport
 from backup_pipelines.engines.command import CommandEngine
+from backup_pipelines.engines.mysql import MysqlEngine
 from backup_pipelines.engines.postgres import PostgresEngine
 from backup_pipelines.engines.sqlite import SqliteEngine
 
 __all__ = ["ENGINES", "CheckOutcome", "Dump", "Engine", "RestoreReport", "engine_for"]
 
-ENGINES: dict[str, Engine] = {"postgres": PostgresEngine(), "sqlite": SqliteEngine(), "command": CommandEngine()}
+ENGINES: dict[str, Engine] = {
+    "postgres": PostgresEngine(),
+    "mysql": MysqlEngine(),
+    "sqlite": SqliteEngine(),
+    "command": CommandEngine(),
+}
 
 
 def engine_for(kind: str) -> Engine:

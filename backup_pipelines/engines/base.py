@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from backup_pipelines.execute import Command
+from backup_pipelines.errors import CommandFailedError
+from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository.base import BackupRecord
 
@@ -95,6 +96,27 @@ class Engine(Protocol):
         remove the scratch target whatever happens. Return the report; raise ValidationFailedError (with every
         mismatch and its numbers) if a comparison fails."""
         ...
+
+
+def run_restore_tool(command: Command, feed: Feed) -> None:
+    """Start a restore tool (pg_restore, mysql) reading stdin, let `feed` write the raw archive into it, and
+    wait for it. Raise CommandFailedError with the tool's stderr when it fails, even when it died first and
+    the feed only saw a broken pipe."""
+    process = Process(command, stdin=PIPE)
+    try:
+        feed(process.stdin)
+        process.stdin.close()
+        process.check()
+    except CommandFailedError:
+        process.kill()
+        raise
+    except BaseException as error:
+        process.kill()
+        if process.popen.returncode not in (0, None, -9):
+            raise CommandFailedError(command.tool, process.popen.returncode, process.stderr_text()) from error
+        raise
+    finally:
+        process.close()
 
 
 def iterate_failures(report: RestoreReport) -> Iterator[str]:

@@ -18,10 +18,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from backup_pipelines.engines.base import Dump, Feed, RestoreReport
+from backup_pipelines.engines.base import Dump, Feed, RestoreReport, run_restore_tool
 from backup_pipelines.engines.validation import QueryRunner, compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import (
-    CommandFailedError,
     IntegrityError,
     SourceUnavailableError,
     ValidationFailedError,
@@ -123,6 +122,13 @@ def pg_restore_list_command(server: PostgresServerConfig) -> Command:
     return Command((_binary("pg_restore", server), "--list"))
 
 
+def postgres_server(manifest: Manifest, name: str) -> PostgresServerConfig:
+    """Return server `name` of the manifest, which must be a PostgreSQL server."""
+    server = manifest.servers[name]
+    assert isinstance(server, PostgresServerConfig), f"server {name} is a {server.kind} server, not postgres"
+    return server
+
+
 def _password(server_name: str, server: PostgresServerConfig) -> str | None:
     if not server.password_env:
         return None
@@ -210,7 +216,7 @@ class PostgresEngine:
     def _dataset(self, manifest: Manifest, name: str) -> tuple[PostgresDataset, str, PostgresServerConfig]:
         dataset = manifest.dataset(name)
         assert isinstance(dataset, PostgresDataset), f"{name} is a {dataset.kind} dataset, not postgres"
-        return dataset, dataset.source.server, manifest.servers[dataset.source.server]
+        return dataset, dataset.source.server, postgres_server(manifest, dataset.source.server)
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         _, _, server = self._dataset(manifest, name)
@@ -263,24 +269,24 @@ class PostgresEngine:
         server_name = server_name or dataset.restore_test.server or source_server
         if server_name not in manifest.servers:
             raise KeyError(f"no server {server_name!r} in the manifest (known: {', '.join(manifest.servers)})")
-        server = manifest.servers[server_name]
+        server = postgres_server(manifest, server_name)
         password = _password(server_name, server)
         with connect(server, server.maintenance_database, password) as admin:
             admin.autocommit = True
             admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(target)))
-        _run_restore(pg_restore_command(server, target, password), feed)
+        run_restore_tool(pg_restore_command(server, target, password), feed)
         return f"postgresql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
         dataset, source_server, _ = self._dataset(manifest, name)
         server_name = dataset.restore_test.server or source_server
-        server = manifest.servers[server_name]
+        server = postgres_server(manifest, server_name)
         password = _password(server_name, server)
         scratch = f"{SCRATCH_PREFIX}{name[:30]}_{secrets.token_hex(4)}".lower()
         encoding = str(record.source_stats.get("encoding", "UTF8"))
         with scratch_database(server, password, scratch, encoding):
             started = time.monotonic()
-            _run_restore(pg_restore_command(server, scratch, password), feed)
+            run_restore_tool(pg_restore_command(server, scratch, password), feed)
             restore_seconds = time.monotonic() - started
             started = time.monotonic()
             with connect(server, scratch, password) as connection:
@@ -303,24 +309,6 @@ class PostgresEngine:
                 f"{len(outcomes)} checks: {details}"
             )
         return report
-
-
-def _run_restore(command: Command, feed: Feed) -> None:
-    process = Process(command, stdin=PIPE)
-    try:
-        feed(process.stdin)
-        process.stdin.close()
-        process.check()
-    except CommandFailedError:
-        process.kill()
-        raise
-    except BaseException as error:
-        process.kill()
-        if process.popen.returncode not in (0, None, -9):
-            raise CommandFailedError(command.tool, process.popen.returncode, process.stderr_text()) from error
-        raise
-    finally:
-        process.close()
 
 
 @contextmanager
