@@ -1,6 +1,7 @@
 """Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
 
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -87,6 +88,17 @@ def add_restore_measurements(manifest: Manifest, measured: dict[str, Measured]) 
     return merge_restore_measurements(dg.DagsterInstance.get(), manifest, measured)
 
 
+def write_report(manifest: Manifest, filename: str, text: str) -> Path:
+    """Write a report into the manifest's reports folder (atomically, so readers never see half a file)."""
+    folder = manifest.resolve_path(manifest.reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return path
+
+
 def markdown_table(frame: Any) -> str:
     """Return a pandas frame as a Markdown table."""
     if frame.empty:
@@ -107,10 +119,7 @@ def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource)
     now = time.time()
     statuses = gather_statuses(context.instance, loaded)
     frame = status_frame(statuses, now)
-    folder = loaded.resolve_path(loaded.reports_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "backup_status.html"
-    path.write_text(render_html(statuses, now))
+    path = write_report(loaded, "backup_status.html", render_html(statuses, now))
     stale = int((frame["status"] == "STALE").sum()) if not frame.empty else 0
     return dg.MaterializeResult(
         metadata={
@@ -132,10 +141,7 @@ def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) ->
     loaded = manifest.load()
     measured = merge_restore_measurements(context.instance, loaded, measured_from_repositories(loaded))
     text = render_runbook(loaded, measured, time.time())
-    folder = loaded.resolve_path(loaded.reports_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "dr_runbook.md"
-    path.write_text(text)
+    path = write_report(loaded, "dr_runbook.md", text)
     return dg.MaterializeResult(
         metadata={"runbook": dg.MetadataValue.path(str(path)), "preview": dg.MetadataValue.md(text[:20_000])}
     )

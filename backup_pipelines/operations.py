@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from backup_pipelines.crypto import fingerprint, load_identities
 from backup_pipelines.engines import RestoreReport, engine_for
-from backup_pipelines.errors import BackupError, IntegrityError, StorageError
+from backup_pipelines.errors import BackupError, IntegrityError, StorageError, ValidationFailedError
 from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import BackupRecord, ObjectWriter, Repository, new_backup_id, open_repository
@@ -251,6 +251,12 @@ def restore_test_backup(
             decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
 
     report = engine.restore_test(manifest, name, record, feed)
+    if report.failures:
+        mismatches = "; ".join(outcome.describe() for outcome in report.failures)
+        raise ValidationFailedError(
+            f"restore test of {name} backup {record.backup_id} failed {len(report.failures)} of "
+            f"{len(report.outcomes)} checks: {mismatches}"
+        )
     report = replace(report, bytes_raw=decoded[0] if decoded else report.bytes_raw)
     details = {
         "tested_at": datetime.now(UTC).isoformat(),
