@@ -20,17 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
-from backup_pipelines.crypto import IDENTITY_FILE_ENV, load_identities
-from backup_pipelines.engines import engine_for
+from backup_pipelines.crypto import IDENTITY_FILE_ENV
 from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
-from backup_pipelines.operations import find_backup
+from backup_pipelines.operations import find_backup, restore_backup
 from backup_pipelines.prune import prune_dataset
-from backup_pipelines.repository import BackupRecord, Repository, open_repository
+from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
-from backup_pipelines.stream import decode
 
 
 def _validate(arguments: argparse.Namespace) -> int:
@@ -63,7 +60,7 @@ def _list(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[Repository, BackupRecord]:
+def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[BackupStore, BackupRecord]:
     record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
     for repository_name in manifest.dataset(arguments.dataset).repositories:
         repository = open_repository(manifest, repository_name)
@@ -86,21 +83,18 @@ def _restore_commands(arguments: argparse.Namespace) -> int:
 
 def _restore(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
-    repository, record = _select(arguments, manifest)
-    identities = load_identities(identity_file=arguments.identity_file) if record.encrypted else None
-    if arguments.output:
-        with repository.open_object(record.object_path) as stored, open(arguments.output, "xb") as output:
-            result = decode(stored, output, identities, record.sha256)
-        print(f"restored {record.backup_id} to {arguments.output} ({result.bytes_raw:,} bytes, checksum ok)")
-        return 0
-
-    def feed(stdin: IO[bytes]) -> None:
-        with repository.open_object(record.object_path) as stored:
-            decode(stored, stdin, identities, record.sha256)
-
-    engine = engine_for(record.kind)
-    target = engine.restore_to(manifest, arguments.dataset, arguments.database, arguments.server, feed)
-    print(f"restored {record.backup_id} into {target}")
+    record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
+    target = arguments.output or arguments.database
+    where = restore_backup(
+        manifest,
+        arguments.dataset,
+        record,
+        target,
+        arguments.server,
+        arguments.identity_file,
+        raw_file=bool(arguments.output) and record.kind != "files",
+    )
+    print(f"restored {record.backup_id} (partition {record.partition_key}) to {where}")
     return 0
 
 
@@ -180,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--target-database", default="restored")
         else:
             target = sub.add_mutually_exclusive_group(required=True)
-            target.add_argument("--output", help="write the decrypted, decompressed archive to this new file")
+            target.add_argument("--output", help="the plain archive as this new file (file trees: this new folder)")
             target.add_argument("--database", help="restore into this new database")
             sub.add_argument("--server", help="server to restore on (default: the dataset's restore server)")
             sub.add_argument("--identity-file", help=f"age identity file (default: ${IDENTITY_FILE_ENV})")

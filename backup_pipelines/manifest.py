@@ -35,11 +35,11 @@ from backup_pipelines.errors import ManifestError, MissingSecretError, Problem
 DEFAULT_MANIFEST = "backup_manifest.yaml"
 MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command")
-PLANNED_KINDS = ("files",)
+IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files")
 SERVER_KINDS = ("postgres", "mysql")
+RESTIC_KINDS = ("files",)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
-UNION_TAGS = {*IMPLEMENTED_KINDS, *PLANNED_KINDS, "local", "s3", "slack", "webhook", "log"}
+UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "s3", "restic", "slack", "webhook", "log"}
 UNION_PARENTS = ("datasets", "repositories", "channels", "servers")
 
 
@@ -101,7 +101,22 @@ class S3RepositoryConfig(StrictModel):
     kms_key_id: str | None = Field(None, description="KMS key id when server_side_encryption is aws:kms.")
 
 
-RepositoryConfig = Annotated[LocalRepositoryConfig | S3RepositoryConfig, Field(discriminator="type")]
+class ResticRepositoryConfig(StrictModel):
+    """A restic repository, for file-tree datasets: deduplicated, incremental, encrypted by restic."""
+
+    type: Literal["restic"] = Field(description="Repository type.")
+    repository: str = Field(
+        description="A folder (relative to the manifest's folder) or a restic URL such as s3:http://host/bucket/path."
+    )
+    password_env: str = Field(description="Env var holding the restic repository password (kept apart from it).")
+    aws_access_key_id_env: str | None = Field(None, description="Env var with the S3 access key, for s3: URLs.")
+    aws_secret_access_key_env: str | None = Field(None, description="Env var with the S3 secret key.")
+    read_data_subset: str = Field("5%", description="Share of pack data `restic check` reads back in verify.")
+
+
+RepositoryConfig = Annotated[
+    LocalRepositoryConfig | S3RepositoryConfig | ResticRepositoryConfig, Field(discriminator="type")
+]
 
 
 class PostgresServerConfig(StrictModel):
@@ -407,26 +422,32 @@ class CommandDataset(DatasetBase):
         return self
 
 
-class PlannedDataset(DatasetBase):
-    """A dataset of a kind whose engine does not exist yet: kept in the manifest, disabled."""
+class FilesSource(StrictModel):
+    """Directory trees (configuration, certificates, uploads, infrastructure code) backed up with restic."""
+
+    paths: list[str] = Field(min_length=1, description="Folders or files; relative to the manifest's folder.")
+    exclude: list[str] = Field(default_factory=list, description="restic --exclude patterns.")
+    sample_files: int = Field(200, ge=0, description="How many files restore tests compare by hash (0: all of them).")
+
+
+class FilesDataset(DatasetBase):
+    """A file tree backed up with restic: one partition is one snapshot, tagged with dataset and partition."""
 
     kind: Literal["files"] = Field(description="Dataset kind.")
-    source: dict[str, Any] = Field(default_factory=dict, description="Kind-specific source settings.")
+    source: FilesSource = Field(description="What to back up.")
+
+    def source_summary(self) -> str:
+        return "files " + ", ".join(self.source.paths)
 
     @model_validator(mode="after")
-    def _must_be_disabled(self) -> PlannedDataset:
-        if self.enabled:
-            raise ValueError(
-                f"enabled: kind {self.kind!r} has no engine yet (implemented: {', '.join(IMPLEMENTED_KINDS)}); "
-                "set enabled: false"
-            )
+    def _no_queries(self) -> FilesDataset:
+        if self.verification.queries:
+            raise ValueError("verification.queries need a database kind; file trees are compared by count, size, hash")
         return self
 
 
-ActiveDataset = PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset
-Dataset = Annotated[
-    PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset | PlannedDataset, Field(discriminator="kind")
-]
+ActiveDataset = PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset | FilesDataset
+Dataset = Annotated[ActiveDataset, Field(discriminator="kind")]
 
 
 class Manifest(StrictModel):
@@ -460,7 +481,7 @@ class Manifest(StrictModel):
 
     def active_datasets(self) -> dict[str, ActiveDataset]:
         """Return the enabled datasets whose kind has an engine, by name, in manifest order."""
-        return {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, PlannedDataset)}
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled}
 
     def dataset(self, name: str) -> ActiveDataset:
         """Return the enabled dataset called `name`. Raise KeyError naming the known ones if there is none."""
@@ -571,6 +592,12 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
             if isinstance(repository, str) and repository not in repositories:
                 message = f"unknown repository {repository!r} (known: {', '.join(repositories) or 'none'})"
                 problems.append(Problem(f"{where}.repositories.{index}", message))
+            elif isinstance(repository, str):
+                restic = _mapping(repositories[repository]).get("type") == "restic"
+                if restic != (dataset.get("kind") in RESTIC_KINDS):
+                    wanted = "a restic repository" if not restic else "a local or s3 repository"
+                    message = f"a {dataset.get('kind')} dataset needs {wanted}; {repository!r} is not one"
+                    problems.append(Problem(f"{where}.repositories.{index}", message))
         known_channels = _mapping(_mapping(data.get("alerts")).get("channels"))
         channels = _mapping(dataset.get("alerts")).get("channels")
         for index, channel in enumerate(channels if isinstance(channels, list) else []):

@@ -14,11 +14,20 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from backup_pipelines.crypto import fingerprint, load_identities
-from backup_pipelines.engines import RestoreReport, engine_for
+from backup_pipelines.engines import STORING_ENGINES, RestoreReport, engine_for
+from backup_pipelines.engines.base import restore_to_file
 from backup_pipelines.errors import BackupError, IntegrityError, StorageError, ValidationFailedError
 from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository import BackupRecord, ObjectWriter, Repository, new_backup_id, open_repository
+from backup_pipelines.repository import (
+    BackupRecord,
+    ObjectWriter,
+    Repository,
+    ResticRepository,
+    new_backup_id,
+    open_object_repository,
+    open_repository,
+)
 from backup_pipelines.stream import decode, encode
 
 LOG = logging.getLogger("backup_pipelines")
@@ -87,9 +96,14 @@ def run_backup(
     `started_at` overrides the recorded backup time (tests and history replays only).
     """
     dataset = manifest.dataset(name)
+    if dataset.kind in STORING_ENGINES:  # file trees: restic stores, deduplicates and encrypts
+        record, locations = STORING_ENGINES[dataset.kind].backup(
+            manifest, name, partition_key, _restic_stores(manifest, name), started_at
+        )
+        return StoredBackup(record, locations)
     engine = engine_for(dataset.kind)
     recipients = manifest.recipients_for(name)
-    repositories = [open_repository(manifest, repository) for repository in dataset.repositories]
+    repositories = [open_object_repository(manifest, repository) for repository in dataset.repositories]
     started_at = started_at or datetime.now(UTC)
     backup_id = new_backup_id(started_at)
     object_name = f"{backup_id}.{object_extension(manifest, name, bool(recipients))}"
@@ -126,6 +140,41 @@ def run_backup(
     for repository in repositories:
         repository.commit_record(record)
     return StoredBackup(record, {repository.name: repository.uri(record.object_path) for repository in repositories})
+
+
+def _restic_stores(manifest: Manifest, name: str) -> list[ResticRepository]:
+    stores = [open_repository(manifest, repository) for repository in manifest.dataset(name).repositories]
+    return [store for store in stores if isinstance(store, ResticRepository)]
+
+
+def restore_backup(
+    manifest: Manifest,
+    name: str,
+    record: BackupRecord,
+    target: str,
+    server: str | None = None,
+    identity_file: str | None = None,
+    raw_file: bool = False,
+) -> str:
+    """Restore `record` into the new `target`: a database (on `server`), a folder (file trees) or, with
+    `raw_file`, the plain archive file. Return where it went. Never overwrites an existing target."""
+    dataset = manifest.dataset(name)
+    if dataset.kind in STORING_ENGINES:
+        return STORING_ENGINES[dataset.kind].restore_to(_restic_stores(manifest, name)[0], record, target)
+    identities = load_identities(identity_file=identity_file) if record.encrypted else None
+    repository = next(
+        store
+        for repository_name in dataset.repositories
+        if (store := open_object_repository(manifest, repository_name)).find_backup(name, record.backup_id)
+    )
+
+    def feed(stdin: IO[bytes]) -> None:
+        with repository.open_object(record.object_path) as stored:
+            decode(stored, stdin, identities, record.sha256)
+
+    if raw_file:
+        return restore_to_file(target, feed)
+    return engine_for(record.kind).restore_to(manifest, name, target, server, feed)
 
 
 def recipient_fingerprints(record: BackupRecord) -> list[str]:
@@ -181,10 +230,16 @@ def verify_backup(
     DecryptionError on a wrong identity, IntegrityError if a copy differs from what was recorded.
     """
     dataset = manifest.dataset(name)
+    if dataset.kind in STORING_ENGINES:
+        engine = STORING_ENGINES[dataset.kind]
+        return [
+            CopyCheck(store.name, store.uri(record.object_name), 0, record.bytes_raw, "", engine.verify(store, record))
+            for store in _restic_stores(manifest, name)
+        ]
     identities = load_identities(identity, identity_file) if record.encrypted else None
     checks = []
     for repository_name in dataset.repositories:
-        repository = open_repository(manifest, repository_name)
+        repository = open_object_repository(manifest, repository_name)
         listing = _decode_into_archive_check(manifest, name, repository, record, identities)
         checks.append(listing)
         if listing.bytes_raw != record.bytes_raw:
@@ -241,16 +296,18 @@ def restore_test_backup(
     restored copy differs from the source at backup time, or the errors of `verify_backup` for damaged data.
     """
     dataset = manifest.dataset(name)
-    engine = engine_for(dataset.kind)
-    identities = load_identities(identity, identity_file) if record.encrypted else None
-    repository = open_repository(manifest, dataset.repositories[0])
     decoded: list[int] = []
+    if dataset.kind in STORING_ENGINES:
+        report = STORING_ENGINES[dataset.kind].restore_test(manifest, name, _restic_stores(manifest, name)[0], record)
+    else:
+        identities = load_identities(identity, identity_file) if record.encrypted else None
+        repository = open_object_repository(manifest, dataset.repositories[0])
 
-    def feed(stdin: IO[bytes]) -> None:
-        with repository.open_object(record.object_path) as stored:
-            decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
+        def feed(stdin: IO[bytes]) -> None:
+            with repository.open_object(record.object_path) as stored:
+                decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
 
-    report = engine.restore_test(manifest, name, record, feed)
+        report = engine_for(dataset.kind).restore_test(manifest, name, record, feed)
     if report.failures:
         mismatches = "; ".join(outcome.describe() for outcome in report.failures)
         raise ValidationFailedError(

@@ -2,7 +2,7 @@
 
 Lists every repository (not only what Dagster remembers), merges the backups by id, plans with
 `retention.plan_retention` (policy plus safety rules), and deletes each expired backup from every repository
-holding it. Deleting is tombstone, data, marker, sidecar (see `Repository.delete_backup`), so an interrupted
+holding it. Deleting is tombstone, data, marker, sidecar (see `BackupStore.delete_backup`), so an interrupted
 prune leaves every remaining backup intact and the next run finishes the job. `dry_run` only plans.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository import BackupRecord, Repository, open_repository
+from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.retention import Candidate, Decision, Policy, plan_retention
 
 
@@ -56,7 +56,7 @@ def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dr
     now = now or datetime.now(UTC)
     dataset = manifest.dataset(name)
     repositories = [open_repository(manifest, repository) for repository in dataset.repositories]
-    holdings: dict[str, list[tuple[Repository, BackupRecord]]] = {}
+    holdings: dict[str, list[tuple[BackupStore, BackupRecord]]] = {}
     tested: set[str] = set()
     report = PruneReport(name, dry_run)
     for repository in repositories:
@@ -70,6 +70,7 @@ def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dr
         tested |= repository.restore_tested(name)
     records = {backup_id: copies[0][1] for backup_id, copies in holdings.items()}
     decisions = _plan(records, holdings, tested, manifest, name, now)
+    stores_changed: dict[str, BackupStore] = {}
     for decision in decisions:
         record = records[decision.backup]
         if decision.keep:
@@ -79,14 +80,17 @@ def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dr
         for repository, copy in holdings[decision.backup]:
             if not dry_run:
                 repository.delete_backup(copy)
+                stores_changed[repository.name] = repository
             report.deleted.setdefault(repository.name, []).append(copy.backup_id)
             report.bytes_freed += copy.bytes_stored
+    for store in stores_changed.values():
+        store.finish_deletes()
     return report
 
 
 def _plan(
     records: dict[str, BackupRecord],
-    holdings: dict[str, list[tuple[Repository, BackupRecord]]],
+    holdings: dict[str, list[tuple[BackupStore, BackupRecord]]],
     tested: set[str],
     manifest: Manifest,
     name: str,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.durations import describe_duration
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository import BackupRecord, Repository
+from backup_pipelines.repository import BackupRecord, BackupStore
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,12 @@ class Measured:
 
     newest_backup: BackupRecord | None = None
     newest_backup_uri: str | None = None
-    repository: Repository | None = None
+    repository: BackupStore | None = None
     last_restore_test_at: float | None = None
     measured_rto_seconds: float | None = None
 
 
-def restore_commands(repository: Repository, record: BackupRecord, database: str = "restored") -> list[str]:
+def restore_commands(repository: BackupStore, record: BackupRecord, database: str = "restored") -> list[str]:
     """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
     sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
     uri = repository.uri(record.object_path)
@@ -63,6 +63,9 @@ LAST_STEPS = {
     "sqlite": lambda plain, database: [
         f"sqlite3 {plain} 'pragma integrity_check'",
         f"mv {plain} {shlex.quote(database)}.sqlite",
+    ],
+    "files": lambda plain, database: [
+        f"restic restore {plain.removeprefix('backup.')} --target {shlex.quote(database)}",
     ],
     "command": lambda plain, database: [
         f"# {plain} is exactly what the dataset's command wrote: give it to the tool's own restore command",

@@ -49,6 +49,12 @@ def ensure_demo_files() -> None:
 
     demo = LOCAL / "demo"
     (demo / "secrets").mkdir(parents=True, exist_ok=True)
+    (demo / "nginx" / "sites-enabled").mkdir(parents=True, exist_ok=True)
+    (demo / "nginx" / "nginx.conf").write_text("worker_processes auto;\nevents { worker_connections 1024; }\n")
+    for site in ("shop", "api", "status"):
+        (demo / "nginx" / "sites-enabled" / f"{site}.conf").write_text(
+            f"server {{ listen 443 ssl; server_name {site}.example.com; }}\n"
+        )
     for index in range(5):
         (demo / "secrets" / f"service-{index}.token").write_text(secrets.token_hex(32) + "\n")
     if not (demo / "notes.sqlite").exists():
@@ -169,6 +175,8 @@ def main() -> int:
     os.environ.update({"DAGSTER_HOME": str(dagster_home), MANIFEST_ENV: str(manifest_path)})
     os.environ.setdefault(IDENTITY_FILE_ENV, str(identity_file))
     ensure_demo_files()
+    for variable in ("RESTIC_DEMO_PASSWORD",):
+        ensure_password(variable)
     sandboxes = start_servers(manifest_path)
     try:
         failed = run_jobs(manifest_path, dict(os.environ))

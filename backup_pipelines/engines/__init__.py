@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport
 from backup_pipelines.engines.command import CommandEngine
+from backup_pipelines.engines.files import FilesEngine
 from backup_pipelines.engines.mysql import MysqlEngine
 from backup_pipelines.engines.postgres import PostgresEngine
 from backup_pipelines.engines.sqlite import SqliteEngine
 
-__all__ = ["ENGINES", "CheckOutcome", "Dump", "Engine", "RestoreReport", "engine_for"]
+__all__ = ["ENGINES", "STORING_ENGINES", "CheckOutcome", "Dump", "Engine", "RestoreReport", "engine_for"]
 
 ENGINES: dict[str, Engine] = {
     "postgres": PostgresEngine(),
@@ -16,6 +17,9 @@ ENGINES: dict[str, Engine] = {
     "sqlite": SqliteEngine(),
     "command": CommandEngine(),
 }
+
+# Kinds that store through their own tool (restic) instead of the object pipeline.
+STORING_ENGINES: dict[str, FilesEngine] = {"files": FilesEngine()}
 
 
 def engine_for(kind: str) -> Engine:

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
-from backup_pipelines.manifest import LocalRepositoryConfig, Manifest, S3RepositoryConfig, read_secret
-from backup_pipelines.repository.base import BackupRecord, ObjectWriter, Repository, new_backup_id
+from backup_pipelines.manifest import (
+    LocalRepositoryConfig,
+    Manifest,
+    ResticRepositoryConfig,
+    S3RepositoryConfig,
+    read_secret,
+)
+from backup_pipelines.repository.base import BackupRecord, BackupStore, ObjectWriter, Repository, new_backup_id
 from backup_pipelines.repository.local import LocalRepository
+from backup_pipelines.repository.restic import ResticRepository
 
-__all__ = ["BackupRecord", "ObjectWriter", "Repository", "new_backup_id", "open_repository"]
+__all__ = [
+    "BackupRecord",
+    "BackupStore",
+    "ObjectWriter",
+    "Repository",
+    "ResticRepository",
+    "new_backup_id",
+    "open_object_repository",
+    "open_repository",
+]
 
 
 def _open_local(manifest: Manifest, name: str, config: Any) -> Repository:
@@ -31,13 +48,34 @@ def _open_s3(manifest: Manifest, name: str, config: Any) -> Repository:
     return S3Repository(name, config.bucket, config.prefix, client, config.part_size_mb << 20, extra)
 
 
-_OPENERS: dict[type, Callable[[Manifest, str, Any], Repository]] = {
+def _open_restic(manifest: Manifest, name: str, config: Any) -> BackupStore:
+    where = f"repositories.{name}"
+    environment = {"RESTIC_PASSWORD": read_secret(config.password_env, f"{where}.password_env")}
+    if config.aws_access_key_id_env:
+        environment["AWS_ACCESS_KEY_ID"] = read_secret(config.aws_access_key_id_env, where)
+    if config.aws_secret_access_key_env:
+        environment["AWS_SECRET_ACCESS_KEY"] = read_secret(config.aws_secret_access_key_env, where)
+    url = re.match(r"^[a-z0-9]{2,}:", config.repository)
+    location = config.repository if url else str(manifest.resolve_path(config.repository))
+    return ResticRepository(name, location, environment, config.read_data_subset)
+
+
+_OPENERS: dict[type, Callable[[Manifest, str, Any], BackupStore]] = {
     LocalRepositoryConfig: _open_local,
     S3RepositoryConfig: _open_s3,
+    ResticRepositoryConfig: _open_restic,
 }
 
 
-def open_repository(manifest: Manifest, name: str) -> Repository:
+def open_object_repository(manifest: Manifest, name: str) -> Repository:
+    """`open_repository` for the kinds stored as objects (local, s3). Raise TypeError for a restic one."""
+    repository = open_repository(manifest, name)
+    if not isinstance(repository, Repository):
+        raise TypeError(f"repository {name!r} is a restic repository; this needs a local or s3 one")
+    return repository
+
+
+def open_repository(manifest: Manifest, name: str) -> BackupStore:
     """Return the repository called `name` in the manifest, with its secrets read from the environment.
 
     Raise KeyError if there is no such repository, MissingSecretError if a credential variable is unset.

@@ -94,15 +94,50 @@ class ObjectWriter(ABC):
         """Discard everything written; never raises."""
 
 
-class Repository(ABC):
-    """A place where backups live: a local directory or an S3 bucket/prefix."""
+class BackupStore(ABC):
+    """Anything backups live in, as retention, list and the runbook see it: object repositories (below) and
+    restic repositories (`repository.restic`)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     @abstractmethod
     def uri(self, path: str) -> str:
-        """Return the URI of `path` (relative to the repository root), usable with standard tools."""
+        """Return the URI of `path` (a backup's object path), usable with standard tools."""
+
+    @abstractmethod
+    def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
+        """Return the committed backups, oldest first, optionally of one dataset."""
+
+    @abstractmethod
+    def delete_backup(self, record: BackupRecord) -> None:
+        """Delete one backup so that an interruption never leaves something that looks whole."""
+
+    @abstractmethod
+    def restore_tested(self, dataset: str) -> set[str]:
+        """Return the ids of the backups of `dataset` whose restore test passed."""
+
+    @abstractmethod
+    def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
+        """Record that `record` passed verify and a real restore test."""
+
+    def find_backup(self, dataset: str, backup_id: str) -> BackupRecord | None:
+        """Return the committed backup `backup_id` of `dataset`, or None."""
+        for record in self.list_backups(dataset):
+            if record.backup_id == backup_id:
+                return record
+        return None
+
+    def locked_until(self, record: BackupRecord) -> datetime | None:
+        """Return until when the storage forbids deleting the backup (object lock), or None."""
+        return None
+
+    def finish_deletes(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called once after a prune deleted backups (restic reclaims space here)."""
+
+
+class Repository(BackupStore):
+    """An object repository: a local directory or an S3 bucket/prefix, one object plus a sidecar per backup."""
 
     @abstractmethod
     def open_writer(self, path: str) -> ObjectWriter:
@@ -150,17 +185,6 @@ class Repository(ABC):
     def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
         """Record in the repository that `record` passed verify and a real restore test."""
         self.put_bytes(record.marker_path, json.dumps(details, sort_keys=True).encode())
-
-    def locked_until(self, record: BackupRecord) -> datetime | None:
-        """Return until when the storage forbids deleting the backup (object lock), or None."""
-        return None
-
-    def find_backup(self, dataset: str, backup_id: str) -> BackupRecord | None:
-        """Return the committed backup `backup_id` of `dataset`, or None."""
-        for record in self.list_backups(dataset):
-            if record.backup_id == backup_id:
-                return record
-        return None
 
     def delete_backup(self, record: BackupRecord) -> None:
         """Delete a backup: first turn its sidecar into a tombstone (from then on it is gone for list, verify

@@ -111,12 +111,15 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(messages) == 3
 
 
-def test_planned_kind_must_stay_disabled() -> None:
+def test_file_trees_need_a_restic_repository_and_databases_an_object_one() -> None:
     data = with_dataset()
-    data["datasets"]["configs"] = {**data["datasets"]["orders"], "kind": "files", "source": {"paths": ["/etc"]}}
-    data["datasets"]["configs"].pop("verification", None)
-    [message] = errors_of(data)
-    assert "datasets.configs: enabled: kind 'files' has no engine yet" in message
+    data["repositories"]["restic"] = {"type": "restic", "repository": "r", "password_env": "RESTIC_PASSWORD"}
+    data["datasets"]["configs"] = {**data["datasets"]["orders"], "kind": "files", "source": {"paths": ["/etc"]},
+                                   "repositories": ["local"]}
+    data["datasets"]["orders"]["repositories"] = ["restic"]
+    messages = errors_of(data)
+    assert any("datasets.configs.repositories.0" in m and "files dataset needs a restic repository" in m for m in messages)
+    assert any("datasets.orders.repositories.0" in m and "postgres dataset needs a local or s3" in m for m in messages)
 
 
 def test_retention_needs_a_rule() -> None:
@@ -148,7 +151,7 @@ def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
 
 def test_example_manifest_is_valid_and_mirrors_the_seed() -> None:
     manifest = load_manifest(ROOT / "backup_manifest.yaml")
-    assert list(manifest.active_datasets()) == ["postgres_main", "secrets", "notes_sqlite"]
+    assert list(manifest.active_datasets()) == ["postgres_main", "configs", "secrets", "notes_sqlite"]
     assert manifest.datasets["postgres_main"].schedule == "hourly"
     assert manifest.datasets["configs"].retention.keep_daily == 90
     assert manifest.datasets["secrets"].retention.keep_daily == 365
@@ -181,6 +184,6 @@ def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest
 
 def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
-    assert "valid: 4 datasets (3 enabled)" in capsys.readouterr().out
+    assert "valid: 4 datasets (4 enabled)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"

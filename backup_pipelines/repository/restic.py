@@ -1,0 +1,146 @@
+"""A restic repository as a backup store: each snapshot tagged `bp-dataset=` and `bp-id=` is one backup.
+
+restic does the storing (deduplicated, compressed, encrypted with the repository password); this class only
+lists, tags and forgets snapshots through the restic CLI, so retention, list and the runbook treat file-tree
+backups like any other. The password travels in RESTIC_PASSWORD, never in argv.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from backup_pipelines.errors import CommandFailedError, StorageError
+from backup_pipelines.execute import Command, run
+from backup_pipelines.repository.base import BackupRecord, BackupStore
+
+TAG_DATASET = "bp-dataset="
+TAG_PARTITION = "bp-partition="
+TAG_ID = "bp-id="
+TAG_FILES = "bp-files="
+TAG_BYTES = "bp-bytes="
+TAG_SAMPLE = "bp-sample="
+TAG_TESTED = "bp-restore-tested"
+HOST = "backup-pipelines"
+
+_initialized: set[str] = set()
+_init_lock = threading.Lock()
+
+
+def tag_value(tags: list[str], prefix: str) -> str | None:
+    """Return the value of the first tag starting with `prefix`, or None."""
+    for tag in tags:
+        if tag.startswith(prefix):
+            return tag[len(prefix) :]
+    return None
+
+
+class ResticRepository(BackupStore):
+    """Backups as restic snapshots in `location` (a folder or a restic URL)."""
+
+    def __init__(self, name: str, location: str, environment: dict[str, str], read_data_subset: str = "5%") -> None:
+        super().__init__(name)
+        self.location = location
+        self.environment = {"RESTIC_REPOSITORY": location, **environment}
+        self.read_data_subset = read_data_subset
+
+    def command(self, *arguments: str) -> Command:
+        """Return a restic command against this repository."""
+        return Command(("restic", *arguments), self.environment)
+
+    def run(self, *arguments: str, timeout: float | None = None) -> str:
+        """Run restic; return its stdout. Raise StorageError with restic's message if it fails."""
+        try:
+            return run(self.command(*arguments), timeout=timeout)
+        except CommandFailedError as error:
+            raise StorageError(
+                f"restic {arguments[0]} on {self.location} failed: {error.stderr.strip()[-1500:]}"
+            ) from error
+
+    def ensure_initialized(self) -> None:
+        """Create the repository if it does not exist yet (once per process)."""
+        with _init_lock:
+            if self.location in _initialized:
+                return
+            try:
+                run(self.command("cat", "config"), timeout=120)
+            except CommandFailedError:
+                self.run("init", timeout=300)
+            _initialized.add(self.location)
+
+    def uri(self, path: str) -> str:
+        return f"restic:{self.location}#{path}"
+
+    def snapshots(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        arguments = ["snapshots", "--json"] + (["--tag", f"{TAG_DATASET}{dataset}"] if dataset else [])
+        try:
+            output = run(self.command(*arguments), timeout=300)
+        except CommandFailedError as error:
+            if "does not exist" in error.stderr or "unable to open config file" in error.stderr:
+                return []
+            raise StorageError(f"restic snapshots on {self.location} failed: {error.stderr.strip()[-1500:]}") from error
+        return list(json.loads(output or "[]") or [])
+
+    def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
+        records = [record for snapshot in self.snapshots(dataset) if (record := _record(snapshot)) is not None]
+        return sorted(records, key=lambda record: (record.created_at, record.backup_id))
+
+    def delete_backup(self, record: BackupRecord) -> None:
+        """Forget the snapshot (atomic in restic); `finish_deletes` reclaims the space."""
+        self.run("forget", record.object_name, timeout=600)
+
+    def finish_deletes(self) -> None:
+        self.run("prune", timeout=3600)
+
+    def restore_tested(self, dataset: str) -> set[str]:
+        return {
+            record_id
+            for snapshot in self.snapshots(dataset)
+            if TAG_TESTED in (snapshot.get("tags") or []) and (record_id := tag_value(snapshot["tags"], TAG_ID))
+        }
+
+    def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
+        """Tag the snapshot (restic gives it a new snapshot id; the backup id tag stays)."""
+        self.run("tag", "--add", TAG_TESTED, record.object_name, timeout=300)
+
+
+def _record(snapshot: dict[str, Any]) -> BackupRecord | None:
+    tags = list(snapshot.get("tags") or [])
+    dataset, backup_id = tag_value(tags, TAG_DATASET), tag_value(tags, TAG_ID)
+    if not dataset or not backup_id:
+        return None
+    created = parse_restic_time(str(snapshot["time"]))
+    total = int(tag_value(tags, TAG_BYTES) or 0)
+    return BackupRecord(
+        dataset=dataset,
+        partition_key=tag_value(tags, TAG_PARTITION) or "",
+        backup_id=backup_id,
+        kind="files",
+        format="restic-snapshot",
+        object_name=str(snapshot["id"]),
+        created_at=created.astimezone(UTC).isoformat(),
+        bytes_raw=total,
+        bytes_stored=total,
+        sha256="",
+        compression="restic",
+        encrypted=True,
+        source_stats={
+            "files": int(tag_value(tags, TAG_FILES) or 0),
+            "bytes": total,
+            "sample": tag_value(tags, TAG_SAMPLE) or "",
+            "paths": list(snapshot.get("paths") or []),
+        },
+    )
+
+
+def parse_restic_time(text: str) -> datetime:
+    """Parse restic's RFC 3339 time with nanoseconds ("2026-11-27T09:05:01.123456789+01:00" or "...Z")."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
+    if match is None:
+        raise StorageError(f"restic printed an unexpected snapshot time {text!r}")
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    offset = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(f"{match.group(1)}.{fraction}{offset}")
