@@ -175,7 +175,7 @@ class Repository(BackupStore):
         prefix = f"{dataset}/" if dataset else ""
         records = [BackupRecord.from_json(self.read_bytes(path)) for path in self.list_paths(prefix, SIDECAR_SUFFIX)]
         live = [record for record in records if include_expiring or record.expired_at is None]
-        return sorted(live, key=lambda record: (record.created_at, record.backup_id))
+        return sorted(live, key=lambda record: (record.created_at, record.partition_key, record.backup_id))
 
     def restore_tested(self, dataset: str) -> set[str]:
         """Return the ids of the backups of `dataset` whose restore test passed (markers in the repository)."""

@@ -86,7 +86,7 @@ class ResticRepository(BackupStore):
 
     def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
         records = [record for snapshot in self.snapshots(dataset) if (record := _record(snapshot)) is not None]
-        return sorted(records, key=lambda record: (record.created_at, record.backup_id))
+        return sorted(records, key=lambda record: (record.created_at, record.partition_key, record.backup_id))
 
     def delete_backup(self, record: BackupRecord) -> None:
         """Forget the snapshot (atomic in restic); `finish_deletes` reclaims the space."""

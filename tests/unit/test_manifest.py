@@ -114,11 +114,17 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_file_trees_need_a_restic_repository_and_databases_an_object_one() -> None:
     data = with_dataset()
     data["repositories"]["restic"] = {"type": "restic", "repository": "r", "password_env": "RESTIC_PASSWORD"}
-    data["datasets"]["configs"] = {**data["datasets"]["orders"], "kind": "files", "source": {"paths": ["/etc"]},
-                                   "repositories": ["local"]}
+    data["datasets"]["configs"] = {
+        **data["datasets"]["orders"],
+        "kind": "files",
+        "source": {"paths": ["/etc"]},
+        "repositories": ["local"],
+    }
     data["datasets"]["orders"]["repositories"] = ["restic"]
     messages = errors_of(data)
-    assert any("datasets.configs.repositories.0" in m and "files dataset needs a restic repository" in m for m in messages)
+    assert any(
+        "datasets.configs.repositories.0" in m and "files dataset needs a restic repository" in m for m in messages
+    )
     assert any("datasets.orders.repositories.0" in m and "postgres dataset needs a local or s3" in m for m in messages)
 
 
