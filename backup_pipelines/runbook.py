@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.durations import describe_duration
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository import BackupRecord, BackupStore
+from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,12 @@ class Measured:
 def restore_commands(repository: BackupStore, record: BackupRecord, database: str = "restored") -> list[str]:
     """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
     sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
+    if isinstance(repository, ResticRepository):
+        return [
+            f"export RESTIC_REPOSITORY={shlex.quote(repository.location)} RESTIC_PASSWORD=...  # its password",
+            f"restic snapshots --tag bp-id={record.backup_id}",
+            f"restic restore {record.object_name} --target {shlex.quote(database)}",
+        ]
     uri = repository.uri(record.object_path)
     fetch = (
         f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
@@ -63,9 +69,6 @@ LAST_STEPS = {
     "sqlite": lambda plain, database: [
         f"sqlite3 {plain} 'pragma integrity_check'",
         f"mv {plain} {shlex.quote(database)}.sqlite",
-    ],
-    "files": lambda plain, database: [
-        f"restic restore {plain.removeprefix('backup.')} --target {shlex.quote(database)}",
     ],
     "command": lambda plain, database: [
         f"# {plain} is exactly what the dataset's command wrote: give it to the tool's own restore command",

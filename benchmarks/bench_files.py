@@ -40,53 +40,70 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--files", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=3, help="fresh repositories per round; best times kept")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bp-bench-files-") as work:
         folder = Path(work)
         build_tree(folder / "tree", arguments.size_gb, arguments.files)
         os.environ["BENCH_RESTIC_PASSWORD"] = "bench"
-        raw_env = {**os.environ, "RESTIC_REPOSITORY": str(folder / "raw-repo"), "RESTIC_PASSWORD": "bench"}
-        subprocess.run(["restic", "init"], env=raw_env, check=True, capture_output=True)
-        manifest_path = folder / "m.yaml"
-        manifest_path.write_text(
-            yaml.safe_dump(
-                {
-                    "repositories": {
-                        "restic": {
-                            "type": "restic",
-                            "repository": str(folder / "our-repo"),
-                            "password_env": "BENCH_RESTIC_PASSWORD",
-                        }
-                    },
-                    "datasets": {
-                        "tree": {
-                            "kind": "files",
-                            "schedule": "daily",
-                            "rpo": "26h",
-                            "rto": "1h",
-                            "retention": {"keep_last": 3},
-                            "repositories": ["restic"],
-                            "encryption": {"enabled": False},
-                            "source": {"paths": [str(folder / "tree")]},
-                        }
-                    },
-                }
-            )
-        )
         from backup_pipelines.manifest import load_manifest
         from backup_pipelines.operations import run_backup
         from backup_pipelines.repository import ResticRepository, open_repository
 
-        manifest = load_manifest(manifest_path)
-        store = open_repository(manifest, "restic")
-        assert isinstance(store, ResticRepository)
-        store.ensure_initialized()  # both repositories exist before timing, as restic's own does
-        raw = ["restic", "backup", "--host", "bench", str(folder / "tree")]
-        results = {}
-        results["raw first"] = timed(lambda: subprocess.run(raw, env=raw_env, check=True, capture_output=True))
-        results["ours first"] = timed(lambda: run_backup(manifest, "tree", "2026-11-01"))
-        results["raw second"] = timed(lambda: subprocess.run(raw, env=raw_env, check=True, capture_output=True))
-        results["ours second"] = timed(lambda: run_backup(manifest, "tree", "2026-11-02"))
+        best: dict[str, float] = {}
+        for round_number in range(arguments.rounds):
+            raw_env = {
+                **os.environ,
+                "RESTIC_REPOSITORY": str(folder / f"raw-repo-{round_number}"),
+                "RESTIC_PASSWORD": "bench",
+            }
+            subprocess.run(["restic", "init"], env=raw_env, check=True, capture_output=True)
+            manifest_path = folder / f"m{round_number}.yaml"
+            manifest_path.write_text(
+                yaml.safe_dump(
+                    {
+                        "repositories": {
+                            "restic": {
+                                "type": "restic",
+                                "repository": str(folder / f"our-repo-{round_number}"),
+                                "password_env": "BENCH_RESTIC_PASSWORD",
+                            }
+                        },
+                        "datasets": {
+                            "tree": {
+                                "kind": "files",
+                                "schedule": "daily",
+                                "rpo": "26h",
+                                "rto": "1h",
+                                "retention": {"keep_last": 3},
+                                "repositories": ["restic"],
+                                "encryption": {"enabled": False},
+                                "source": {"paths": [str(folder / "tree")]},
+                            }
+                        },
+                    }
+                )
+            )
+            manifest = load_manifest(manifest_path)
+            store = open_repository(manifest, "restic")
+            assert isinstance(store, ResticRepository)
+            store.ensure_initialized()  # both repositories exist before timing, as restic's own does
+            raw = ["restic", "backup", "--host", "bench", str(folder / "tree")]
+
+            def direct(argv: list[str] = raw, env: dict[str, str] = raw_env) -> None:
+                subprocess.run(argv, env=env, check=True, capture_output=True)
+
+            def ours(partition: str, loaded: object = manifest) -> None:
+                run_backup(loaded, "tree", partition)  # type: ignore[arg-type]
+
+            results = {
+                "raw first": timed(direct),
+                "ours first": timed(lambda: ours("2026-11-01")),
+                "raw second": timed(direct),
+                "ours second": timed(lambda: ours("2026-11-02")),
+            }
+            best = {label: min(seconds, best.get(label, seconds)) for label, seconds in results.items()}
+        results = best
         for label, seconds in results.items():
             print(f"{label:<12} {seconds:7.2f} s")
         print(f"first backup ratio  {results['ours first'] / results['raw first']:.3f}")

@@ -49,21 +49,27 @@ def walk(roots: list[Path], patterns: list[str], base: Path | None = None) -> di
     """Return {path: (mode, size)} of every regular file under `roots`, paths as the source knows them; with
     `base`, the files are read under `base` (a restore target) but keyed by their source path."""
     files: dict[str, tuple[int, int]] = {}
+    prefix = str(base) if base else ""
+
+    def visit(logical: str) -> None:
+        with os.scandir(prefix + logical) as entries:
+            for entry in entries:
+                path = f"{logical}/{entry.name}"
+                if patterns and excluded(path, patterns):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    visit(path)
+                elif entry.is_file(follow_symlinks=False):
+                    status = entry.stat(follow_symlinks=False)
+                    files[path] = (status.st_mode & 0o7777, status.st_size)
+
     for root in roots:
-        top = Path(str(base) + str(root)) if base else root
-        candidates = [top] if top.is_file() else []
+        top = Path(prefix + str(root))
         if top.is_dir():
-            for folder, directories, names in os.walk(top):
-                logical = str(root) + folder[len(str(top)) :]
-                directories[:] = [d for d in directories if not excluded(os.path.join(logical, d), patterns)]
-                candidates += [
-                    Path(folder) / name for name in names if not excluded(os.path.join(logical, name), patterns)
-                ]
-        for path in candidates:
-            status = path.lstat()
-            if path.is_file() and not path.is_symlink():
-                logical = str(root) + str(path)[len(str(top)) :]
-                files[logical] = (status.st_mode & 0o7777, status.st_size)
+            visit(str(root))
+        elif top.is_file() and not top.is_symlink():
+            status = top.lstat()
+            files[str(root)] = (status.st_mode & 0o7777, status.st_size)
     return files
 
 
