@@ -49,6 +49,17 @@ def backup_metadata(stored: StoredBackup) -> dict[str, Any]:
     }
     if tables:
         metadata["source_row_counts"] = _row_count_table(tables)
+    metadata["source_stats"] = dg.MetadataValue.json({k: v for k, v in stats.items() if k != "tables"})
+    if record.kind == "files":
+        metadata.update(
+            {
+                "snapshot_id": dg.MetadataValue.text(record.object_name),
+                "files": dg.MetadataValue.int(int(stats.get("files", 0))),
+                "files_new": dg.MetadataValue.int(int(stats.get("files_new", 0))),
+                "files_changed": dg.MetadataValue.int(int(stats.get("files_changed", 0))),
+                "bytes_added": dg.MetadataValue.int(int(stats.get("bytes_added", 0))),
+            }
+        )
     return metadata
 
 

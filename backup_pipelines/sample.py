@@ -1,6 +1,9 @@
-"""A small sample database for the demo and the tests: several schemas, non-ASCII text, bytea, large objects."""
+"""Small sample databases for the demo and the tests: PostgreSQL (several schemas, non-ASCII text, bytea, large
+objects) and MySQL/MariaDB (utf8mb4 text, blobs, a trigger, a function)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -40,3 +43,31 @@ def create_sample_database(conninfo: str, database: str, orders: int = 2000) -> 
         statement = SAMPLE_SQL.replace("%(customers)s", "50").replace("%(orders)s", str(orders))
         statement = statement.replace("%(events)s", str(orders // 2)).replace("%%", "%")
         connection.execute(statement.encode())
+
+
+SAMPLE_MYSQL = [
+    "create table customers (id int primary key, name varchar(200) character set utf8mb4, avatar blob) engine=innodb",
+    "create table orders (id bigint primary key, customer_id int not null, total decimal(12,2), note text, "
+    "foreign key (customer_id) references customers (id)) engine=innodb",
+    "create table audit (id bigint auto_increment primary key, what varchar(100)) engine=innodb",
+    "create trigger orders_audit after insert on orders for each row insert into audit (what) values ('order')",
+    "create function order_count() returns int reads sql data return (select count(*) from orders)",
+]
+
+
+def create_sample_mysql_database(connection: Any, database: str, orders: int = 1000) -> None:
+    """Create `database` through the (autocommit) PyMySQL `connection`, dropping any old copy, and fill it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"drop database if exists `{database}`")
+        cursor.execute(f"create database `{database}` character set utf8mb4")
+        cursor.execute(f"use `{database}`")
+        for statement in SAMPLE_MYSQL:
+            cursor.execute(statement)
+        cursor.executemany(
+            "insert into customers values (%s, %s, %s)",
+            [(n, f"Zoë Çelik ✓ {n}", bytes([n % 256]) * 20) for n in range(1, 51)],
+        )
+        cursor.executemany(
+            "insert into orders values (%s, %s, %s, %s)",
+            [(n, 1 + n % 50, n * 1.5, f"order {n} ☃") for n in range(1, orders + 1)],
+        )

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks against the raw tools (not part of the test suite): bash scripts/bench.sh [--sizes 0.5,2]
+# Benchmarks against the raw tools (not part of the test suite):
+#   PostgreSQL backup and restore test vs pg_dump|zstd|age (sizes in GB: --sizes 0.5,2),
+#   file trees vs direct restic backup (1 GB), and 1,000 watched datasets (sensor tick, status report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python benchmarks/bench_postgres.py "$@"
+.venv/bin/python benchmarks/bench_postgres.py "$@"
+.venv/bin/python benchmarks/bench_files.py --size-gb 1
+.venv/bin/python benchmarks/bench_monitoring.py 2>/dev/null | grep -v -E "^[0-9]{4}-"

@@ -24,9 +24,20 @@ LOCAL = ROOT / ".local"
 sys.path.insert(0, str(ROOT))
 
 from backup_pipelines.crypto import IDENTITY_FILE_ENV, generate_key_pair  # noqa: E402
-from backup_pipelines.manifest import MANIFEST_ENV, PostgresDataset, load_manifest  # noqa: E402
-from backup_pipelines.sample import create_sample_database  # noqa: E402
-from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox  # noqa: E402
+from backup_pipelines.manifest import (  # noqa: E402
+    MANIFEST_ENV,
+    MysqlDataset,
+    PostgresDataset,
+    PostgresServerConfig,
+    load_manifest,
+)
+from backup_pipelines.sample import create_sample_database, create_sample_mysql_database  # noqa: E402
+from backup_pipelines.sandbox import (  # noqa: E402
+    MariadbSandbox,
+    PostgresSandbox,
+    start_mariadb_sandbox,
+    start_postgres_sandbox,
+)
 
 
 def ensure_keys() -> Path:
@@ -78,21 +89,34 @@ def ensure_password(variable: str) -> str:
     return os.environ[variable]
 
 
-def start_servers(manifest_path: Path) -> list[PostgresSandbox]:
+def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]:
     manifest = load_manifest(manifest_path)
-    sandboxes = []
+    sandboxes: list[PostgresSandbox | MariadbSandbox] = []
     for name, server in manifest.servers.items():
         if server.host not in ("127.0.0.1", "localhost"):
             print(f"demo: server {name} is not on loopback; using it as it is")
             continue
         password = ensure_password(server.password_env) if server.password_env else "demo"
-        sandbox = start_postgres_sandbox(user=server.user, password=password, port=server.port)
-        sandboxes.append(sandbox)
-        print(f"demo: started a throw-away PostgreSQL for {name} on 127.0.0.1:{server.port}")
-        for dataset_name, dataset in manifest.active_datasets().items():
-            if isinstance(dataset, PostgresDataset) and dataset.source.server == name:
-                create_sample_database(sandbox.conninfo(), dataset.source.database)
-                print(f"demo: filled database {dataset.source.database} (dataset {dataset_name}) with sample data")
+        databases = [
+            d.source.database
+            for d in manifest.active_datasets().values()
+            if d.server_name == name and isinstance(d, PostgresDataset | MysqlDataset)
+        ]
+        if isinstance(server, PostgresServerConfig):
+            postgres = start_postgres_sandbox(user=server.user, password=password, port=server.port)
+            sandboxes.append(postgres)
+            for database in databases:
+                create_sample_database(postgres.conninfo(), database)
+        else:
+            maria = start_mariadb_sandbox(user=server.user, password=password, port=server.port)
+            sandboxes.append(maria)
+            with maria.connect() as connection:
+                for database in databases:
+                    create_sample_mysql_database(connection, database)
+        print(
+            f"demo: started a throw-away {server.kind} server for {name} on 127.0.0.1:{server.port} "
+            f"with sample database(s) {', '.join(databases)}"
+        )
     return sandboxes
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from backup_pipelines.crypto import KeyPair, generate_key_pair
 from backup_pipelines.manifest import Manifest, load_manifest
-from backup_pipelines.sample import create_sample_database
+from backup_pipelines.sample import create_sample_database, create_sample_mysql_database
 from backup_pipelines.sandbox import PostgresSandbox, free_port, start_postgres_sandbox
 
 PG_PASSWORD_ENV = "TEST_PG_PASSWORD"
@@ -40,15 +40,6 @@ def postgres() -> Iterator[PostgresSandbox]:
 
 MYSQL_PASSWORD_ENV = "TEST_MYSQL_PASSWORD"
 
-SAMPLE_MYSQL = [
-    "create table customers (id int primary key, name varchar(200) character set utf8mb4, avatar blob) engine=innodb",
-    "create table orders (id bigint primary key, customer_id int not null, total decimal(12,2), note text, "
-    "foreign key (customer_id) references customers (id)) engine=innodb",
-    "create table audit (id bigint auto_increment primary key, what varchar(100)) engine=innodb",
-    "create trigger orders_audit after insert on orders for each row insert into audit (what) values ('order')",
-    "create function order_count() returns int reads sql data return (select count(*) from orders)",
-]
-
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[Any]:
@@ -58,19 +49,8 @@ def mariadb() -> Iterator[Any]:
     sandbox = start_mariadb_sandbox(password="test-mysql-pässword")
     os.environ[MYSQL_PASSWORD_ENV] = sandbox.password
     try:
-        with sandbox.connect() as connection, connection.cursor() as cursor:
-            cursor.execute("create database shop character set utf8mb4")
-            cursor.execute("use shop")
-            for statement in SAMPLE_MYSQL:
-                cursor.execute(statement)
-            cursor.executemany(
-                "insert into customers values (%s, %s, %s)",
-                [(n, f"Zoë Çelik ✓ {n}", bytes([n % 256]) * 20) for n in range(1, 51)],
-            )
-            cursor.executemany(
-                "insert into orders values (%s, %s, %s, %s)",
-                [(n, 1 + n % 50, n * 1.5, f"order {n} ☃") for n in range(1, 1001)],
-            )
+        with sandbox.connect() as connection:
+            create_sample_mysql_database(connection, "shop")
         yield sandbox
     finally:
         sandbox.stop()

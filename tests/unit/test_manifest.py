@@ -157,7 +157,8 @@ def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
 
 def test_example_manifest_is_valid_and_mirrors_the_seed() -> None:
     manifest = load_manifest(ROOT / "backup_manifest.yaml")
-    assert list(manifest.active_datasets()) == ["postgres_main", "configs", "secrets", "notes_sqlite"]
+    assert list(manifest.active_datasets()) == ["postgres_main", "shop_mysql", "configs", "secrets", "notes_sqlite"]
+    assert {d.kind for d in manifest.active_datasets().values()} == {"postgres", "mysql", "files", "command", "sqlite"}
     assert manifest.datasets["postgres_main"].schedule == "hourly"
     assert manifest.datasets["configs"].retention.keep_daily == 90
     assert manifest.datasets["secrets"].retention.keep_daily == 365
@@ -190,6 +191,6 @@ def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest
 
 def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
-    assert "valid: 4 datasets (4 enabled)" in capsys.readouterr().out
+    assert "valid: 5 datasets (5 enabled)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
