@@ -86,6 +86,13 @@ class LocalRepositoryConfig(StrictModel):
     path: str = Field(description="Directory holding the backups; relative to the manifest's folder.")
 
 
+class ObjectLock(StrictModel):
+    """S3 Object Lock: every object is written with a retention date; nobody can delete it earlier."""
+
+    mode: Literal["governance", "compliance"] = Field(description="S3 Object Lock mode.")
+    days: int = Field(ge=1, le=36500, description="Days each object stays locked after it is written.")
+
+
 class S3RepositoryConfig(StrictModel):
     """A bucket (and optional prefix) on AWS S3 or any S3-compatible endpoint."""
 
@@ -99,6 +106,7 @@ class S3RepositoryConfig(StrictModel):
     part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart upload part size in MiB.")
     server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(None, description="SSE mode.")
     kms_key_id: str | None = Field(None, description="KMS key id when server_side_encryption is aws:kms.")
+    object_lock: ObjectLock | None = Field(None, description="Write every object locked (bucket needs Object Lock).")
 
 
 class ResticRepositoryConfig(StrictModel):

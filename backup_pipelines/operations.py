@@ -275,6 +275,9 @@ def _decode_into_archive_check(
         lister.close()
         stored.close()
     archive = engine.summarize_archive_listing(b"".join(listing).decode(errors="replace"))
+    locked_until = repository.locked_until(record)
+    if locked_until is not None:
+        archive["object_lock_until"] = locked_until.isoformat()
     return CopyCheck(repository.name, uri, result.bytes_stored, result.bytes_raw, result.sha256, archive)
 
 

@@ -45,7 +45,8 @@ def _open_s3(manifest: Manifest, name: str, config: Any) -> Repository:
     if config.kms_key_id:
         extra["SSEKMSKeyId"] = config.kms_key_id
     client = make_s3_client(config.region, config.endpoint_url, access_key, secret_key)
-    return S3Repository(name, config.bucket, config.prefix, client, config.part_size_mb << 20, extra)
+    lock = (config.object_lock.mode, config.object_lock.days) if config.object_lock else None
+    return S3Repository(name, config.bucket, config.prefix, client, config.part_size_mb << 20, extra, lock)
 
 
 def _open_restic(manifest: Manifest, name: str, config: Any) -> BackupStore:

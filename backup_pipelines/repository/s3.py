@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import boto3
@@ -137,6 +137,7 @@ class S3Repository(Repository):
         client: Any = None,
         part_size: int = 16 << 20,
         put_extra: dict[str, str] | None = None,
+        lock: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(name)
         self.bucket = bucket
@@ -144,6 +145,7 @@ class S3Repository(Repository):
         self.client = client if client is not None else boto3.client("s3")
         self.part_size = part_size
         self.put_extra = put_extra or {}
+        self.lock = lock
 
     def key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
@@ -151,8 +153,14 @@ class S3Repository(Repository):
     def uri(self, path: str) -> str:
         return f"s3://{self.bucket}/{self.key(path)}"
 
-    def put_arguments(self) -> dict[str, str]:
-        return dict(self.put_extra)
+    def put_arguments(self) -> dict[str, Any]:
+        """Extra arguments of every PUT / multipart upload: SSE settings, and the object lock's retention."""
+        arguments: dict[str, Any] = dict(self.put_extra)
+        if self.lock is not None:
+            mode, days = self.lock
+            arguments["ObjectLockMode"] = mode.upper()
+            arguments["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=days)
+        return arguments
 
     def call(self, operation: str, Key: str, **arguments: Any) -> Any:
         """Call boto3 `operation` on `Key` (a full key). Raise StorageError naming the object on failure."""
