@@ -11,6 +11,7 @@ from assets.keys import DatasetKeys
 from assets.metadata import backup_metadata, restore_metadata, verify_metadata
 from assets.partitions import partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
+from backup_pipelines.compliance import judge
 from backup_pipelines.durations import format_duration
 from backup_pipelines.manifest import ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
@@ -18,6 +19,7 @@ from backup_pipelines.repository import BackupRecord
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
 RTO_CHECK = "restore_within_rto"
+COMPLIANCE_CHECK = "three_two_one"
 
 
 def _record_for(context: dg.AssetExecutionContext, manifest: Manifest, keys: DatasetKeys) -> BackupRecord:
@@ -100,6 +102,11 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
                 blocking=True,
                 description="Size, row counts and duration against this dataset's recent backups.",
             ),
+            dg.AssetCheckSpec(
+                COMPLIANCE_CHECK,
+                asset=keys.backup,
+                description="3-2-1: copies (with the source), media, off-site, immutable.",
+            ),
         ],
         metadata={
             "schedule": dataset.schedule,
@@ -125,12 +132,26 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
         recent_sizes = [[round(m.created_at), m.bytes_stored] for m in reversed(history)]
         recent_sizes.append([round(time.time()), stored.record.bytes_stored])
+        standing = judge(manifest.load(), name, list(stored.locations))
+        compliance = dg.AssetCheckResult(
+            check_name=COMPLIANCE_CHECK,
+            passed=standing.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(standing.missing) or "3-2-1 met",
+            metadata={
+                "copies": standing.copies,
+                "media": ", ".join(standing.media),
+                "offsite": standing.offsite,
+                "immutable": standing.immutable,
+            },
+        )
         metadata = {
             **backup_metadata(stored),
             "size_check": "pass" if check.passed else check.severity.value,
             "recent_sizes": dg.MetadataValue.json(recent_sizes),
+            "three_two_one": "pass" if standing.passed else "missing " + "; ".join(standing.missing),
         }
-        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        return dg.MaterializeResult(metadata=metadata, check_results=[check, compliance])
 
     @dg.asset(
         key=keys.verify,

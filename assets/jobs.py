@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from assets.datasets import RTO_CHECK
+from assets.datasets import COMPLIANCE_CHECK, RTO_CHECK
 from assets.history import SIZE_CHECK
 from assets.keys import DatasetKeys
 from assets.partitions import cadence_name, partitions_for
@@ -44,7 +44,7 @@ def cadences(manifest: Manifest) -> list[Cadence]:
     return list(grouped.values())
 
 
-IN_STEP_CHECKS = {"backup": SIZE_CHECK, "restore_test": RTO_CHECK}
+IN_STEP_CHECKS = {"backup": [SIZE_CHECK, COMPLIANCE_CHECK], "restore_test": [RTO_CHECK]}
 
 
 def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
@@ -52,10 +52,10 @@ def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
     (RPO) run in their own unpartitioned job."""
     keys = [getattr(DatasetKeys(name), kind) for name in datasets for kind in kinds]
     checks = [
-        dg.AssetCheckKey(getattr(DatasetKeys(name), kind), IN_STEP_CHECKS[kind])
+        dg.AssetCheckKey(getattr(DatasetKeys(name), kind), check)
         for name in datasets
         for kind in kinds
-        if kind in IN_STEP_CHECKS
+        for check in IN_STEP_CHECKS.get(kind, [])
     ]
     return dg.AssetSelection.assets(*keys).without_checks() | dg.AssetSelection.checks(*checks)
 

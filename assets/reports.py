@@ -51,6 +51,7 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
                 bytes_stored=backup.metadata.get("bytes_stored") if backup else None,
                 bytes_raw=backup.metadata.get("bytes_raw") if backup else None,
                 copies=int(backup.metadata.get("copies", 0)) if backup else 0,
+                three_two_one=str(backup.metadata.get("three_two_one", "-")) if backup else "-",
                 location=str(backup.metadata.get("location", "")) if backup else "",
                 last_verified_at=verified[keys.verify][0] if keys.verify in verified else None,
                 last_restore_test_at=restore[0] if restore else None,

@@ -79,7 +79,21 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalRepositoryConfig(StrictModel):
+class Placement(StrictModel):
+    """Where a repository physically is, for the 3-2-1 rule."""
+
+    medium: str = Field("", description='Kind of medium ("disk", "object-storage", "tape"); default from the type.')
+    offsite: bool = Field(False, description="In another site or region than the sources.")
+
+    @property
+    def immutable(self) -> bool:
+        return False
+
+    def medium_name(self) -> str:
+        return self.medium or "disk"
+
+
+class LocalRepositoryConfig(Placement):
     """A directory on a locally mounted disk."""
 
     type: Literal["local"] = Field(description="Repository type.")
@@ -93,7 +107,7 @@ class ObjectLock(StrictModel):
     days: int = Field(ge=1, le=36500, description="Days each object stays locked after it is written.")
 
 
-class S3RepositoryConfig(StrictModel):
+class S3RepositoryConfig(Placement):
     """A bucket (and optional prefix) on AWS S3 or any S3-compatible endpoint."""
 
     type: Literal["s3"] = Field(description="Repository type.")
@@ -108,8 +122,15 @@ class S3RepositoryConfig(StrictModel):
     kms_key_id: str | None = Field(None, description="KMS key id when server_side_encryption is aws:kms.")
     object_lock: ObjectLock | None = Field(None, description="Write every object locked (bucket needs Object Lock).")
 
+    @property
+    def immutable(self) -> bool:
+        return self.object_lock is not None
 
-class ResticRepositoryConfig(StrictModel):
+    def medium_name(self) -> str:
+        return self.medium or "object-storage"
+
+
+class ResticRepositoryConfig(Placement):
     """A restic repository, for file-tree datasets: deduplicated, incremental, encrypted by restic."""
 
     type: Literal["restic"] = Field(description="Repository type.")
@@ -239,6 +260,15 @@ class RestoreTestConfig(StrictModel):
     server: Name | None = Field(None, description="Scratch server for the temporary copy; default: source.")
 
 
+class Compliance(StrictModel):
+    """The 3-2-1 rule a dataset must meet (the live source counts as one copy)."""
+
+    copies: int = Field(3, ge=1, description="Copies of the data, counting the live source.")
+    media: int = Field(2, ge=1, description="Distinct media among the backup copies.")
+    offsite: int = Field(1, ge=0, description="Copies in repositories marked offsite.")
+    immutable: int = Field(0, ge=0, description="Copies in repositories that cannot be deleted early (Object Lock).")
+
+
 class AnomalyThresholds(StrictModel):
     """When a backup's size, rows or duration is anomalous against the dataset's own history."""
 
@@ -326,6 +356,7 @@ class DatasetBase(StrictModel):
     verification: Verification = Field(default_factory=Verification, description="How restores are judged.")
     restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
     anomaly: AnomalyThresholds = Field(default_factory=AnomalyThresholds, description="Anomaly thresholds.")
+    compliance: Compliance = Field(default_factory=Compliance, description="The 3-2-1 rule to meet.")
     alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
     owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")

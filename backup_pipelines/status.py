@@ -31,6 +31,7 @@ class DatasetStatus:
     bytes_stored: int | None = None
     bytes_raw: int | None = None
     copies: int = 0
+    three_two_one: str = "-"
     location: str = ""
     last_verified_at: float | None = None
     last_restore_test_at: float | None = None

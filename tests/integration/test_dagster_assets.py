@@ -55,6 +55,10 @@ def test_protect_job_records_backup_verify_and_restore_test_metadata(
     assert checks["restore_within_rto"].passed
     assert checks["size_anomaly"].passed  # no history yet: passes with a note
     assert "only 0 earlier backups" in str(checks["size_anomaly"].metadata["note"].value)
+    three_two_one = checks["three_two_one"]  # one local repository: the source and one copy, one medium
+    assert not three_two_one.passed
+    assert three_two_one.description is not None and "3 copies: only 2" in three_two_one.description
+    assert "1 off-site" in three_two_one.description
 
 
 def test_a_failed_backup_fails_the_run_and_records_no_materialization(
