@@ -95,6 +95,11 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         kinds={dataset.kind, "zstd", "age"},
         pool=f"db-{source_server}" if source_server else None,
         freshness_policy=freshness_policy(dataset.rpo),
+        retry_policy=dg.RetryPolicy(
+            max_retries=dataset.retries, delay=dataset.retry_delay.total_seconds(), backoff=dg.Backoff.EXPONENTIAL
+        )
+        if dataset.retries
+        else None,
         check_specs=[
             dg.AssetCheckSpec(
                 SIZE_CHECK,

@@ -357,6 +357,8 @@ class DatasetBase(StrictModel):
     restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
     anomaly: AnomalyThresholds = Field(default_factory=AnomalyThresholds, description="Anomaly thresholds.")
     compliance: Compliance = Field(default_factory=Compliance, description="The 3-2-1 rule to meet.")
+    retries: int = Field(0, ge=0, le=10, description="Retry a failed backup this many times (exponential backoff).")
+    retry_delay: Duration = Field(timedelta(minutes=1), description="Wait before the first retry; doubles each time.")
     alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
     owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")

@@ -114,3 +114,19 @@ def test_verify_checks_the_backup_this_partition_materialized(
     assert materialized(second, "verify")["backup_id"] == backup_ids[1]
     manifest = defs.resources["manifest"].load()  # type: ignore[union-attr]
     assert len(open_repository(manifest, "local").list_backups("app_db")) == 2
+
+
+def test_a_failed_backup_is_retried_as_the_manifest_says(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient], retries=1, retry_delay="1s")
+    data["servers"]["pg"]["port"] = free_port()
+    write_manifest(tmp_path / "m.yaml", data)
+    result = (
+        build_definitions(tmp_path / "m.yaml")
+        .resolve_job_def("backup_hourly")
+        .execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not result.success
+    retries = [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 1 and retries[0].step_key == "backup__app_db"
