@@ -12,6 +12,7 @@ from assets.metadata import backup_metadata, restore_metadata, verify_metadata
 from assets.partitions import partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
+from backup_pipelines.copies import copy_backup
 from backup_pipelines.durations import format_duration
 from backup_pipelines.manifest import ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
@@ -72,6 +73,37 @@ def size_check(stored: StoredBackup, history: list[Measurement], thresholds: Ano
     )
 
 
+def retry_policy(retries: int, delay: timedelta) -> dg.RetryPolicy | None:
+    """The manifest's retries as a Dagster RetryPolicy (exponential backoff), or None."""
+    if not retries:
+        return None
+    return dg.RetryPolicy(max_retries=retries, delay=delay.total_seconds(), backoff=dg.Backoff.EXPONENTIAL)
+
+
+def compliance_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        COMPLIANCE_CHECK, asset=key, description="3-2-1: copies (with the source), media, off-site, immutable."
+    )
+
+
+def compliance_result(manifest: Manifest, name: str, holding: list[str]) -> tuple[dg.AssetCheckResult, str]:
+    """The 3-2-1 check of a backup held by the repositories `holding`, and a one-line summary."""
+    standing = judge(manifest, name, holding)
+    result = dg.AssetCheckResult(
+        check_name=COMPLIANCE_CHECK,
+        passed=standing.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(standing.missing) or "3-2-1 met",
+        metadata={
+            "copies": standing.copies,
+            "media": ", ".join(standing.media),
+            "offsite": standing.offsite,
+            "immutable": standing.immutable,
+        },
+    )
+    return result, "pass" if standing.passed else "missing " + "; ".join(standing.missing)
+
+
 def _common(dataset: ActiveDataset, name: str, manifest: Manifest) -> dict[str, Any]:
     return {
         "group_name": name,
@@ -86,6 +118,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     dataset = manifest.dataset(name)
     keys = DatasetKeys(name)
     common = _common(dataset, name, manifest)
+    has_copies = len(dataset.repositories) > 1
     source_server = dataset.server_name
     restore_server = dataset.restore_test.server or source_server if isinstance(dataset, PostgresDataset) else None
 
@@ -95,11 +128,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         kinds={dataset.kind, "zstd", "age"},
         pool=f"db-{source_server}" if source_server else None,
         freshness_policy=freshness_policy(dataset.rpo),
-        retry_policy=dg.RetryPolicy(
-            max_retries=dataset.retries, delay=dataset.retry_delay.total_seconds(), backoff=dg.Backoff.EXPONENTIAL
-        )
-        if dataset.retries
-        else None,
+        retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
         check_specs=[
             dg.AssetCheckSpec(
                 SIZE_CHECK,
@@ -107,11 +136,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
                 blocking=True,
                 description="Size, row counts and duration against this dataset's recent backups.",
             ),
-            dg.AssetCheckSpec(
-                COMPLIANCE_CHECK,
-                asset=keys.backup,
-                description="3-2-1: copies (with the source), media, off-site, immutable.",
-            ),
+            *([] if has_copies else [compliance_spec(keys.backup)]),
         ],
         metadata={
             "schedule": dataset.schedule,
@@ -137,30 +162,41 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
         recent_sizes = [[round(m.created_at), m.bytes_stored] for m in reversed(history)]
         recent_sizes.append([round(time.time()), stored.record.bytes_stored])
-        standing = judge(manifest.load(), name, list(stored.locations))
-        compliance = dg.AssetCheckResult(
-            check_name=COMPLIANCE_CHECK,
-            passed=standing.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(standing.missing) or "3-2-1 met",
-            metadata={
-                "copies": standing.copies,
-                "media": ", ".join(standing.media),
-                "offsite": standing.offsite,
-                "immutable": standing.immutable,
-            },
-        )
         metadata = {
             **backup_metadata(stored),
             "size_check": "pass" if check.passed else check.severity.value,
             "recent_sizes": dg.MetadataValue.json(recent_sizes),
-            "three_two_one": "pass" if standing.passed else "missing " + "; ".join(standing.missing),
         }
-        return dg.MaterializeResult(metadata=metadata, check_results=[check, compliance])
+        if has_copies:
+            return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        compliance, summary = compliance_result(manifest.load(), name, list(stored.locations))
+        return dg.MaterializeResult(metadata={**metadata, "three_two_one": summary}, check_results=[check, compliance])
+
+    @dg.asset(
+        key=keys.copy,
+        deps=[keys.backup],
+        description=f"The {name} backup copied to every copy repository and re-checked there (3-2-1).",
+        kinds={"s3"} if any(manifest.repositories[r].type == "s3" for r in dataset.repositories) else {"copy"},
+        retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
+        check_specs=[compliance_spec(keys.copy)],
+        **common,
+    )
+    def copy(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
+        loaded = manifest.load()
+        record = _record_for(context, loaded, keys)
+        locations = copy_backup(loaded, name, record)
+        compliance, summary = compliance_result(loaded, name, list(locations))
+        metadata: dict[str, Any] = {
+            "backup_id": dg.MetadataValue.text(record.backup_id),
+            "locations": dg.MetadataValue.json(locations),
+            "copies": dg.MetadataValue.int(len(locations)),
+            "three_two_one": summary,
+        }
+        return dg.MaterializeResult(metadata=metadata, check_results=[compliance])
 
     @dg.asset(
         key=keys.verify,
-        deps=[keys.backup],
+        deps=[keys.copy if has_copies else keys.backup],
         description=f"Every copy of the {name} backup read back, decrypted, checksummed and listed.",
         kinds={dataset.kind},
         **common,
@@ -200,4 +236,4 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         )
         return dg.MaterializeResult(metadata=restore_metadata(record, report, rto_seconds), check_results=[check])
 
-    return [backup, verify, restore_test]
+    return [backup, copy, verify, restore_test] if has_copies else [backup, verify, restore_test]

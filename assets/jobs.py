@@ -44,18 +44,30 @@ def cadences(manifest: Manifest) -> list[Cadence]:
     return list(grouped.values())
 
 
-IN_STEP_CHECKS = {"backup": [SIZE_CHECK, COMPLIANCE_CHECK], "restore_test": [RTO_CHECK]}
+def _in_step_checks(manifest: Manifest, name: str, kind: str) -> list[str]:
+    has_copies = len(manifest.dataset(name).repositories) > 1
+    checks = {
+        "backup": [SIZE_CHECK] + ([] if has_copies else [COMPLIANCE_CHECK]),
+        "copy": [COMPLIANCE_CHECK],
+        "restore_test": [RTO_CHECK],
+    }
+    return checks.get(kind, [])
 
 
-def _selection(datasets: list[str], *kinds: str) -> dg.AssetSelection:
-    """The datasets' assets of the given kinds with their in-step checks only: the standalone watch checks
-    (RPO) run in their own unpartitioned job."""
-    keys = [getattr(DatasetKeys(name), kind) for name in datasets for kind in kinds]
-    checks = [
-        dg.AssetCheckKey(getattr(DatasetKeys(name), kind), check)
+def _selection(manifest: Manifest, datasets: list[str], *kinds: str) -> dg.AssetSelection:
+    """The datasets' assets of the given kinds (copy only where a dataset has copy repositories) with their
+    in-step checks only: the standalone watch checks (RPO) run in their own unpartitioned job."""
+    chosen = [
+        (name, kind)
         for name in datasets
         for kind in kinds
-        for check in IN_STEP_CHECKS.get(kind, [])
+        if kind != "copy" or len(manifest.dataset(name).repositories) > 1
+    ]
+    keys = [getattr(DatasetKeys(name), kind) for name, kind in chosen]
+    checks = [
+        dg.AssetCheckKey(getattr(DatasetKeys(name), kind), check)
+        for name, kind in chosen
+        for check in _in_step_checks(manifest, name, kind)
     ]
     return dg.AssetSelection.assets(*keys).without_checks() | dg.AssetSelection.checks(*checks)
 
@@ -90,17 +102,17 @@ def build_jobs(
     for cadence in cadences(manifest):
         backup_job = dg.define_asset_job(
             f"backup_{cadence.name}",
-            selection=_selection(cadence.datasets, "backup", "verify"),
+            selection=_selection(manifest, cadence.datasets, "backup", "copy", "verify"),
             description=f"Back up and verify the {cadence.name} datasets.",
         )
         drill_job = dg.define_asset_job(
             f"restore_drill_{cadence.name}",
-            selection=_selection(cadence.datasets, "restore_test"),
+            selection=_selection(manifest, cadence.datasets, "restore_test"),
             description=f"Restore-test the {cadence.name} datasets for real.",
         )
         protect_job = dg.define_asset_job(
             f"protect_{cadence.name}",
-            selection=_selection(cadence.datasets, "backup", "verify", "restore_test"),
+            selection=_selection(manifest, cadence.datasets, "backup", "copy", "verify", "restore_test"),
             description=f"Back up, verify and restore-test the {cadence.name} datasets in one run.",
         )
         jobs += [backup_job, drill_job, protect_job]

@@ -9,13 +9,17 @@ import dagster as dg
 
 @dataclass(frozen=True)
 class DatasetKeys:
-    """The asset keys of dataset `name`: backup/<name> -> verify/<name> -> restore_test/<name>."""
+    """The asset keys of dataset `name`: backup/<name> -> [copy/<name>] -> verify/<name> -> restore_test/<name>."""
 
     name: str
 
     @property
     def backup(self) -> dg.AssetKey:
         return dg.AssetKey(["backup", self.name])
+
+    @property
+    def copy(self) -> dg.AssetKey:
+        return dg.AssetKey(["copy", self.name])
 
     @property
     def verify(self) -> dg.AssetKey:

@@ -34,11 +34,13 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     backups = latest_backups(instance, names)
     verified = _latest_metadata(instance, [DatasetKeys(name).verify for name in names])
     restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in names])
+    copied = _latest_metadata(instance, [DatasetKeys(name).copy for name in names])
     statuses = []
     for name, dataset in manifest.active_datasets().items():
         keys = DatasetKeys(name)
         backup = backups.get(name)
         restore = restored.get(keys.restore_test)
+        copy_metadata = copied[keys.copy][1] if keys.copy in copied else {}
         statuses.append(
             DatasetStatus(
                 name=name,
@@ -50,8 +52,8 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
                 partition=backup.partition if backup else None,
                 bytes_stored=backup.metadata.get("bytes_stored") if backup else None,
                 bytes_raw=backup.metadata.get("bytes_raw") if backup else None,
-                copies=int(backup.metadata.get("copies", 0)) if backup else 0,
-                three_two_one=str(backup.metadata.get("three_two_one", "-")) if backup else "-",
+                copies=int({**backup.metadata, **copy_metadata}.get("copies", 0)) if backup else 0,
+                three_two_one=str({**backup.metadata, **copy_metadata}.get("three_two_one", "-")) if backup else "-",
                 location=str(backup.metadata.get("location", "")) if backup else "",
                 last_verified_at=verified[keys.verify][0] if keys.verify in verified else None,
                 last_restore_test_at=restore[0] if restore else None,

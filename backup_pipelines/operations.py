@@ -87,10 +87,11 @@ def object_extension(manifest: Manifest, name: str, encrypted: bool) -> str:
 def run_backup(
     manifest: Manifest, name: str, partition_key: str, log: Any = LOG, started_at: datetime | None = None
 ) -> StoredBackup:
-    """Back up dataset `name` as partition `partition_key` into every repository of the dataset.
+    """Back up dataset `name` as partition `partition_key` into the dataset's primary (first) repository;
+    `copies.copy_backup` then copies it to the others.
 
-    Stream the engine's dump through zstd and age into all repositories at once; commit the objects and
-    then the sidecars only if every tool exited 0 and every write succeeded. Return the committed backup.
+    Stream the engine's dump through zstd and age into the repository; commit the object and then the
+    sidecar only if every tool exited 0 and every write succeeded. Return the committed backup.
     Raise SourceUnavailableError, CommandFailedError, StorageError or MissingSecretError otherwise; in that
     case no repository holds a sidecar for this backup, so no half-written backup looks complete.
     `started_at` overrides the recorded backup time (tests and history replays only).
@@ -98,12 +99,12 @@ def run_backup(
     dataset = manifest.dataset(name)
     if dataset.kind in STORING_ENGINES:  # file trees: restic stores, deduplicates and encrypts
         record, locations = STORING_ENGINES[dataset.kind].backup(
-            manifest, name, partition_key, _restic_stores(manifest, name), started_at
+            manifest, name, partition_key, _restic_stores(manifest, name)[:1], started_at
         )
         return StoredBackup(record, locations)
     engine = engine_for(dataset.kind)
     recipients = manifest.recipients_for(name)
-    repositories = [open_object_repository(manifest, repository) for repository in dataset.repositories]
+    repositories = [open_object_repository(manifest, dataset.repositories[0])]  # copies: copies.copy_backup
     started_at = started_at or datetime.now(UTC)
     backup_id = new_backup_id(started_at)
     object_name = f"{backup_id}.{object_extension(manifest, name, bool(recipients))}"

@@ -47,14 +47,14 @@ class ResticRepository(BackupStore):
         self.environment = {"RESTIC_REPOSITORY": location, **environment}
         self.read_data_subset = read_data_subset
 
-    def command(self, *arguments: str) -> Command:
+    def command(self, *arguments: str, extra: dict[str, str] | None = None) -> Command:
         """Return a restic command against this repository."""
-        return Command(("restic", *arguments), self.environment)
+        return Command(("restic", *arguments), {**self.environment, **(extra or {})})
 
-    def run(self, *arguments: str, timeout: float | None = None) -> str:
+    def run(self, *arguments: str, timeout: float | None = None, extra: dict[str, str] | None = None) -> str:
         """Run restic; return its stdout. Raise StorageError with restic's message if it fails."""
         try:
-            return run(self.command(*arguments), timeout=timeout)
+            return run(self.command(*arguments, extra=extra), timeout=timeout)
         except CommandFailedError as error:
             raise StorageError(
                 f"restic {arguments[0]} on {self.location} failed: {error.stderr.strip()[-1500:]}"
@@ -91,6 +91,33 @@ class ResticRepository(BackupStore):
     def delete_backup(self, record: BackupRecord) -> None:
         """Forget the snapshot (atomic in restic); `finish_deletes` reclaims the space."""
         self.run("forget", record.object_name, timeout=600)
+
+    def copy_from(self, source: ResticRepository, record: BackupRecord) -> str:
+        """Copy `record`'s snapshot from `source` into this repository (restic copy); return its new location.
+        The source password reaches restic through the environment, never argv."""
+        self.ensure_initialized()
+        existing = self.find_backup(record.dataset, record.backup_id)
+        if existing is None:
+            current = source.find_backup(record.dataset, record.backup_id)
+            if current is None:
+                raise StorageError(f"backup {record.backup_id} is not in {source.location}")
+            extra = {"RESTIC_FROM_REPOSITORY": source.location, "BP_RESTIC_FROM_PASSWORD": source.password}
+            self.run(
+                "copy",
+                "--from-password-command",
+                "printenv BP_RESTIC_FROM_PASSWORD",
+                current.object_name,
+                timeout=None,
+                extra=extra,
+            )
+            existing = self.find_backup(record.dataset, record.backup_id)
+            if existing is None:
+                raise StorageError(f"restic copy into {self.location} finished but the snapshot is not there")
+        return self.uri(existing.object_name)
+
+    @property
+    def password(self) -> str:
+        return self.environment.get("RESTIC_PASSWORD", "")
 
     def finish_deletes(self) -> None:
         self.run("prune", timeout=3600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -130,3 +131,27 @@ def test_a_failed_backup_is_retried_as_the_manifest_says(
     assert not result.success
     retries = [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 1 and retries[0].step_key == "backup__app_db"
+
+
+def test_copy_asset_copies_off_site_between_backup_and_verify_and_meets_3_2_1(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path, s3_endpoint: Any, bucket: str
+) -> None:
+    data = manifest_dict(
+        postgres, tmp_path / "repo", [age_keys.recipient], s3=(s3_endpoint, bucket), repositories=["local", "s3"]
+    )
+    data["repositories"]["s3"]["offsite"] = True
+    write_manifest(tmp_path / "m.yaml", data)
+    defs = build_definitions(tmp_path / "m.yaml")
+    verify_deps = defs.resolve_assets_def(dg.AssetKey(["verify", "app_db"])).asset_deps[
+        dg.AssetKey(["verify", "app_db"])
+    ]
+    assert verify_deps == {dg.AssetKey(["copy", "app_db"])}
+    result = defs.resolve_job_def("protect_hourly").execute_in_process(
+        partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    copied = materialized(result, "copy")
+    assert set(copied["locations"]) == {"local", "s3"} and copied["three_two_one"] == "pass"  # type: ignore[arg-type]
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert checks["three_two_one"].passed and checks["three_two_one"].asset_key == dg.AssetKey(["copy", "app_db"])
+    assert materialized(result, "verify")["copies_verified"] == 2

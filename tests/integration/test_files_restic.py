@@ -146,3 +146,27 @@ def test_files_datasets_get_the_same_assets(tmp_path: Path, monkeypatch: pytest.
     assert backup.metadata["location"].value.startswith("restic:")
     [restore] = result.asset_materializations_for_node("restore_test__configs")
     assert restore.metadata["checks_passed"].value == 3
+
+
+def test_file_tree_snapshots_are_copied_to_a_second_restic_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backup_pipelines.copies import copy_backup
+
+    manifest = files_manifest(tmp_path, monkeypatch, {"repository": "restic-repo"})
+    data = __import__("yaml").safe_load((tmp_path / "m.yaml").read_text())
+    data["repositories"]["offsite"] = {
+        "type": "restic",
+        "repository": "restic-offsite",
+        "password_env": "TEST_RESTIC_OFFSITE_PASSWORD",
+        "offsite": True,
+    }
+    data["datasets"]["configs"]["repositories"] = ["restic", "offsite"]
+    monkeypatch.setenv("TEST_RESTIC_OFFSITE_PASSWORD", "another-password")
+    manifest = write_manifest(tmp_path / "m.yaml", data)
+    record = run_backup(manifest, "configs", PARTITIONS[0]).record
+    locations = copy_backup(manifest, "configs", record)
+    assert set(locations) == {"restic", "offsite"}
+    [copied] = open_repository(manifest, "offsite").list_backups("configs")
+    assert copied.backup_id == record.backup_id and copied.source_stats["sample"] == record.source_stats["sample"]
+    assert [check.repository for check in verify_backup(manifest, "configs", record)] == ["restic", "offsite"]

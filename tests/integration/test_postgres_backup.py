@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from backup_pipelines.copies import copy_backup
 from backup_pipelines.crypto import KeyPair, generate_key_pair
 from backup_pipelines.errors import (
     CommandFailedError,
@@ -47,8 +49,10 @@ def test_round_trip_to_local_and_s3_restores_every_row(
     )
     stored = run_backup(manifest, "app_db", PARTITION)
     record = stored.record
-    assert set(stored.locations) == {"local", "s3"}
-    assert stored.locations["s3"].startswith(f"s3://{bucket}/backups/app_db/{PARTITION}/")
+    assert set(stored.locations) == {"local"}  # the primary; copies are the copy step's
+    locations = copy_backup(manifest, "app_db", record)  # streamed local -> S3, re-checked there
+    assert set(locations) == {"local", "s3"}
+    assert locations["s3"].startswith(f"s3://{bucket}/backups/app_db/{PARTITION}/")
     assert record.source_stats["tables"] == {
         "audit.events": 1000,
         "public.settings": 2,
@@ -212,12 +216,78 @@ def test_an_s3_outage_fails_the_backup_and_commits_nothing(
 ) -> None:
     down = S3Endpoint(f"http://127.0.0.1:{free_port()}")
     data = manifest_dict(
-        postgres, tmp_path / "repo", [age_keys.recipient], s3=(down, "unreachable"), repositories=["local", "s3"]
+        postgres, tmp_path / "repo", [age_keys.recipient], s3=(down, "unreachable"), repositories=["s3"]
     )
     manifest = write_manifest(tmp_path / "m.yaml", data)
     with pytest.raises(StorageError, match="s3://unreachable/backups/app_db"):
         run_backup(manifest, "app_db", PARTITION)
-    assert stored_files(tmp_path / "repo") == []
+
+
+def test_a_copy_repository_that_is_down_fails_loudly_without_touching_the_primary(
+    postgres: PostgresSandbox, s3_endpoint: S3Endpoint, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    down = S3Endpoint(f"http://127.0.0.1:{free_port()}")
+    data = manifest_dict(
+        postgres, tmp_path / "repo", [age_keys.recipient], s3=(down, "unreachable"), repositories=["local", "s3"]
+    )
+    manifest = write_manifest(tmp_path / "m.yaml", data)
+    record = run_backup(manifest, "app_db", PARTITION).record
+    with pytest.raises(StorageError, match="s3://unreachable/backups/app_db"):
+        copy_backup(manifest, "app_db", record)
+    primary = open_repository(manifest, "local")
+    assert primary.list_backups("app_db") == [record]
+    stored = (tmp_path / "repo" / record.object_path).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == record.sha256  # the primary is intact
+
+
+def test_copies_between_two_s3_buckets_are_server_side_and_rechecked(
+    postgres: PostgresSandbox, s3_endpoint: S3Endpoint, bucket: str, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    s3_endpoint.client().create_bucket(Bucket="bp-offsite-copies")
+    data = manifest_dict(
+        postgres, tmp_path / "repo", [age_keys.recipient], s3=(s3_endpoint, bucket), repositories=["s3", "offsite"]
+    )
+    data["repositories"]["offsite"] = {**data["repositories"]["s3"], "bucket": "bp-offsite-copies", "offsite": True}
+    manifest = write_manifest(tmp_path / "m.yaml", data)
+    record = run_backup(manifest, "app_db", PARTITION).record
+    from backup_pipelines.copies import same_endpoint
+    from backup_pipelines.repository import open_object_repository
+
+    assert same_endpoint(open_object_repository(manifest, "s3"), open_object_repository(manifest, "offsite"))
+    locations = copy_backup(manifest, "app_db", record)
+    assert locations["offsite"].startswith("s3://bp-offsite-copies/backups/app_db/")
+    assert copy_backup(manifest, "app_db", record) == locations  # a rerun copies nothing again
+    checks = verify_backup(manifest, "app_db", record, identity=age_keys.identity)
+    assert [check.repository for check in checks] == ["s3", "offsite"]
+
+
+def test_a_copy_damaged_on_its_way_is_caught_and_not_committed(
+    postgres: PostgresSandbox,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backup_pipelines.repository.s3 import S3ObjectWriter
+
+    manifest = write_manifest(
+        tmp_path / "m.yaml",
+        manifest_dict(
+            postgres, tmp_path / "repo", [age_keys.recipient], s3=(s3_endpoint, bucket), repositories=["local", "s3"]
+        ),
+    )
+    record = run_backup(manifest, "app_db", PARTITION).record
+    original = S3ObjectWriter.write
+
+    def flip_a_byte(self: S3ObjectWriter, data: bytes) -> int:
+        return original(self, bytes([data[0] ^ 0xFF]) + data[1:])
+
+    monkeypatch.setattr(S3ObjectWriter, "write", flip_a_byte)
+    with pytest.raises(IntegrityError, match="removed, not committed"):
+        copy_backup(manifest, "app_db", record)
+    assert open_repository(manifest, "s3").list_backups("app_db") == []
+    assert s3_endpoint.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def test_multipart_upload_of_a_large_backup_round_trips(

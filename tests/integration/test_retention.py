@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from backup_pipelines.copies import copy_backup
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.manifest import Manifest
@@ -35,7 +36,9 @@ def make_history(manifest: Manifest) -> list[BackupRecord]:
     records = []
     for age in reversed(AGES):
         moment = NOW - age
-        records.append(run_backup(manifest, "app_db", f"{moment:%Y-%m-%d-%H}:00", started_at=moment).record)
+        record = run_backup(manifest, "app_db", f"{moment:%Y-%m-%d-%H}:00", started_at=moment).record
+        copy_backup(manifest, "app_db", record)
+        records.append(record)
     return list(reversed(records))  # newest first
 
 
