@@ -15,7 +15,7 @@ from resources import ManifestResource, NotifierResource
 
 RPO_CHECK = "rpo_fresh"
 CHECK_REPORTS_PER_TICK = 100
-STAGES = {"backup": "backup", "verify": "verify", "restore_test": "restore test"}
+STAGES = {"backup": "backup", "copy": "copy", "verify": "verify", "restore_test": "restore test"}
 
 
 def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None], now: float) -> list[Freshness]:
