@@ -21,7 +21,6 @@ from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import (
     BackupRecord,
-    ObjectWriter,
     Repository,
     ResticRepository,
     new_backup_id,
@@ -31,43 +30,6 @@ from backup_pipelines.repository import (
 from backup_pipelines.stream import decode, encode
 
 LOG = logging.getLogger("backup_pipelines")
-
-
-class FanOutWriter:
-    """Writes the same new object to several repositories; commits it everywhere or nowhere."""
-
-    def __init__(self, repositories: list[Repository], path: str) -> None:
-        self.path = path
-        self.targets: list[tuple[Repository, ObjectWriter]] = []
-        try:
-            for repository in repositories:
-                self.targets.append((repository, repository.open_writer(path)))
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, data: bytes) -> int:
-        for _, writer in self.targets:
-            writer.write(data)
-        return len(data)
-
-    def commit(self) -> None:
-        """Commit the object in every repository; if one fails, delete it from those already done."""
-        committed: list[Repository] = []
-        try:
-            for repository, writer in self.targets:
-                writer.commit()
-                committed.append(repository)
-        except BaseException:
-            for repository in committed:
-                with contextlib.suppress(StorageError):
-                    repository.delete(self.path)
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        for _, writer in self.targets:
-            writer.abort()
 
 
 @dataclass(frozen=True)
@@ -104,21 +66,21 @@ def run_backup(
         return StoredBackup(record, locations)
     engine = engine_for(dataset.kind)
     recipients = manifest.recipients_for(name)
-    repositories = [open_object_repository(manifest, dataset.repositories[0])]  # copies: copies.copy_backup
+    repository = open_object_repository(manifest, dataset.repositories[0])  # copies: copies.copy_backup
     started_at = started_at or datetime.now(UTC)
     backup_id = new_backup_id(started_at)
     object_name = f"{backup_id}.{object_extension(manifest, name, bool(recipients))}"
     path = f"{name}/{partition_key}/{object_name}"
     started = time.monotonic()
-    writers = FanOutWriter(repositories, path)
+    writer = repository.open_writer(path)
     try:
         with engine.dump(manifest, name) as dump:
-            log.info(f"backing up {name} partition {partition_key} to {', '.join(r.uri(path) for r in repositories)}")
-            result = encode(dump.stream, writers, recipients)
+            log.info(f"backing up {name} partition {partition_key} to {repository.uri(path)}")
+            result = encode(dump.stream, writer, recipients)
             source_stats = dump.finish()
-        writers.commit()
+        writer.commit()
     except BaseException:
-        writers.abort()
+        writer.abort()
         raise
     record = BackupRecord(
         dataset=name,
@@ -138,9 +100,8 @@ def run_backup(
         source_stats=source_stats,
         tool_versions={**engine.tool_versions(manifest, name), "age": "pyrage (age v1 format)"},
     )
-    for repository in repositories:
-        repository.commit_record(record)
-    return StoredBackup(record, {repository.name: repository.uri(record.object_path) for repository in repositories})
+    repository.commit_record(record)
+    return StoredBackup(record, {repository.name: repository.uri(record.object_path)})
 
 
 def _restic_stores(manifest: Manifest, name: str) -> list[ResticRepository]:
