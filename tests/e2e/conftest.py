@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,3 +20,16 @@ def run(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: int = 3
     """Run a command with the project's venv first on PATH; return the completed process."""
     environment = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **env}
     return subprocess.run(argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def dagster_environment(home: Path, manifest: Path, identity: str) -> dict[str, str]:
+    """Make `home` a DAGSTER_HOME with the project's dagster.yaml; return the environment for the CLIs."""
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return {"BACKUP_MANIFEST": str(manifest), "DAGSTER_HOME": str(home), "BACKUP_AGE_IDENTITY": identity}
+
+
+def job_execute(job: str, env: dict[str, str], partition: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `dagster job execute` of `job` (for `partition`, through the dagster/partition tag)."""
+    tags = ["--tags", json.dumps({"dagster/partition": partition})] if partition else []
+    return run(["dagster", "job", "execute", "-m", "backup_pipelines.definitions", "-j", job, *tags], env)

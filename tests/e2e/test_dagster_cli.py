@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import manifest_dict, write_manifest
-from tests.e2e.conftest import run
+from tests.e2e.conftest import dagster_environment, job_execute, run
 
 PARTITION = "2026-11-26-13:00"
 
@@ -20,10 +19,7 @@ PARTITION = "2026-11-26-13:00"
 def environment(postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path) -> dict[str, str]:
     manifest = tmp_path / "backup_manifest.yaml"
     write_manifest(manifest, manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient]))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((Path(__file__).parents[2] / "dagster.yaml").read_text())
-    return {"BACKUP_MANIFEST": str(manifest), "DAGSTER_HOME": str(home), "BACKUP_AGE_IDENTITY": age_keys.identity}
+    return dagster_environment(tmp_path / "dagster_home", manifest, age_keys.identity)
 
 
 def test_definitions_validate(environment: dict[str, str]) -> None:
@@ -35,20 +31,7 @@ def test_definitions_validate(environment: dict[str, str]) -> None:
 def test_job_execute_backs_up_verifies_and_restore_tests_one_partition(
     environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = run(
-        [
-            "dagster",
-            "job",
-            "execute",
-            "-m",
-            "backup_pipelines.definitions",
-            "-j",
-            "protect_hourly",
-            "--tags",
-            json.dumps({"dagster/partition": PARTITION}),
-        ],
-        environment,
-    )
+    result = job_execute("protect_hourly", environment, PARTITION)
     assert result.returncode == 0, result.stderr[-3000:]
     from backup_pipelines.manifest import load_manifest
 
@@ -93,20 +76,7 @@ def test_job_execute_exits_non_zero_when_the_source_is_down(
     data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
     data["servers"]["pg"]["port"] = free_port()
     write_manifest(Path(environment["BACKUP_MANIFEST"]), data)
-    result = run(
-        [
-            "dagster",
-            "job",
-            "execute",
-            "-m",
-            "backup_pipelines.definitions",
-            "-j",
-            "backup_hourly",
-            "--tags",
-            json.dumps({"dagster/partition": PARTITION}),
-        ],
-        environment,
-    )
+    result = job_execute("backup_hourly", environment, PARTITION)
     assert result.returncode != 0
     assert "cannot connect to PostgreSQL" in result.stdout + result.stderr
     assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").rglob("*.json"))

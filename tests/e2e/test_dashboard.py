@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
-from tests.e2e.conftest import ROOT, run
+from tests.e2e.conftest import dagster_environment, job_execute, run
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -35,28 +34,9 @@ def test_status_dashboard_renders_in_chromium_and_runbook_names_the_backup(
     data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
     data["reports_dir"] = str(tmp_path / "reports")
     write_manifest(tmp_path / "m.yaml", data)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    env = {
-        "BACKUP_MANIFEST": str(tmp_path / "m.yaml"),
-        "DAGSTER_HOME": str(home),
-        "BACKUP_AGE_IDENTITY": age_keys.identity,
-    }
-    for job, tags in (("protect_hourly", {"dagster/partition": "2026-11-24-10:00"}), ("reports", {})):
-        result = run(
-            [
-                "dagster",
-                "job",
-                "execute",
-                "-m",
-                "backup_pipelines.definitions",
-                "-j",
-                job,
-                *(["--tags", json.dumps(tags)] if tags else []),
-            ],
-            env,
-        )
+    env = dagster_environment(tmp_path / "home", tmp_path / "m.yaml", age_keys.identity)
+    for job, partition in (("protect_hourly", "2026-11-24-10:00"), ("reports", None)):
+        result = job_execute(job, env, partition)
         assert result.returncode == 0, result.stderr[-3000:]
     page = tmp_path / "reports" / "backup_status.html"
     profile = tmp_path / "chromium-profile"
