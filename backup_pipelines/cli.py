@@ -24,7 +24,7 @@ from pathlib import Path
 from backup_pipelines.crypto import IDENTITY_FILE_ENV
 from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
-from backup_pipelines.operations import find_backup, restore_backup
+from backup_pipelines.operations import find_backup, holder_of, restore_backup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
@@ -62,11 +62,7 @@ def _list(arguments: argparse.Namespace) -> int:
 
 def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[BackupStore, BackupRecord]:
     record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
-    for repository_name in manifest.dataset(arguments.dataset).repositories:
-        repository = open_repository(manifest, repository_name)
-        if repository.find_backup(arguments.dataset, record.backup_id) is not None:
-            return repository, record
-    raise BackupError(f"backup {record.backup_id} vanished while it was being looked up")
+    return holder_of(manifest, arguments.dataset, record.backup_id), record
 
 
 def _restore_commands(arguments: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -21,6 +22,7 @@ from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import (
     BackupRecord,
+    BackupStore,
     Repository,
     ResticRepository,
     new_backup_id,
@@ -109,6 +111,32 @@ def _restic_stores(manifest: Manifest, name: str) -> list[ResticRepository]:
     return [store for store in stores if isinstance(store, ResticRepository)]
 
 
+def holder_of(manifest: Manifest, name: str, backup_id: str) -> BackupStore:
+    """Return the first repository of dataset `name` that holds backup `backup_id`.
+
+    Raise StorageError if none does."""
+    for repository_name in manifest.dataset(name).repositories:
+        repository = open_repository(manifest, repository_name)
+        if repository.find_backup(name, backup_id) is not None:
+            return repository
+    raise StorageError(f"no repository of {name} holds backup {backup_id}")
+
+
+def decoding_feed(
+    repository: Repository, record: BackupRecord, identities: Any, decoded: list[int] | None = None
+) -> Callable[[IO[bytes]], None]:
+    """Return a feed that writes `record`'s raw archive (read, checked, decrypted, decompressed) to a restore
+    tool's stdin; the raw byte count is appended to `decoded` when given."""
+
+    def feed(stdin: IO[bytes]) -> None:
+        with repository.open_object(record.object_path) as stored:
+            result = decode(stored, stdin, identities, record.sha256)
+        if decoded is not None:
+            decoded.append(result.bytes_raw)
+
+    return feed
+
+
 def restore_backup(
     manifest: Manifest,
     name: str,
@@ -124,16 +152,9 @@ def restore_backup(
     if dataset.kind in STORING_ENGINES:
         return STORING_ENGINES[dataset.kind].restore_to(_restic_stores(manifest, name)[0], record, target)
     identities = load_identities(identity_file=identity_file) if record.encrypted else None
-    repository = next(
-        store
-        for repository_name in dataset.repositories
-        if (store := open_object_repository(manifest, repository_name)).find_backup(name, record.backup_id)
-    )
-
-    def feed(stdin: IO[bytes]) -> None:
-        with repository.open_object(record.object_path) as stored:
-            decode(stored, stdin, identities, record.sha256)
-
+    holder = holder_of(manifest, name, record.backup_id)
+    assert isinstance(holder, Repository), f"{name} is stored as objects"
+    feed = decoding_feed(holder, record, identities)
     if raw_file:
         return restore_to_file(target, feed)
     return engine_for(record.kind).restore_to(manifest, name, target, server, feed)
@@ -267,11 +288,7 @@ def restore_test_backup(
     else:
         identities = load_identities(identity, identity_file) if record.encrypted else None
         repository = open_object_repository(manifest, dataset.repositories[0])
-
-        def feed(stdin: IO[bytes]) -> None:
-            with repository.open_object(record.object_path) as stored:
-                decoded.append(decode(stored, stdin, identities, record.sha256).bytes_raw)
-
+        feed = decoding_feed(repository, record, identities, decoded)
         report = engine_for(dataset.kind).restore_test(manifest, name, record, feed)
     if report.failures:
         mismatches = "; ".join(outcome.describe() for outcome in report.failures)
