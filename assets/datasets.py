@@ -14,7 +14,7 @@ from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.durations import format_duration
-from backup_pipelines.manifest import ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
+from backup_pipelines.manifest import SNAPSHOT_KINDS, ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.repository import BackupRecord
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
@@ -104,6 +104,20 @@ def compliance_result(manifest: Manifest, name: str, holding: list[str]) -> tupl
     return result, "pass" if standing.passed else "missing " + "; ".join(standing.missing)
 
 
+def _storage_kinds(dataset: ActiveDataset) -> set[str]:
+    """The Dagster kinds (UI badges) of a dataset's backup asset: its kind and what stores it."""
+    if dataset.kind in SNAPSHOT_KINDS:
+        return {dataset.kind, "aws"}
+    if dataset.kind == "files":
+        return {"files", "restic"}
+    return {dataset.kind, "zstd", "age"}
+
+
+def _copy_kinds(manifest: Manifest, dataset: ActiveDataset) -> set[str]:
+    types = {manifest.repositories[repository].type for repository in dataset.repositories}
+    return {"aws"} if "aws_snapshots" in types else {"s3"} if "s3" in types else {"copy"}
+
+
 def _common(dataset: ActiveDataset, name: str, manifest: Manifest) -> dict[str, Any]:
     return {
         "group_name": name,
@@ -125,7 +139,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     @dg.asset(
         key=keys.backup,
         description=dataset.description or f"Backups of {name}: one partition is one encrypted backup.",
-        kinds={dataset.kind, "zstd", "age"},
+        kinds=_storage_kinds(dataset),
         pool=f"db-{source_server}" if source_server else None,
         freshness_policy=freshness_policy(dataset.rpo),
         retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
@@ -176,7 +190,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         key=keys.copy,
         deps=[keys.backup],
         description=f"The {name} backup copied to every copy repository and re-checked there (3-2-1).",
-        kinds={"s3"} if any(manifest.repositories[r].type == "s3" for r in dataset.repositories) else {"copy"},
+        kinds=_copy_kinds(manifest, dataset),
         retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
         check_specs=[compliance_spec(keys.copy)],
         **common,

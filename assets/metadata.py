@@ -60,6 +60,13 @@ def backup_metadata(stored: StoredBackup) -> dict[str, Any]:
                 "bytes_added": dg.MetadataValue.int(int(stats.get("bytes_added", 0))),
             }
         )
+    if record.kind in ("rds", "ebs"):
+        metadata.update(
+            {
+                "snapshot_id": dg.MetadataValue.text(record.object_name),
+                "kms_key_id": dg.MetadataValue.text(str(stats.get("kms_key_id", ""))),
+            }
+        )
     return metadata
 
 

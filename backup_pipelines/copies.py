@@ -2,8 +2,9 @@
 
 Object backups are copied server-side when both ends are on the same S3 endpoint, streamed otherwise, and
 re-checked at the destination (read back, sha256 against the record) before their sidecar is written there,
-so a copy exists only once it is known to be whole. File-tree snapshots are copied with `restic copy`. A copy
-repository that fails raises StorageError naming it; the primary is never touched.
+so a copy exists only once it is known to be whole. File-tree snapshots are copied with `restic copy`, AWS
+snapshots by AWS into the copy repository's region (`SnapshotStore.copy_from`). A copy repository that fails
+raises StorageError naming it; the primary is never touched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import BackupRecord, BackupStore, Repository, ResticRepository, open_repository
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.repository.s3 import S3Repository
 from backup_pipelines.stream import CHUNK
 
@@ -26,17 +28,17 @@ def copy_backup(manifest: Manifest, name: str, record: BackupRecord) -> dict[str
     locations = {primary.name: _location(primary, record)}
     for repository_name in dataset.repositories[1:]:
         target = open_repository(manifest, repository_name)
-        if isinstance(target, ResticRepository) and isinstance(primary, ResticRepository):
-            locations[target.name] = target.copy_from(primary, record)
-        elif isinstance(target, Repository) and isinstance(primary, Repository):
+        if isinstance(target, Repository) and isinstance(primary, Repository):
             locations[target.name] = _copy_object(primary, target, record)
+        elif isinstance(target, ResticRepository | SnapshotStore) and type(target) is type(primary):
+            locations[target.name] = target.copy_from(primary, record)  # type: ignore[arg-type]  # same type
         else:
             raise StorageError(f"cannot copy between {primary.name} and {target.name}: different repository families")
     return locations
 
 
 def _location(store: BackupStore, record: BackupRecord) -> str:
-    return store.uri(record.object_name if isinstance(store, ResticRepository) else record.object_path)
+    return store.uri(record.object_path if isinstance(store, Repository) else record.object_name)
 
 
 def same_endpoint(source: Repository, target: Repository) -> bool:

@@ -17,6 +17,7 @@ import pyrage
 import yaml
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,11 +36,13 @@ from backup_pipelines.errors import ManifestError, MissingSecretError, Problem
 DEFAULT_MANIFEST = "backup_manifest.yaml"
 MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files")
+IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "ebs", "s3")
 SERVER_KINDS = ("postgres", "mysql")
 RESTIC_KINDS = ("files",)
+SNAPSHOT_KINDS = ("rds", "ebs")  # kept as AWS snapshots, encrypted by KMS instead of age
+WATCH_KINDS = ("s3",)  # checked, not backed up: no repositories, schedule of checks only
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
-UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "s3", "restic", "slack", "webhook", "log"}
+UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "restic", "aws_snapshots", "slack", "webhook", "log"}
 UNION_PARENTS = ("datasets", "repositories", "channels", "servers")
 
 
@@ -71,6 +74,15 @@ Schedule = Annotated[
     WithJsonSchema({"type": "string", "examples": ["hourly", "daily", "0 */6 * * *"]}),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=60)]
+
+
+def _check_owner(owner: str) -> str:
+    if not (re.match(r"^team:[A-Za-z0-9_-]+$", owner) or re.match(r"^[^@\s]+@[^@\s]+$", owner)):
+        raise ValueError(f"owner {owner!r} must be 'team:<name>' or an e-mail address")
+    return owner
+
+
+Owner = Annotated[str, AfterValidator(_check_owner)]
 
 
 class StrictModel(BaseModel):
@@ -143,8 +155,36 @@ class ResticRepositoryConfig(Placement):
     read_data_subset: str = Field("5%", description="Share of pack data `restic check` reads back in verify.")
 
 
+class AwsAccess(StrictModel):
+    """How to reach one AWS region (or an AWS-compatible endpoint). Credentials default to boto3's chain
+    (instance profile, AWS_PROFILE, ...) when no variables are named."""
+
+    region: str = Field(min_length=1, description="AWS region, e.g. eu-west-1.")
+    endpoint_url: str | None = Field(None, description="Custom endpoint (a local test server); default: AWS.")
+    access_key_id_env: str | None = Field(None, description="Env var holding the access key id.")
+    secret_access_key_env: str | None = Field(None, description="Env var holding the secret access key.")
+
+
+class AwsSnapshotRepositoryConfig(AwsAccess, Placement):
+    """Snapshots kept by AWS itself (RDS DB snapshots, EBS snapshots) in one region: the first such
+    repository of a dataset is where snapshots are taken (the source's region), the others receive copies."""
+
+    type: Literal["aws_snapshots"] = Field(description="Repository type.")
+    kms_key_id: str | None = Field(
+        None,
+        description="KMS key (id or ARN) in this region for copies made into it; needed for encrypted copies "
+        "from another region, since KMS keys are regional.",
+    )
+    wait_minutes: int = Field(120, ge=1, le=1440, description="How long to wait for a snapshot, copy or restore.")
+    poll_seconds: int = Field(30, ge=1, le=600, description="How often to ask AWS while waiting.")
+
+    def medium_name(self) -> str:
+        return self.medium or "aws-snapshot"
+
+
 RepositoryConfig = Annotated[
-    LocalRepositoryConfig | S3RepositoryConfig | ResticRepositoryConfig, Field(discriminator="type")
+    LocalRepositoryConfig | S3RepositoryConfig | ResticRepositoryConfig | AwsSnapshotRepositoryConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -360,7 +400,7 @@ class DatasetBase(StrictModel):
     retries: int = Field(0, ge=0, le=10, description="Retry a failed backup this many times (exponential backoff).")
     retry_delay: Duration = Field(timedelta(minutes=1), description="Wait before the first retry; doubles each time.")
     alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
-    owners: list[str] = Field(default_factory=list, description='"team:name" or an e-mail address.')
+    owners: list[Owner] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
 
     @property
@@ -371,14 +411,6 @@ class DatasetBase(StrictModel):
     def source_summary(self) -> str:
         """One line saying what is backed up, for the UI and the runbook."""
         return str(getattr(self, "kind", "dataset"))
-
-    @field_validator("owners")
-    @classmethod
-    def _check_owners(cls, owners: list[str]) -> list[str]:
-        for owner in owners:
-            if not (re.match(r"^team:[A-Za-z0-9_-]+$", owner) or re.match(r"^[^@\s]+@[^@\s]+$", owner)):
-                raise ValueError(f"owner {owner!r} must be 'team:<name>' or an e-mail address")
-        return owners
 
 
 class PostgresDataset(DatasetBase):
@@ -487,8 +519,95 @@ class FilesDataset(DatasetBase):
         return self
 
 
-ActiveDataset = PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset | FilesDataset
-Dataset = Annotated[ActiveDataset, Field(discriminator="kind")]
+class SnapshotDatasetBase(DatasetBase):
+    """A resource AWS snapshots for us: encrypted by KMS (not age), judged by AWS's own metadata."""
+
+    @model_validator(mode="after")
+    def _no_age_or_queries(self) -> SnapshotDatasetBase:
+        if self.encryption is not None:
+            raise ValueError(
+                "AWS snapshots are encrypted with KMS by AWS, not with age: remove `encryption` and use "
+                "source.require_encryption"
+            )
+        if self.verification.queries:
+            raise ValueError("verification.queries are not run on restored AWS snapshots")
+        return self
+
+
+class RdsSource(StrictModel):
+    """One RDS DB instance; snapshots are taken in its region."""
+
+    db_instance_identifier: str = Field(min_length=1, max_length=63, description="The DB instance to snapshot.")
+    region: str = Field(min_length=1, description="Region of the instance (= region of the first repository).")
+    require_encryption: bool = Field(True, description="Verify fails for a snapshot that is not KMS-encrypted.")
+    restore_instance_class: str = Field("db.t3.micro", description="Instance class of restore-test instances.")
+    restore_subnet_group: str | None = Field(None, description="DB subnet group for restore-test instances.")
+    restore_security_group_ids: list[str] = Field(
+        default_factory=list, description="VPC security groups of restore-test instances."
+    )
+
+
+class RdsDataset(SnapshotDatasetBase):
+    """An RDS DB instance: one partition is one manual DB snapshot, tagged with dataset and partition, copied
+    to the other repositories' regions; restore tests restore it to a temporary instance and delete it."""
+
+    kind: Literal["rds"] = Field(description="Dataset kind.")
+    source: RdsSource = Field(description="The DB instance to protect.")
+
+    def source_summary(self) -> str:
+        return f"RDS instance {self.source.db_instance_identifier} in {self.source.region}"
+
+
+class EbsSource(StrictModel):
+    """One EBS volume; snapshots are taken in its region (crash-consistent, like pulling the plug)."""
+
+    volume_id: str = Field(pattern=r"^vol-[0-9a-f]+$", description="The volume to snapshot.")
+    region: str = Field(min_length=1, description="Region of the volume (= region of the first repository).")
+    require_encryption: bool = Field(True, description="Verify fails for a snapshot that is not KMS-encrypted.")
+    restore_availability_zone: str | None = Field(
+        None, description="Availability zone of restore-test volumes; default: the source volume's."
+    )
+    restore_volume_type: str = Field("gp3", description="Volume type of restore-test volumes.")
+
+
+class EbsDataset(SnapshotDatasetBase):
+    """An EBS volume: one partition is one snapshot, tagged, copied like RDS snapshots; restore tests create
+    a volume from it, check it and delete it."""
+
+    kind: Literal["ebs"] = Field(description="Dataset kind.")
+    source: EbsSource = Field(description="The volume to protect.")
+
+    def source_summary(self) -> str:
+        return f"EBS volume {self.source.volume_id} in {self.source.region}"
+
+
+class S3BucketSource(AwsAccess):
+    """A bucket whose protection settings are checked."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    require_replication: bool = Field(False, description="A finding unless an enabled replication rule exists.")
+    require_object_lock: bool = Field(False, description="A finding unless Object Lock is enabled on the bucket.")
+
+
+class S3BucketDataset(StrictModel):
+    """A bucket checked for versioning (and, if asked, replication and Object Lock). Versioning is not a
+    backup, but a protected bucket without it loses every overwritten or deleted object for good."""
+
+    kind: Literal["s3"] = Field(description="Dataset kind.")
+    description: str = Field("", description="One line of business meaning, shown in the Dagster UI.")
+    enabled: bool = Field(True, description="Disabled datasets are validated but get no checks.")
+    schedule: Schedule = Field("daily", description="How often the bucket is checked.")
+    source: S3BucketSource = Field(description="The bucket to check.")
+    alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where findings are alerted.")
+    owners: list[Owner] = Field(default_factory=list, description='"team:name" or an e-mail address.')
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the asset.")
+
+    def source_summary(self) -> str:
+        return f"S3 bucket {self.source.bucket} in {self.source.region}"
+
+
+ActiveDataset = PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset | FilesDataset | RdsDataset | EbsDataset
+Dataset = Annotated[ActiveDataset | S3BucketDataset, Field(discriminator="kind")]
 
 
 class Manifest(StrictModel):
@@ -521,8 +640,12 @@ class Manifest(StrictModel):
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
     def active_datasets(self) -> dict[str, ActiveDataset]:
-        """Return the enabled datasets whose kind has an engine, by name, in manifest order."""
-        return {name: ds for name, ds in self.datasets.items() if ds.enabled}
+        """Return the enabled datasets that are backed up, by name, in manifest order."""
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, S3BucketDataset)}
+
+    def watched_buckets(self) -> dict[str, S3BucketDataset]:
+        """Return the enabled `s3` datasets (buckets whose protection settings are checked), by name."""
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and isinstance(ds, S3BucketDataset)}
 
     def dataset(self, name: str) -> ActiveDataset:
         """Return the enabled dataset called `name`. Raise KeyError naming the known ones if there is none."""
@@ -532,8 +655,12 @@ class Manifest(StrictModel):
         return active[name]
 
     def encryption_for(self, name: str) -> Encryption:
-        """Return the encryption settings of dataset `name` (its own, else the manifest's)."""
-        own = self.datasets[name].encryption
+        """Return the age encryption settings of dataset `name` (its own, else the manifest's; off for the
+        kinds AWS encrypts with KMS)."""
+        dataset = self.dataset(name)
+        if dataset.kind in SNAPSHOT_KINDS:
+            return Encryption(enabled=False)
+        own = dataset.encryption
         return own if own is not None else (self.encryption or Encryption())
 
     def recipients_for(self, name: str) -> list[str]:
@@ -557,7 +684,7 @@ class Manifest(StrictModel):
 
     def partition_start_for(self, name: str) -> date:
         """Return the first partition date of dataset `name`."""
-        return self.datasets[name].start or self.partition_start
+        return self.dataset(name).start or self.partition_start
 
 
 def read_secret(variable: str, needed_by: str) -> str:
@@ -634,11 +761,7 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
                 message = f"unknown repository {repository!r} (known: {', '.join(repositories) or 'none'})"
                 problems.append(Problem(f"{where}.repositories.{index}", message))
             elif isinstance(repository, str):
-                restic = _mapping(repositories[repository]).get("type") == "restic"
-                if restic != (dataset.get("kind") in RESTIC_KINDS):
-                    wanted = "a restic repository" if not restic else "a local or s3 repository"
-                    message = f"a {dataset.get('kind')} dataset needs {wanted}; {repository!r} is not one"
-                    problems.append(Problem(f"{where}.repositories.{index}", message))
+                problems += _repository_problems(where, index, repositories[repository], repository, dataset)
         known_channels = _mapping(_mapping(data.get("alerts")).get("channels"))
         channels = _mapping(dataset.get("alerts")).get("channels")
         for index, channel in enumerate(channels if isinstance(channels, list) else []):
@@ -654,7 +777,8 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
         ):
             if isinstance(server, str):
                 problems += _server_problem(servers, path, server, kind)
-        if dataset.get("enabled", True) and dataset.get("encryption") is None and top_encryption is None:
+        needs_age = kind not in (*SNAPSHOT_KINDS, *WATCH_KINDS)
+        if needs_age and dataset.get("enabled", True) and dataset.get("encryption") is None and top_encryption is None:
             problems.append(
                 Problem(
                     f"{where}.encryption",
@@ -679,6 +803,35 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _repository_family(kind: Any) -> tuple[str, str]:
+    """The repository type a dataset kind needs, and how to say it."""
+    if kind in RESTIC_KINDS:
+        return "restic", "a restic repository"
+    if kind in SNAPSHOT_KINDS:
+        return "aws_snapshots", "an aws_snapshots repository"
+    return "objects", "a local or s3 repository"
+
+
+def _repository_problems(
+    where: str, index: int, config: Any, repository: str, dataset: dict[str, Any]
+) -> list[Problem]:
+    kind = dataset.get("kind")
+    repository_type = _mapping(config).get("type")
+    family, wanted = _repository_family(kind)
+    actual = repository_type if repository_type in ("restic", "aws_snapshots") else "objects"
+    if actual != family:
+        message = f"a {kind} dataset needs {wanted}; {repository!r} is not one"
+        return [Problem(f"{where}.repositories.{index}", message)]
+    region = _mapping(dataset.get("source")).get("region")
+    if index == 0 and family == "aws_snapshots" and region and _mapping(config).get("region") != region:
+        message = (
+            f"the first repository is where snapshots are taken: {repository!r} is in "
+            f"{_mapping(config).get('region')}, the source in {region}"
+        )
+        return [Problem(f"{where}.repositories.{index}", message)]
+    return []
 
 
 def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) -> list[Problem]:

@@ -24,7 +24,6 @@ from backup_pipelines.repository import (
     BackupRecord,
     BackupStore,
     Repository,
-    ResticRepository,
     new_backup_id,
     open_object_repository,
     open_repository,
@@ -61,9 +60,9 @@ def run_backup(
     `started_at` overrides the recorded backup time (tests and history replays only).
     """
     dataset = manifest.dataset(name)
-    if dataset.kind in STORING_ENGINES:  # file trees: restic stores, deduplicates and encrypts
+    if dataset.kind in STORING_ENGINES:  # restic (file trees) and AWS (snapshots) store for themselves
         record, locations = STORING_ENGINES[dataset.kind].backup(
-            manifest, name, partition_key, _restic_stores(manifest, name)[:1], started_at
+            manifest, name, partition_key, _own_stores(manifest, name)[:1], started_at
         )
         return StoredBackup(record, locations)
     engine = engine_for(dataset.kind)
@@ -106,9 +105,12 @@ def run_backup(
     return StoredBackup(record, {repository.name: repository.uri(record.object_path)})
 
 
-def _restic_stores(manifest: Manifest, name: str) -> list[ResticRepository]:
-    stores = [open_repository(manifest, repository) for repository in manifest.dataset(name).repositories]
-    return [store for store in stores if isinstance(store, ResticRepository)]
+def _own_stores(manifest: Manifest, name: str) -> list[Any]:
+    """The repositories of a dataset whose kind stores for itself, of the type its engine works on."""
+    dataset = manifest.dataset(name)
+    store_type = STORING_ENGINES[dataset.kind].store_type
+    stores = [open_repository(manifest, repository) for repository in dataset.repositories]
+    return [store for store in stores if isinstance(store, store_type)]
 
 
 def holder_of(manifest: Manifest, name: str, backup_id: str) -> BackupStore:
@@ -150,7 +152,9 @@ def restore_backup(
     `raw_file`, the plain archive file. Return where it went. Never overwrites an existing target."""
     dataset = manifest.dataset(name)
     if dataset.kind in STORING_ENGINES:
-        return STORING_ENGINES[dataset.kind].restore_to(_restic_stores(manifest, name)[0], record, target)
+        holder = holder_of(manifest, name, record.backup_id)
+        own = holder.find_backup(name, record.backup_id) or record
+        return STORING_ENGINES[dataset.kind].restore_to(manifest, name, holder, own, target)
     identities = load_identities(identity_file=identity_file) if record.encrypted else None
     holder = holder_of(manifest, name, record.backup_id)
     assert isinstance(holder, Repository), f"{name} is stored as objects"
@@ -215,10 +219,14 @@ def verify_backup(
     dataset = manifest.dataset(name)
     if dataset.kind in STORING_ENGINES:
         engine = STORING_ENGINES[dataset.kind]
-        return [
-            CopyCheck(store.name, store.uri(record.object_name), 0, record.bytes_raw, "", engine.verify(store, record))
-            for store in _restic_stores(manifest, name)
-        ]
+        checks = []
+        for store in _own_stores(manifest, name):
+            own = store.find_backup(name, record.backup_id)  # each copy has its own snapshot id
+            if own is None:
+                raise StorageError(f"backup {record.backup_id} of {name} is missing from {store.name}")
+            details = engine.verify(manifest, name, store, own)
+            checks.append(CopyCheck(store.name, store.uri(own.object_name), 0, own.bytes_raw, "", details))
+        return checks
     identities = load_identities(identity, identity_file) if record.encrypted else None
     checks = []
     for repository_name in dataset.repositories:
@@ -284,7 +292,9 @@ def restore_test_backup(
     dataset = manifest.dataset(name)
     decoded: list[int] = []
     if dataset.kind in STORING_ENGINES:
-        report = STORING_ENGINES[dataset.kind].restore_test(manifest, name, _restic_stores(manifest, name)[0], record)
+        primary = _own_stores(manifest, name)[0]
+        own = primary.find_backup(name, record.backup_id) or record
+        report = STORING_ENGINES[dataset.kind].restore_test(manifest, name, primary, own)
     else:
         identities = load_identities(identity, identity_file) if record.encrypted else None
         repository = open_object_repository(manifest, dataset.repositories[0])

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.durations import describe_duration
-from backup_pipelines.manifest import Manifest
+from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest
 from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Measured:
 def restore_commands(repository: BackupStore, record: BackupRecord, database: str = "restored") -> list[str]:
     """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
     sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
+    if isinstance(repository, SnapshotStore):
+        return snapshot_restore_commands(repository, record, database)
     if isinstance(repository, ResticRepository):
         return [
             f"export RESTIC_REPOSITORY={shlex.quote(repository.location)} RESTIC_PASSWORD=...  # its password",
@@ -52,6 +55,27 @@ def restore_commands(repository: BackupStore, record: BackupRecord, database: st
         f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
         decode,
         *LAST_STEPS[record.kind](plain, database),
+    ]
+
+
+def snapshot_restore_commands(store: SnapshotStore, record: BackupRecord, target: str) -> list[str]:
+    """Return the AWS CLI commands that restore an RDS or EBS snapshot into a new instance or volume."""
+    region = shlex.quote(store.region)
+    name = shlex.quote(target.replace("_", "-"))
+    if record.kind == "rds":
+        return [
+            f"aws rds describe-db-snapshots --region {region} --db-snapshot-identifier {record.object_name}",
+            f"aws rds restore-db-instance-from-db-snapshot --region {region} --db-instance-identifier {name} "
+            f"--db-snapshot-identifier {record.object_name} --db-instance-class <class> --no-publicly-accessible",
+            f"aws rds wait db-instance-available --region {region} --db-instance-identifier {name}",
+            "# then point the application at the new endpoint (describe-db-instances), or rename the instances",
+        ]
+    return [
+        f"aws ec2 describe-snapshots --region {region} --snapshot-ids {record.object_name}",
+        f"aws ec2 create-volume --region {region} --snapshot-id {record.object_name} --availability-zone <zone> "
+        f"--volume-type gp3 --tag-specifications 'ResourceType=volume,Tags=[{{Key=Name,Value={name}}}]'",
+        f"aws ec2 wait volume-available --region {region} --filters Name=tag:Name,Values={name}",
+        "# then attach it: aws ec2 attach-volume --volume-id <vol-id> --instance-id <instance> --device /dev/sdf",
     ]
 
 
@@ -120,6 +144,12 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
         slow = " (**over target**)" if item.measured_rto_seconds and item.measured_rto_seconds > rto else ""
         if record is None:
             keys = "unknown"
+        elif record.kind in SNAPSHOT_KINDS:
+            keys = (
+                f"KMS ({record.source_stats.get('kms_key_id') or 'no key recorded'})"
+                if record.encrypted
+                else "not encrypted"
+            )
         elif record.encrypted:
             keys = ", ".join(fingerprint(recipient) for recipient in record.recipients)
         else:

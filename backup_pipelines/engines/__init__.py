@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport
+from typing import Any
+
+from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport, StoringEngine
 from backup_pipelines.engines.command import CommandEngine
 from backup_pipelines.engines.files import FilesEngine
 from backup_pipelines.engines.mysql import MysqlEngine
 from backup_pipelines.engines.postgres import PostgresEngine
+from backup_pipelines.engines.snapshots import EbsEngine, RdsEngine
 from backup_pipelines.engines.sqlite import SqliteEngine
 
-__all__ = ["ENGINES", "STORING_ENGINES", "CheckOutcome", "Dump", "Engine", "RestoreReport", "engine_for"]
+__all__ = [
+    "ENGINES",
+    "STORING_ENGINES",
+    "CheckOutcome",
+    "Dump",
+    "Engine",
+    "RestoreReport",
+    "StoringEngine",
+    "engine_for",
+]
 
 ENGINES: dict[str, Engine] = {
     "postgres": PostgresEngine(),
@@ -18,8 +30,8 @@ ENGINES: dict[str, Engine] = {
     "command": CommandEngine(),
 }
 
-# Kinds that store through their own tool (restic) instead of the object pipeline.
-STORING_ENGINES: dict[str, FilesEngine] = {"files": FilesEngine()}
+# Kinds that store through their own tool or service (restic, AWS snapshots) instead of the object pipeline.
+STORING_ENGINES: dict[str, StoringEngine[Any]] = {"files": FilesEngine(), "rds": RdsEngine(), "ebs": EbsEngine()}
 
 
 def engine_for(kind: str) -> Engine:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from backup_pipelines.errors import CommandFailedError
 from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.repository.base import BackupRecord, BackupStore
 
 Feed = Callable[[IO[bytes]], None]
 
@@ -96,6 +97,42 @@ class Engine(Protocol):
         tool. Compare the restored copy with `record.source_stats` and the dataset's validation queries, then
         remove the scratch target whatever happens. Return the report with every comparison; the caller
         (`operations.restore_test_backup`) fails the restore test when any of them failed."""
+        ...
+
+
+StoreT = TypeVar("StoreT", bound=BackupStore)
+
+
+class StoringEngine(Protocol[StoreT]):
+    """A dataset kind whose own tool or service stores the backup (restic, AWS snapshots) instead of the
+    object pipeline (dump -> zstd -> age -> repository). It works on the stores of type `store_type` only."""
+
+    kind: str
+    format: str
+    store_type: type[StoreT]
+
+    def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
+        """Return the versions of the tools used to back up dataset `name`."""
+        ...
+
+    def backup(
+        self, manifest: Manifest, name: str, partition_key: str, stores: list[StoreT], started_at: datetime | None
+    ) -> tuple[BackupRecord, dict[str, str]]:
+        """Back up dataset `name` into `stores`; return the record and each store's location. Leave nothing
+        that lists as a backup when it fails."""
+        ...
+
+    def verify(self, manifest: Manifest, name: str, store: StoreT, record: BackupRecord) -> dict[str, Any]:
+        """Check the copy of `record` held by `store` (its own record); return what was found. Raise
+        IntegrityError or StorageError when it is not whole."""
+        ...
+
+    def restore_test(self, manifest: Manifest, name: str, store: StoreT, record: BackupRecord) -> RestoreReport:
+        """Restore `record` from `store` into a scratch target, compare, remove the target; return the report."""
+        ...
+
+    def restore_to(self, manifest: Manifest, name: str, store: StoreT, record: BackupRecord, target: str) -> str:
+        """Restore `record` into the new `target` (never overwriting one); return where it is."""
         ...
 
 

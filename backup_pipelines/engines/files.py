@@ -97,6 +97,7 @@ class FilesEngine:
 
     kind = "files"
     format = "restic-snapshot"
+    store_type = ResticRepository
 
     def extension_for(self, manifest: Manifest, name: str) -> str:
         return "restic"
@@ -118,7 +119,7 @@ class FilesEngine:
         name: str,
         partition_key: str,
         repositories: list[ResticRepository],
-        started_at: datetime | None = None,
+        started_at: datetime | None,
     ) -> tuple[BackupRecord, dict[str, str]]:
         """Back up the tree into every restic repository; return the record and each snapshot's location."""
         dataset = self._dataset(manifest, name)
@@ -187,7 +188,9 @@ class FilesEngine:
         )
         return record, locations
 
-    def verify(self, repository: ResticRepository, record: BackupRecord) -> dict[str, Any]:
+    def verify(
+        self, manifest: Manifest, name: str, repository: ResticRepository, record: BackupRecord
+    ) -> dict[str, Any]:
         """Check the repository (structure plus a share of the data) and that the snapshot is there."""
         if repository.find_backup(record.dataset, record.backup_id) is None:
             raise StorageError(f"snapshot of backup {record.backup_id} is missing from {repository.location}")
@@ -229,7 +232,9 @@ class FilesEngine:
             "temporary folder (deleted)", restore_seconds, validation_seconds, restored_total, outcomes, stats
         )
 
-    def restore_to(self, repository: ResticRepository, record: BackupRecord, target: str) -> str:
+    def restore_to(
+        self, manifest: Manifest, name: str, repository: ResticRepository, record: BackupRecord, target: str
+    ) -> str:
         """Restore the snapshot under the new folder `target` (never into an existing one)."""
         path = Path(target).resolve()
         path.mkdir(parents=True, exist_ok=False)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backup_pipelines.manifest import (
+    AwsSnapshotRepositoryConfig,
     LocalRepositoryConfig,
     Manifest,
     ResticRepositoryConfig,
@@ -61,18 +62,30 @@ def _open_restic(manifest: Manifest, name: str, config: Any) -> BackupStore:
     return ResticRepository(name, location, environment, config.read_data_subset)
 
 
+def _open_aws_snapshots(manifest: Manifest, name: str, config: Any) -> BackupStore:
+    from backup_pipelines.repository.aws_snapshots import SnapshotStore
+
+    kinds: set[str] = {
+        str(dataset.kind) for dataset in manifest.datasets.values() if name in getattr(dataset, "repositories", [])
+    }
+    return SnapshotStore(name, config, kinds)
+
+
 _OPENERS: dict[type, Callable[[Manifest, str, Any], BackupStore]] = {
     LocalRepositoryConfig: _open_local,
     S3RepositoryConfig: _open_s3,
     ResticRepositoryConfig: _open_restic,
+    AwsSnapshotRepositoryConfig: _open_aws_snapshots,
 }
 
 
 def open_object_repository(manifest: Manifest, name: str) -> Repository:
-    """`open_repository` for the kinds stored as objects (local, s3). Raise TypeError for a restic one."""
+    """`open_repository` for the kinds stored as objects (local, s3). Raise TypeError for another one."""
     repository = open_repository(manifest, name)
     if not isinstance(repository, Repository):
-        raise TypeError(f"repository {name!r} is a restic repository; this needs a local or s3 one")
+        raise TypeError(
+            f"repository {name!r} is a {manifest.repositories[name].type} repository; this needs local or s3"
+        )
     return repository
 
 

@@ -1,0 +1,421 @@
+"""RDS DB instances and EBS volumes, protected by AWS snapshots through boto3.
+
+Backup: check the source exists, create a manual snapshot tagged with dataset, partition and backup id, wait
+for AWS to report it complete (a snapshot that fails or times out is deleted, so it never lists as a backup).
+Copies to other regions are `SnapshotStore.copy_from`. Verify: the snapshot's status, its size, and its KMS
+encryption (required unless the manifest says otherwise). Restore test: restore the snapshot to a temporary
+DB instance (RDS) or volume (EBS), wait until AWS reports it available, compare engine, size and encryption
+with the snapshot, and delete it whatever happened; a temporary resource that cannot be deleted fails the
+test loudly, naming it, because it costs money. Only AWS's own metadata is compared: reading the restored
+data needs network access to the instance (or an instance to attach the volume to).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import botocore
+
+from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code
+from backup_pipelines.engines.base import CheckOutcome, RestoreReport
+from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
+from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset
+from backup_pipelines.repository.aws_snapshots import (
+    TAG_DATASET,
+    SnapshotStore,
+    backup_tags,
+    record_from,
+    snapshot_identifier,
+    tag_dict,
+    tag_list,
+)
+from backup_pipelines.repository.base import BackupRecord, new_backup_id
+
+TAG_RESTORE_TEST = "bp-restore-test"
+
+
+def scratch_name(name: str) -> str:
+    """Return a new name for a temporary resource: `bp-rt-<dataset>-<random>`, at most 63 characters."""
+    return snapshot_identifier(f"rt-{name}"[:40], secrets.token_hex(4))[:63]
+
+
+class SnapshotEngine:
+    """What RDS and EBS share: the backup and verify flow around one snapshot."""
+
+    kind = ""
+    format = ""
+    service = ""
+    store_type = SnapshotStore
+    complete_status = ""
+    size_field = ""
+
+    def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
+        return {"boto3": boto3.__version__, "botocore": botocore.__version__}
+
+    def backup(
+        self,
+        manifest: Manifest,
+        name: str,
+        partition_key: str,
+        stores: list[SnapshotStore],
+        started_at: datetime | None,
+    ) -> tuple[BackupRecord, dict[str, str]]:
+        """Snapshot the source in the primary store's region and wait for it (see the module docstring)."""
+        store = stores[0]
+        moment = (started_at or datetime.now(UTC)).astimezone(UTC)
+        backup_id = new_backup_id(moment)
+        tags = backup_tags(name, partition_key, backup_id, moment)
+        self.check_source(manifest, name, store)
+        started = time.monotonic()
+        identifier = self.create_snapshot(manifest, name, store, snapshot_identifier(name, backup_id), tags)
+        try:
+            self.wait_complete(store, identifier)
+            snapshot = self.describe_snapshot(store, identifier)
+        except BaseException:
+            store.delete_quietly(self.kind, identifier)
+            raise
+        record = replace(
+            record_from(self.kind, snapshot, tags),
+            duration_seconds=round(time.monotonic() - started, 3),
+            tool_versions=self.tool_versions(manifest, name),
+        )
+        return record, {store.name: store.uri(identifier)}
+
+    def verify(self, manifest: Manifest, name: str, store: SnapshotStore, record: BackupRecord) -> dict[str, Any]:
+        """Check the snapshot is complete, of the recorded size, ours, and encrypted when required."""
+        snapshot = store.describe(record)
+        status = snapshot.get("Status") or snapshot.get("State")
+        where = store.uri(record.object_name)
+        if status != self.complete_status:
+            raise IntegrityError(f"{where} is {status}, not {self.complete_status}")
+        size = int(snapshot.get(self.size_field, 0)) << 30
+        if size != record.bytes_raw:
+            raise IntegrityError(f"{where} holds {size} bytes of storage, {record.bytes_raw} were recorded")
+        encrypted = bool(snapshot.get("Encrypted"))
+        if self.source(manifest, name).require_encryption and not encrypted:
+            raise IntegrityError(f"{where} is not encrypted (the manifest requires KMS encryption)")
+        return {
+            "status": status,
+            "encrypted": encrypted,
+            "kms_key_id": snapshot.get("KmsKeyId") or "",
+            "snapshot": record.object_name,
+            "region": store.region,
+            "size_gib": size >> 30,
+        }
+
+    def source(self, manifest: Manifest, name: str) -> Any:
+        dataset = manifest.dataset(name)
+        assert isinstance(dataset, RdsDataset | EbsDataset), f"{name} is not an AWS snapshot dataset"
+        return dataset.source
+
+    def restore_test(self, manifest: Manifest, name: str, store: SnapshotStore, record: BackupRecord) -> RestoreReport:
+        """Restore to a temporary resource, compare it with the snapshot, delete it (see the module docstring)."""
+        snapshot = store.describe(record)
+        target = scratch_name(name)
+        started = time.monotonic()
+        resource = None
+        try:
+            resource = self.start_restore(manifest, name, store, record, target, {TAG_RESTORE_TEST: record.backup_id})
+            self.wait_restored(store, resource)
+            restore_seconds = time.monotonic() - started
+            started = time.monotonic()
+            restored = self.describe_restored(store, resource)
+            outcomes = self.compare(snapshot, restored)
+            validation_seconds = time.monotonic() - started
+        finally:
+            if resource is not None:
+                self.delete_restored(store, resource)
+        kept = ("Engine", "EngineVersion", "AllocatedStorage", "Size", "Encrypted", "StorageEncrypted")
+        stats = {key: restored[key] for key in kept if key in restored}
+        return RestoreReport(
+            f"temporary {self.restored_noun} {target} (deleted)",
+            restore_seconds,
+            validation_seconds,
+            record.bytes_raw,
+            outcomes,
+            stats,
+        )
+
+    def restore_to(self, manifest: Manifest, name: str, store: SnapshotStore, record: BackupRecord, target: str) -> str:
+        """Restore into a new resource called `target` and leave it running; return where it is."""
+        resource = self.start_restore(manifest, name, store, record, target, {"Name": target})
+        self.wait_restored(store, resource)
+        return f"{self.kind}://{store.region}/{resource}"
+
+    # The kind-specific parts.
+    restored_noun = ""
+
+    def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
+        raise NotImplementedError
+
+    def create_snapshot(
+        self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
+    ) -> str:
+        raise NotImplementedError
+
+    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
+        raise NotImplementedError
+
+    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def start_restore(
+        self,
+        manifest: Manifest,
+        name: str,
+        store: SnapshotStore,
+        record: BackupRecord,
+        target: str,
+        tags: dict[str, str],
+    ) -> str:
+        """Ask AWS to restore `record` into the new resource `target`; return the resource's id."""
+        raise NotImplementedError
+
+    def wait_restored(self, store: SnapshotStore, resource: str) -> None:
+        raise NotImplementedError
+
+    def describe_restored(self, store: SnapshotStore, resource: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def compare(self, snapshot: dict[str, Any], restored: dict[str, Any]) -> list[CheckOutcome]:
+        raise NotImplementedError
+
+    def delete_restored(self, store: SnapshotStore, resource: str) -> None:
+        raise NotImplementedError
+
+
+def _outcome(name: str, expected: Any, actual: Any) -> CheckOutcome:
+    return CheckOutcome(name, expected, actual, expected == actual)
+
+
+class RdsEngine(SnapshotEngine):
+    """RDS DB instances: manual DB snapshots; restore tests restore a temporary instance."""
+
+    kind = "rds"
+    format = "rds-snapshot"
+    service = "rds"
+    complete_status = "available"
+    size_field = "AllocatedStorage"
+    restored_noun = "DB instance"
+
+    def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
+        instance = self.source(manifest, name).db_instance_identifier
+        try:
+            found = store.client("rds").describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"]
+        except AWS_ERRORS as error:
+            raise SourceUnavailableError(
+                f"dataset {name}: RDS instance {instance} in {store.region}: {describe_error(error)}"
+            ) from error
+        status = found[0].get("DBInstanceStatus") if found else "missing"
+        if status not in ("available", "backing-up", "storage-optimization", "modifying"):
+            raise SourceUnavailableError(f"dataset {name}: RDS instance {instance} is {status}; it cannot be snapshot")
+
+    def create_snapshot(
+        self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
+    ) -> str:
+        instance = self.source(manifest, name).db_instance_identifier
+        try:
+            store.client("rds").create_db_snapshot(
+                DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance, Tags=tag_list(tags)
+            )
+        except AWS_ERRORS as error:
+            raise StorageError(f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}") from error
+        return identifier
+
+    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
+        store.wait("rds", "db_snapshot_available", f"DB snapshot {identifier}", DBSnapshotIdentifier=identifier)
+
+    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
+        try:
+            return dict(store.client("rds").describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"][0])
+        except AWS_ERRORS as error:
+            raise StorageError(f"DB snapshot {identifier} in {store.region}: {describe_error(error)}") from error
+
+    def start_restore(
+        self,
+        manifest: Manifest,
+        name: str,
+        store: SnapshotStore,
+        record: BackupRecord,
+        target: str,
+        tags: dict[str, str],
+    ) -> str:
+        source = self.source(manifest, name)
+        arguments: dict[str, Any] = {
+            "DBInstanceIdentifier": target,
+            "DBSnapshotIdentifier": record.object_name,
+            "DBInstanceClass": source.restore_instance_class,
+            "PubliclyAccessible": False,
+            "MultiAZ": False,
+            "DeletionProtection": False,
+            "Tags": tag_list({TAG_DATASET: name, **tags}),
+        }
+        if source.restore_subnet_group:
+            arguments["DBSubnetGroupName"] = source.restore_subnet_group
+        if source.restore_security_group_ids:
+            arguments["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+        try:
+            store.client("rds").restore_db_instance_from_db_snapshot(**arguments)
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"restoring {record.object_name} to instance {target} in {store.region}: {describe_error(error)}"
+            ) from error
+        return target
+
+    def wait_restored(self, store: SnapshotStore, resource: str) -> None:
+        store.wait("rds", "db_instance_available", f"restored DB instance {resource}", DBInstanceIdentifier=resource)
+
+    def describe_restored(self, store: SnapshotStore, resource: str) -> dict[str, Any]:
+        found = store.client("rds").describe_db_instances(DBInstanceIdentifier=resource)["DBInstances"]
+        return dict(found[0])
+
+    def compare(self, snapshot: dict[str, Any], restored: dict[str, Any]) -> list[CheckOutcome]:
+        size = restored.get("AllocatedStorage", 0)
+        endpoint = restored.get("Endpoint") or {}
+        return [
+            _outcome("instance status", "available", restored.get("DBInstanceStatus")),
+            _outcome("engine", snapshot.get("Engine"), restored.get("Engine")),
+            _outcome("engine version", snapshot.get("EngineVersion"), restored.get("EngineVersion")),
+            CheckOutcome(
+                "allocated storage (GiB)",
+                f">= {snapshot.get('AllocatedStorage')}",
+                size,
+                size >= snapshot.get("AllocatedStorage", 0),
+            ),
+            _outcome("encrypted", bool(snapshot.get("Encrypted")), bool(restored.get("StorageEncrypted"))),
+            CheckOutcome("endpoint", "an address", endpoint.get("Address"), bool(endpoint.get("Address"))),
+        ]
+
+    def delete_restored(self, store: SnapshotStore, resource: str) -> None:
+        try:
+            store.client("rds").delete_db_instance(
+                DBInstanceIdentifier=resource, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
+            )
+        except AWS_ERRORS as error:
+            if error_code(error) in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+                return  # the restore never created it
+            raise StorageError(
+                f"the temporary DB instance {resource} in {store.region} could not be deleted "
+                f"({describe_error(error)}): delete it by hand, it costs money"
+            ) from error
+        store.wait(
+            "rds", "db_instance_deleted", f"deleting temporary DB instance {resource}", DBInstanceIdentifier=resource
+        )
+
+
+class EbsEngine(SnapshotEngine):
+    """EBS volumes: volume snapshots; restore tests create a temporary volume from the snapshot."""
+
+    kind = "ebs"
+    format = "ebs-snapshot"
+    service = "ec2"
+    complete_status = "completed"
+    size_field = "VolumeSize"
+    restored_noun = "volume"
+
+    def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
+        self._volume(manifest, name, store)
+
+    def _volume(self, manifest: Manifest, name: str, store: SnapshotStore) -> dict[str, Any]:
+        volume = self.source(manifest, name).volume_id
+        try:
+            return dict(store.client("ec2").describe_volumes(VolumeIds=[volume])["Volumes"][0])
+        except AWS_ERRORS as error:
+            raise SourceUnavailableError(
+                f"dataset {name}: EBS volume {volume} in {store.region}: {describe_error(error)}"
+            ) from error
+
+    def create_snapshot(
+        self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
+    ) -> str:
+        volume = self.source(manifest, name).volume_id
+        try:
+            answer = store.client("ec2").create_snapshot(
+                VolumeId=volume,
+                Description=f"backup-pipelines {name} {tags.get('bp-partition', '')}",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+            )
+        except AWS_ERRORS as error:
+            raise StorageError(f"CreateSnapshot of {volume} in {store.region}: {describe_error(error)}") from error
+        return str(answer["SnapshotId"])
+
+    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
+        store.wait("ec2", "snapshot_completed", f"EBS snapshot {identifier}", SnapshotIds=[identifier])
+
+    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
+        try:
+            return dict(store.client("ec2").describe_snapshots(SnapshotIds=[identifier])["Snapshots"][0])
+        except AWS_ERRORS as error:
+            raise StorageError(f"EBS snapshot {identifier} in {store.region}: {describe_error(error)}") from error
+
+    def _zone(self, manifest: Manifest, name: str, store: SnapshotStore) -> str:
+        source = self.source(manifest, name)
+        if source.restore_availability_zone:
+            return str(source.restore_availability_zone)
+        try:
+            return str(self._volume(manifest, name, store)["AvailabilityZone"])
+        except SourceUnavailableError:  # the volume is gone (a disaster): any zone of the region will do
+            zones = store.client("ec2").describe_availability_zones(
+                Filters=[{"Name": "state", "Values": ["available"]}]
+            )["AvailabilityZones"]
+            return str(zones[0]["ZoneName"])
+
+    def start_restore(
+        self,
+        manifest: Manifest,
+        name: str,
+        store: SnapshotStore,
+        record: BackupRecord,
+        target: str,
+        tags: dict[str, str],
+    ) -> str:
+        source = self.source(manifest, name)
+        try:
+            answer = store.client("ec2").create_volume(
+                SnapshotId=record.object_name,
+                AvailabilityZone=self._zone(manifest, name, store),
+                VolumeType=source.restore_volume_type,
+                TagSpecifications=[
+                    {"ResourceType": "volume", "Tags": tag_list({"Name": target, TAG_DATASET: name, **tags})}
+                ],
+            )
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"creating a volume from {record.object_name} in {store.region}: {describe_error(error)}"
+            ) from error
+        return str(answer["VolumeId"])
+
+    def wait_restored(self, store: SnapshotStore, resource: str) -> None:
+        store.wait("ec2", "volume_available", f"restored volume {resource}", VolumeIds=[resource])
+
+    def describe_restored(self, store: SnapshotStore, resource: str) -> dict[str, Any]:
+        return dict(store.client("ec2").describe_volumes(VolumeIds=[resource])["Volumes"][0])
+
+    def compare(self, snapshot: dict[str, Any], restored: dict[str, Any]) -> list[CheckOutcome]:
+        tags = tag_dict(restored.get("Tags"))
+        return [
+            _outcome("volume state", "available", restored.get("State")),
+            _outcome("size (GiB)", snapshot.get("VolumeSize"), restored.get("Size")),
+            _outcome("encrypted", bool(snapshot.get("Encrypted")), bool(restored.get("Encrypted"))),
+            _outcome("from snapshot", snapshot.get("SnapshotId"), restored.get("SnapshotId")),
+            CheckOutcome("tagged", TAG_DATASET, sorted(tags), TAG_DATASET in tags),
+        ]
+
+    def delete_restored(self, store: SnapshotStore, resource: str) -> None:
+        if not resource:
+            return
+        try:
+            store.client("ec2").delete_volume(VolumeId=resource)
+        except AWS_ERRORS as error:
+            if error_code(error) == "InvalidVolume.NotFound":
+                return
+            raise StorageError(
+                f"the temporary volume {resource} in {store.region} could not be deleted ({describe_error(error)}): "
+                "delete it by hand, it costs money"
+            ) from error
+        store.wait("ec2", "volume_deleted", f"deleting temporary volume {resource}", VolumeIds=[resource])

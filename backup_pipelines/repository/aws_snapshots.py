@@ -1,0 +1,300 @@
+"""AWS snapshots as a backup store: RDS DB snapshots and EBS snapshots in one region, found by our tags.
+
+Every snapshot backup-pipelines takes or copies carries the tags bp-dataset, bp-partition, bp-id and
+bp-created; listing finds ours by them (paginated) and counts only snapshots AWS reports complete (RDS
+`available`, EBS `completed`): one still being created, failed, or being deleted is not a backup. Deleting is
+one AWS call (atomic for us), then a wait until it is gone. Copies into this region are made by AWS
+(CopyDBSnapshot / CopySnapshot naming the source region and this region's KMS key), tagged like the
+original, and waited for; a copy that fails is deleted so it never looks like a backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code, make_client, wait
+from backup_pipelines.errors import StorageError
+from backup_pipelines.manifest import AwsSnapshotRepositoryConfig
+from backup_pipelines.repository.base import BackupRecord, BackupStore
+
+TAG_DATASET = "bp-dataset"
+TAG_PARTITION = "bp-partition"
+TAG_ID = "bp-id"
+TAG_CREATED = "bp-created"
+TAG_TESTED = "bp-restore-tested"
+TAG_COPY_OF = "bp-copy-of"
+GIB = 1 << 30
+RDS_GONE = ("DBSnapshotNotFound", "DBSnapshotNotFoundFault")
+EBS_GONE = ("InvalidSnapshot.NotFound",)
+
+
+def snapshot_identifier(dataset: str, backup_id: str) -> str:
+    """Return the RDS snapshot identifier of a backup: letters, digits and single hyphens, starting with a
+    letter (`bp-orders-db-20261127t095617z-1a2b3c`)."""
+    text = re.sub(r"[^a-z0-9]+", "-", f"bp-{dataset}-{backup_id}".lower())
+    return re.sub(r"-+", "-", text).strip("-")[:255]
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """Return `tags` in AWS's [{"Key": ..., "Value": ...}] form."""
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    """Return AWS's tag list as a dict."""
+    return {tag["Key"]: tag["Value"] for tag in tags or []}
+
+
+def backup_tags(dataset: str, partition_key: str, backup_id: str, created: datetime) -> dict[str, str]:
+    """The tags that make a snapshot one of our backups."""
+    return {
+        TAG_DATASET: dataset,
+        TAG_PARTITION: partition_key,
+        TAG_ID: backup_id,
+        TAG_CREATED: created.astimezone(UTC).isoformat(),
+        "Name": snapshot_identifier(dataset, backup_id),
+    }
+
+
+class SnapshotStore(BackupStore):
+    """The RDS and EBS snapshots of one region (see the module docstring). `kinds` says which of the two
+    families the datasets using this repository need, so listing asks only those APIs."""
+
+    def __init__(self, name: str, config: AwsSnapshotRepositoryConfig, kinds: set[str]) -> None:
+        super().__init__(name)
+        self.config = config
+        self.region = config.region
+        self.kinds = kinds
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        """Return this region's boto3 client of `service` ("rds", "ec2"), made once."""
+        if service not in self._clients:
+            self._clients[service] = make_client(service, self.config, f"repositories.{self.name}")
+        return self._clients[service]
+
+    def wait(self, service: str, waiter: str, what: str, **arguments: Any) -> None:
+        """Wait for `waiter` in this region, within the repository's wait_minutes."""
+        wait(self.client(service), waiter, what, self.config.wait_minutes, self.config.poll_seconds, **arguments)
+
+    def uri(self, path: str) -> str:
+        identifier = path.rsplit("/", 1)[-1]
+        return f"{'ebs' if identifier.startswith('snap-') else 'rds'}://{self.region}/{identifier}"
+
+    # -- listing -----------------------------------------------------------------------------------------
+
+    def snapshots(self, dataset: str | None = None) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+        """Return (kind, snapshot, tags) of every complete snapshot of ours (of `dataset` if given)."""
+        found: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        try:
+            if "rds" in self.kinds:
+                pages = self.client("rds").get_paginator("describe_db_snapshots").paginate(SnapshotType="manual")
+                for page in pages:
+                    for snapshot in page["DBSnapshots"]:
+                        tags = self._rds_tags(snapshot)
+                        if _ours(tags, dataset) and snapshot.get("Status") == "available":
+                            found.append(("rds", snapshot, tags))
+            if "ebs" in self.kinds:
+                name_filter = {"Name": f"tag:{TAG_DATASET}", "Values": [dataset]} if dataset else None
+                filters = [name_filter] if name_filter else [{"Name": "tag-key", "Values": [TAG_DATASET]}]
+                pages = (
+                    self.client("ec2").get_paginator("describe_snapshots").paginate(OwnerIds=["self"], Filters=filters)
+                )
+                for page in pages:
+                    for snapshot in page["Snapshots"]:
+                        tags = tag_dict(snapshot.get("Tags"))
+                        if _ours(tags, dataset) and snapshot.get("State") == "completed":
+                            found.append(("ebs", snapshot, tags))
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"cannot list snapshots in {self.region} ({self.name}): {describe_error(error)}"
+            ) from error
+        return found
+
+    def _rds_tags(self, snapshot: dict[str, Any]) -> dict[str, str]:
+        if "TagList" in snapshot:  # returned by DescribeDBSnapshots since 2019
+            return tag_dict(snapshot["TagList"])
+        listed = self.client("rds").list_tags_for_resource(ResourceName=snapshot["DBSnapshotArn"])
+        return tag_dict(listed.get("TagList"))
+
+    def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
+        records = [record_from(kind, snapshot, tags) for kind, snapshot, tags in self.snapshots(dataset)]
+        return sorted(records, key=lambda record: (record.created_at, record.partition_key, record.backup_id))
+
+    def restore_tested(self, dataset: str) -> set[str]:
+        return {tags[TAG_ID] for _, _, tags in self.snapshots(dataset) if TAG_TESTED in tags}
+
+    def describe(self, record: BackupRecord) -> dict[str, Any]:
+        """Return AWS's description of `record`'s snapshot in this region. Raise StorageError if it is gone."""
+        try:
+            if record.kind == "rds":
+                found = self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=record.object_name)
+                return dict(found["DBSnapshots"][0])
+            found = self.client("ec2").describe_snapshots(SnapshotIds=[record.object_name])
+            return dict(found["Snapshots"][0])
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"snapshot {record.object_name} of {record.dataset} in {self.region}: {describe_error(error)}"
+            ) from error
+
+    # -- changes -----------------------------------------------------------------------------------------
+
+    def add_tags(self, record: BackupRecord, tags: dict[str, str]) -> None:
+        """Add `tags` to `record`'s snapshot."""
+        try:
+            if record.kind == "rds":
+                arn = self.describe(record)["DBSnapshotArn"]
+                self.client("rds").add_tags_to_resource(ResourceName=arn, Tags=tag_list(tags))
+            else:
+                self.client("ec2").create_tags(Resources=[record.object_name], Tags=tag_list(tags))
+        except AWS_ERRORS as error:
+            raise StorageError(f"cannot tag {record.object_name} in {self.region}: {describe_error(error)}") from error
+
+    def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
+        self.add_tags(record, {TAG_TESTED: str(details.get("tested_at", datetime.now(UTC).isoformat()))})
+
+    def delete_backup(self, record: BackupRecord) -> None:
+        """Delete the snapshot and wait until AWS no longer lists it (already gone is fine)."""
+        try:
+            if record.kind == "rds":
+                self.client("rds").delete_db_snapshot(DBSnapshotIdentifier=record.object_name)
+                self.wait(
+                    "rds",
+                    "db_snapshot_deleted",
+                    f"deleting {record.object_name}",
+                    DBSnapshotIdentifier=record.object_name,
+                )
+            else:
+                self.client("ec2").delete_snapshot(SnapshotId=record.object_name)
+        except AWS_ERRORS as error:
+            if error_code(error) in (*RDS_GONE, *EBS_GONE):
+                return
+            raise StorageError(
+                f"cannot delete {record.object_name} in {self.region}: {describe_error(error)}"
+            ) from error
+
+    def delete_quietly(self, kind: str, identifier: str) -> None:
+        """Remove a snapshot that never became a backup (failed or timed out); errors are ignored."""
+        with contextlib.suppress(*AWS_ERRORS):
+            if kind == "rds":
+                self.client("rds").delete_db_snapshot(DBSnapshotIdentifier=identifier)
+            else:
+                self.client("ec2").delete_snapshot(SnapshotId=identifier)
+
+    def copy_from(self, source: SnapshotStore, record: BackupRecord) -> str:
+        """Copy `record`'s snapshot from `source`'s region into this one (AWS copies it; encrypted with this
+        repository's kms_key_id), wait until it is complete, check it, and return its location. A backup
+        already here is not copied again."""
+        existing = self.find_backup(record.dataset, record.backup_id)
+        if existing is not None:
+            return self.uri(existing.object_name)
+        original = source.find_backup(record.dataset, record.backup_id)
+        if original is None:
+            raise StorageError(f"backup {record.backup_id} of {record.dataset} is not in {source.name}")
+        snapshot = source.describe(original)
+        encrypted = bool(snapshot.get("Encrypted"))
+        if encrypted and source.region != self.region and not self.config.kms_key_id:
+            raise StorageError(
+                f"repositories.{self.name}.kms_key_id is needed: the snapshot is KMS-encrypted and KMS keys are "
+                f"regional, so a copy into {self.region} needs a key there"
+            )
+        tags = backup_tags(record.dataset, record.partition_key, record.backup_id, record.created)
+        tags[TAG_COPY_OF] = source.uri(original.object_name)
+        identifier = self._start_copy(source, original, snapshot, tags)
+        copied = replace(original, object_name=identifier)
+        try:
+            if original.kind == "rds":
+                self.wait("rds", "db_snapshot_available", f"copy {identifier}", DBSnapshotIdentifier=identifier)
+            else:
+                self.wait("ec2", "snapshot_completed", f"copy {identifier}", SnapshotIds=[identifier])
+            result = self.describe(copied)
+        except BaseException:
+            self.delete_quietly(original.kind, identifier)
+            raise
+        size = "AllocatedStorage" if original.kind == "rds" else "VolumeSize"
+        if result.get(size) != snapshot.get(size) or bool(result.get("Encrypted")) != encrypted:
+            self.delete_quietly(original.kind, identifier)
+            raise StorageError(
+                f"the copy {identifier} in {self.region} differs from the original ({size} {result.get(size)} vs "
+                f"{snapshot.get(size)}, encrypted {result.get('Encrypted')} vs {encrypted}): deleted"
+            )
+        return self.uri(identifier)
+
+    def _start_copy(
+        self, source: SnapshotStore, original: BackupRecord, snapshot: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        cross_region = source.region != self.region
+        key = {"KmsKeyId": self.config.kms_key_id} if self.config.kms_key_id else {}
+        try:
+            if original.kind == "rds":
+                arguments: dict[str, Any] = {
+                    "SourceDBSnapshotIdentifier": snapshot["DBSnapshotArn"],
+                    "TargetDBSnapshotIdentifier": original.object_name,
+                    "Tags": tag_list(tags),
+                    **key,
+                }
+                if cross_region:  # boto3 then signs the PreSignedUrl AWS needs for the source region
+                    arguments["SourceRegion"] = source.region
+                self.client("rds").copy_db_snapshot(**arguments)
+                return original.object_name
+            answer = self.client("ec2").copy_snapshot(
+                SourceRegion=source.region,
+                SourceSnapshotId=original.object_name,
+                Description=f"backup-pipelines {original.dataset} {original.partition_key} (copy)",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                **({"Encrypted": True, **key} if key or snapshot.get("Encrypted") else {}),
+            )
+            return str(answer["SnapshotId"])
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"copying {original.object_name} from {source.region} into {self.region}: {describe_error(error)}"
+            ) from error
+
+
+def _ours(tags: dict[str, str], dataset: str | None) -> bool:
+    return TAG_ID in tags and TAG_DATASET in tags and (dataset is None or tags[TAG_DATASET] == dataset)
+
+
+def record_from(kind: str, snapshot: dict[str, Any], tags: dict[str, str]) -> BackupRecord:
+    """Return the BackupRecord of one of our snapshots, from AWS's description and its tags."""
+    if kind == "rds":
+        identifier = str(snapshot["DBSnapshotIdentifier"])
+        size = int(snapshot.get("AllocatedStorage", 0)) * GIB
+        taken = snapshot.get("SnapshotCreateTime")
+        stats = {
+            "db_instance_identifier": snapshot.get("DBInstanceIdentifier", ""),
+            "engine": snapshot.get("Engine", ""),
+            "engine_version": snapshot.get("EngineVersion", ""),
+            "allocated_storage_gib": int(snapshot.get("AllocatedStorage", 0)),
+            "kms_key_id": snapshot.get("KmsKeyId", ""),
+            "arn": snapshot.get("DBSnapshotArn", ""),
+        }
+    else:
+        identifier = str(snapshot["SnapshotId"])
+        size = int(snapshot.get("VolumeSize", 0)) * GIB
+        taken = snapshot.get("StartTime")
+        stats = {
+            "volume_id": snapshot.get("VolumeId", ""),
+            "volume_size_gib": int(snapshot.get("VolumeSize", 0)),
+            "kms_key_id": snapshot.get("KmsKeyId", ""),
+        }
+    created = tags.get(TAG_CREATED) or (taken.astimezone(UTC).isoformat() if isinstance(taken, datetime) else "")
+    return BackupRecord(
+        dataset=tags[TAG_DATASET],
+        partition_key=tags.get(TAG_PARTITION, ""),
+        backup_id=tags[TAG_ID],
+        kind=kind,
+        format=f"{kind}-snapshot",
+        object_name=identifier,
+        created_at=created,
+        bytes_raw=size,
+        bytes_stored=size,
+        sha256="",
+        compression="",
+        encrypted=bool(snapshot.get("Encrypted")),
+        source_stats=stats,
+    )

@@ -1,0 +1,233 @@
+"""RDS and EBS datasets through boto3: snapshot, tag, copy to another region, verify, restore-test, retention.
+
+AWS is mocked: there is no AWS here, so moto's standalone server (the session's `s3_endpoint`, which serves
+every moto service on 127.0.0.1) plays RDS, EC2 and KMS in two regions. The code under test makes the calls
+real AWS needs (waiters, paginators, tags, regional KMS keys, SourceRegion for cross-region copies); moto
+completes snapshots and restores at once, so the waiters succeed on their first poll.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from backup_pipelines.compliance import judge
+from backup_pipelines.copies import copy_backup
+from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
+from backup_pipelines.prune import prune_dataset
+from backup_pipelines.repository import open_repository
+from backup_pipelines.runbook import restore_commands
+from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
+
+PRIMARY, DR = "eu-west-1", "eu-central-1"
+
+
+def client(endpoint: S3Endpoint, service: str, region: str) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint.url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def kms_key(endpoint: S3Endpoint, region: str) -> str:
+    return str(client(endpoint, "kms", region).create_key(Description="bp test")["KeyMetadata"]["Arn"])
+
+
+def aws_manifest(
+    endpoint: S3Endpoint, tmp_path: Path, datasets: dict[str, Any], dr_key: str | None, **repository: Any
+) -> Manifest:
+    access = {
+        "endpoint_url": endpoint.url,
+        "access_key_id_env": S3_KEY_ENV,
+        "secret_access_key_env": S3_SECRET_ENV,
+        "poll_seconds": 1,
+        "wait_minutes": 1,
+    }
+    data = {
+        "partition_start": "2026-11-01",
+        "repositories": {
+            "snapshots": {"type": "aws_snapshots", "region": PRIMARY, **access, **repository},
+            "dr": {"type": "aws_snapshots", "region": DR, "offsite": True, "kms_key_id": dr_key, **access},
+        },
+        "datasets": datasets,
+    }
+    return write_manifest(tmp_path / "aws.yaml", data)
+
+
+def rds_dataset(instance: str, **source: Any) -> dict[str, Any]:
+    return {
+        "kind": "rds",
+        "schedule": "daily",
+        "rpo": "1d",
+        "rto": "2h",
+        "retention": {"keep_last": 1, "min_age": "1s"},
+        "repositories": ["snapshots", "dr"],
+        "compliance": {"media": 1},
+        "source": {"db_instance_identifier": instance, "region": PRIMARY, **source},
+    }
+
+
+def create_instance(endpoint: S3Endpoint, name: str, kms: str | None) -> None:
+    encryption = {"StorageEncrypted": True, "KmsKeyId": kms} if kms else {"StorageEncrypted": False}
+    client(endpoint, "rds", PRIMARY).create_db_instance(
+        DBInstanceIdentifier=name,
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        EngineVersion="16.3",
+        AllocatedStorage=20,
+        MasterUsername="app",
+        MasterUserPassword="not-a-real-password",
+        **encryption,
+    )
+
+
+def db_snapshots(endpoint: S3Endpoint, region: str, dataset: str) -> dict[str, dict[str, str]]:
+    """Every manual DB snapshot of `dataset` in `region`: identifier -> tags."""
+    found = {}
+    for page in client(endpoint, "rds", region).get_paginator("describe_db_snapshots").paginate(SnapshotType="manual"):
+        for snapshot in page["DBSnapshots"]:
+            tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("TagList", [])}
+            if tags.get("bp-dataset") == dataset:
+                found[snapshot["DBSnapshotIdentifier"]] = {**tags, "KmsKeyId": snapshot.get("KmsKeyId", "")}
+    return found
+
+
+def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
+    create_instance(s3_endpoint, "orders-prod", source_key)
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"orders": rds_dataset("orders-prod")}, dr_key)
+    now = datetime.now(UTC)
+
+    older = run_backup(manifest, "orders", "2026-11-25", started_at=now - timedelta(days=2)).record
+    [(identifier, tags)] = db_snapshots(s3_endpoint, PRIMARY, "orders").items()
+    assert identifier == older.object_name and identifier.startswith("bp-orders-")
+    assert tags["bp-partition"] == "2026-11-25" and tags["bp-id"] == older.backup_id
+    assert older.encrypted and older.bytes_raw == 20 << 30 and older.source_stats["kms_key_id"] == source_key
+
+    locations = copy_backup(manifest, "orders", older)
+    assert locations == {"snapshots": f"rds://{PRIMARY}/{identifier}", "dr": f"rds://{DR}/{identifier}"}
+    copied = db_snapshots(s3_endpoint, DR, "orders")
+    assert copied[identifier]["KmsKeyId"] == dr_key  # re-encrypted with the destination region's key
+    assert copied[identifier]["bp-id"] == older.backup_id and copied[identifier]["bp-copy-of"].startswith("rds://")
+    assert copy_backup(manifest, "orders", older) == locations  # a rerun copies nothing again
+    assert len(db_snapshots(s3_endpoint, DR, "orders")) == 1
+
+    checks = verify_backup(manifest, "orders", older)
+    assert [(c.repository, c.archive["status"], c.archive["encrypted"]) for c in checks] == [
+        ("snapshots", "available", True),
+        ("dr", "available", True),
+    ]
+    assert checks[1].archive["kms_key_id"] == dr_key
+
+    report = restore_test_backup(manifest, "orders", older)
+    assert not report.failures and {o.name for o in report.outcomes} >= {"engine", "encrypted", "instance status"}
+    instances = client(s3_endpoint, "rds", PRIMARY).describe_db_instances()["DBInstances"]
+    assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
+    for repository in ("snapshots", "dr"):
+        assert open_repository(manifest, repository).restore_tested("orders") == {older.backup_id}
+
+    newer = run_backup(manifest, "orders", "2026-11-26", started_at=now - timedelta(days=1)).record
+    copy_backup(manifest, "orders", newer)
+    restore_test_backup(manifest, "orders", newer)  # else the safety rule keeps the newest restore-tested one
+    assert judge(manifest, "orders", list(locations)).passed  # source + 2 snapshots, 1 off-site, media 1 asked
+    report = prune_dataset(manifest, "orders")
+    assert [record.backup_id for record in report.expired] == [older.backup_id]
+    assert report.deleted == {"snapshots": [older.backup_id], "dr": [older.backup_id]}
+    for region in (PRIMARY, DR):
+        assert list(db_snapshots(s3_endpoint, region, "orders")) == [newer.object_name]
+    assert find_backup(manifest, "orders").backup_id == newer.backup_id
+
+    commands = restore_commands(open_repository(manifest, "dr"), newer, "orders_restored")
+    assert f"--region {DR}" in commands[1] and f"--db-snapshot-identifier {newer.object_name}" in commands[1]
+
+
+def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    create_instance(s3_endpoint, "plain-db", None)  # not encrypted
+    datasets = {
+        "ghost": rds_dataset("no-such-instance"),
+        "plain": rds_dataset("plain-db"),
+        "plain_ok": rds_dataset("plain-db", require_encryption=False),
+    }
+    manifest = aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=None)
+
+    with pytest.raises(SourceUnavailableError, match="no-such-instance"):
+        run_backup(manifest, "ghost", "2026-11-25")
+    assert db_snapshots(s3_endpoint, PRIMARY, "ghost") == {}
+
+    plain = run_backup(manifest, "plain", "2026-11-25").record
+    assert not plain.encrypted
+    with pytest.raises(IntegrityError, match="not encrypted"):
+        verify_backup(manifest, "plain", plain)
+    ok = run_backup(manifest, "plain_ok", "2026-11-25").record
+    copy_backup(manifest, "plain_ok", ok)  # unencrypted: no key needed in the other region
+    assert [c.archive["encrypted"] for c in verify_backup(manifest, "plain_ok", ok)] == [False, False]
+
+    key = kms_key(s3_endpoint, PRIMARY)
+    create_instance(s3_endpoint, "secret-db", key)
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"secret": rds_dataset("secret-db")}, dr_key=None)
+    record = run_backup(manifest, "secret", "2026-11-25").record
+    with pytest.raises(StorageError, match=r"repositories\.dr\.kms_key_id is needed"):
+        copy_backup(manifest, "secret", record)
+    assert db_snapshots(s3_endpoint, DR, "secret") == {}
+    with pytest.raises(StorageError, match="missing from dr"):
+        verify_backup(manifest, "secret", record)
+
+
+def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None:
+    source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
+    ec2 = client(s3_endpoint, "ec2", PRIMARY)
+    volume = ec2.create_volume(AvailabilityZone=f"{PRIMARY}b", Size=8, Encrypted=True, KmsKeyId=source_key)["VolumeId"]
+    dataset = {**rds_dataset(""), "kind": "ebs", "source": {"volume_id": volume, "region": PRIMARY}}
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"data_volume": dataset}, dr_key)
+    now = datetime.now(UTC)
+
+    older = run_backup(manifest, "data_volume", "2026-11-25", started_at=now - timedelta(days=2)).record
+    assert older.object_name.startswith("snap-") and older.bytes_raw == 8 << 30
+    snapshot = ec2.describe_snapshots(SnapshotIds=[older.object_name])["Snapshots"][0]
+    tags = {tag["Key"]: tag["Value"] for tag in snapshot["Tags"]}
+    assert tags["bp-dataset"] == "data_volume" and tags["bp-partition"] == "2026-11-25"
+
+    locations = copy_backup(manifest, "data_volume", older)
+    dr_snapshot = locations["dr"].rsplit("/", 1)[-1]
+    assert dr_snapshot != older.object_name  # EBS gives the copy its own id; the bp-id tag is the identity
+    described = client(s3_endpoint, "ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])["Snapshots"][0]
+    assert described["Encrypted"] and described["KmsKeyId"] == dr_key
+
+    checks = verify_backup(manifest, "data_volume", older)
+    assert [c.uri for c in checks] == list(locations.values())
+    report = restore_test_backup(manifest, "data_volume", older)
+    assert not report.failures and "volume" in report.target
+    left = ec2.describe_volumes(Filters=[{"Name": "tag:bp-restore-test", "Values": [older.backup_id]}])["Volumes"]
+    assert left == []  # the temporary volume is deleted
+    assert open_repository(manifest, "snapshots").restore_tested("data_volume") == {older.backup_id}
+
+    newer = run_backup(manifest, "data_volume", "2026-11-26", started_at=now - timedelta(days=1)).record
+    copy_backup(manifest, "data_volume", newer)
+    restore_test_backup(manifest, "data_volume", newer)
+    report = prune_dataset(manifest, "data_volume")
+    assert [record.backup_id for record in report.expired] == [older.backup_id]
+    with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
+        ec2.describe_snapshots(SnapshotIds=[older.object_name])
+    with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
+        client(s3_endpoint, "ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])
+    assert [r.backup_id for r in open_repository(manifest, "dr").list_backups("data_volume")] == [newer.backup_id]
+
+    ec2.delete_volume(VolumeId=volume)
+    with pytest.raises(SourceUnavailableError, match=volume):
+        run_backup(manifest, "data_volume", "2026-11-27")
+    assert os.environ[S3_KEY_ENV]  # credentials came from the variables the manifest names
