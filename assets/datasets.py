@@ -20,6 +20,18 @@ from backup_pipelines.repository import BackupRecord
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
 RTO_CHECK = "restore_within_rto"
+VERIFY_DESCRIPTIONS = {
+    "objects": "Every copy of the {name} backup read back, decrypted, checksummed and listed.",
+    "files": "Every restic repository holding the {name} snapshot checked (structure and a share of the data).",
+    "rds": "Every copy of the {name} DB snapshot: status, size and KMS encryption.",
+    "ebs": "Every copy of the {name} volume snapshot: status, size and KMS encryption.",
+}
+RESTORE_DESCRIPTIONS = {
+    "objects": "A real restore of the {name} backup into a scratch database, validated and dropped.",
+    "files": "A real restore of the {name} snapshot into a temporary folder, compared file by file, removed.",
+    "rds": "The {name} snapshot restored to a temporary DB instance, compared with the snapshot, deleted.",
+    "ebs": "The {name} snapshot restored to a temporary volume, compared with the snapshot, deleted.",
+}
 COMPLIANCE_CHECK = "three_two_one"
 
 
@@ -211,7 +223,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     @dg.asset(
         key=keys.verify,
         deps=[keys.copy if has_copies else keys.backup],
-        description=f"Every copy of the {name} backup read back, decrypted, checksummed and listed.",
+        description=VERIFY_DESCRIPTIONS.get(dataset.kind, VERIFY_DESCRIPTIONS["objects"]).format(name=name),
         kinds={dataset.kind},
         **common,
     )
@@ -226,7 +238,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     @dg.asset(
         key=keys.restore_test,
         deps=[keys.verify],
-        description=f"A real restore of the {name} backup into a scratch database, validated and dropped.",
+        description=RESTORE_DESCRIPTIONS.get(dataset.kind, RESTORE_DESCRIPTIONS["objects"]).format(name=name),
         kinds={dataset.kind},
         pool=f"db-{restore_server}" if restore_server else None,
         check_specs=[

@@ -32,9 +32,10 @@ from backup_pipelines.runbook import measured_from_repositories, render_runbook,
 
 def _validate(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
-    active = manifest.active_datasets()
+    active, buckets = manifest.active_datasets(), manifest.watched_buckets()
+    watched = f", {len(buckets)} bucket{'s' if len(buckets) != 1 else ''} checked" if buckets else ""
     print(
-        f"{manifest.path}: valid: {len(manifest.datasets)} datasets ({len(active)} enabled), "
+        f"{manifest.path}: valid: {len(manifest.datasets)} datasets ({len(active)} backed up{watched}), "
         f"{len(manifest.repositories)} repositories, {len(manifest.servers)} servers"
     )
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.buckets import build_bucket_checks
 from assets.datasets import build_dataset_assets
 from assets.jobs import build_jobs
 from assets.monitoring import build_failure_sensor, build_rpo_check, build_rpo_sensor
@@ -28,8 +29,10 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     assets = [asset for name in manifest.active_datasets() for asset in build_dataset_assets(manifest, name)]
     assets += [build_retention_asset(manifest, name) for name in manifest.active_datasets()]
     jobs, schedules = build_jobs(manifest)
+    bucket_specs, checks, bucket_jobs, bucket_schedules = build_bucket_checks(manifest)
+    jobs += bucket_jobs
+    schedules += bucket_schedules
     sensors = [build_failure_sensor(manifest, list(jobs))]
-    checks = []
     if manifest.active_datasets():
         rpo_check = build_rpo_check(manifest)
         checks.append(rpo_check)
@@ -52,7 +55,7 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
         schedules.append(retention_schedule)
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
-        assets=[*assets, backup_status, dr_runbook],
+        assets=[*assets, *bucket_specs, backup_status, dr_runbook],
         asset_checks=checks,
         jobs=[*jobs, reports_job],
         schedules=[*schedules, reports_schedule],

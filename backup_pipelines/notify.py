@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 LOG = logging.getLogger("backup_pipelines.alerts")
 
-AlertKind = Literal["stale", "reminder", "recovered", "failure", "anomaly"]
+AlertKind = Literal["stale", "reminder", "recovered", "failure", "anomaly", "finding"]
 
 
 @dataclass(frozen=True)

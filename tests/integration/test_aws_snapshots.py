@@ -1,4 +1,5 @@
-"""RDS and EBS datasets through boto3: snapshot, tag, copy to another region, verify, restore-test, retention.
+"""RDS and EBS datasets through boto3 (snapshot, tag, copy to another region, verify, restore-test, retention)
+and `s3` bucket checks (versioning, replication, Object Lock), in the core and in Dagster.
 
 AWS is mocked: there is no AWS here, so moto's standalone server (the session's `s3_endpoint`, which serves
 every moto service on 127.0.0.1) plays RDS, EC2 and KMS in two regions. The code under test makes the calls
@@ -14,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import pytest
 from botocore.exceptions import ClientError
 
+from backup_pipelines.buckets import check_bucket
+from backup_pipelines.cli import main as cli_main
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
+from backup_pipelines.definitions import build_definitions
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
@@ -104,7 +109,7 @@ def db_snapshots(endpoint: S3Endpoint, region: str, dataset: str) -> dict[str, d
 
 
 def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
-    s3_endpoint: S3Endpoint, tmp_path: Path
+    s3_endpoint: S3Endpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
     create_instance(s3_endpoint, "orders-prod", source_key)
@@ -152,6 +157,18 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
 
     commands = restore_commands(open_repository(manifest, "dr"), newer, "orders_restored")
     assert f"--region {DR}" in commands[1] and f"--db-snapshot-identifier {newer.object_name}" in commands[1]
+
+    manifest_file = str(tmp_path / "aws.yaml")
+    assert cli_main(["--manifest", manifest_file, "list", "orders"]) == 0
+    listed = capsys.readouterr().out
+    assert f"rds://{PRIMARY}/{newer.object_name}" in listed and f"rds://{DR}/{newer.object_name}" in listed
+    assert cli_main(["--manifest", manifest_file, "restore", "orders", "--database", "orders-restored"]) == 0
+    assert f"to rds://{PRIMARY}/orders-restored" in capsys.readouterr().out
+    rds = client(s3_endpoint, "rds", PRIMARY)
+    [restored] = rds.describe_db_instances(DBInstanceIdentifier="orders-restored")["DBInstances"]
+    assert restored["DBInstanceStatus"] == "available" and restored["StorageEncrypted"]
+    assert cli_main(["--manifest", manifest_file, "restore", "orders", "--database", "orders-restored"]) == 1
+    assert "DBInstanceAlreadyExists" in capsys.readouterr().err  # a restore never overwrites
 
 
 def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
@@ -231,3 +248,88 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     with pytest.raises(SourceUnavailableError, match=volume):
         run_backup(manifest, "data_volume", "2026-11-27")
     assert os.environ[S3_KEY_ENV]  # credentials came from the variables the manifest names
+
+
+def bucket_dataset(endpoint: S3Endpoint, bucket: str, **rules: Any) -> dict[str, Any]:
+    source = {"bucket": bucket, "region": "us-east-1", "endpoint_url": endpoint.url, **rules}
+    return {"kind": "s3", "source": {**source, "access_key_id_env": S3_KEY_ENV, "secret_access_key_env": S3_SECRET_ENV}}
+
+
+def test_bucket_checks_find_missing_versioning_replication_and_object_lock(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    s3 = s3_endpoint.client()
+    s3.create_bucket(Bucket="bp-watched-uploads")
+    s3.create_bucket(Bucket="bp-watched-replica")
+    s3.create_bucket(Bucket="bp-watched-locked", ObjectLockEnabledForBucket=True)
+    datasets = {
+        "uploads": bucket_dataset(s3_endpoint, "bp-watched-uploads", require_replication=True),
+        "locked": bucket_dataset(s3_endpoint, "bp-watched-locked", require_object_lock=True),
+        "gone": bucket_dataset(s3_endpoint, "bp-watched-never-created"),
+    }
+    manifest = aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=None)
+    assert manifest.active_datasets() == {} and list(manifest.watched_buckets()) == ["uploads", "locked", "gone"]
+
+    def verdicts(name: str) -> dict[str, bool]:
+        return {finding.rule: finding.passed for finding in check_bucket(manifest, name)}
+
+    assert verdicts("uploads") == {"versioning_enabled": False, "replication_enabled": False}
+    assert "never enabled" in check_bucket(manifest, "uploads")[0].description
+    s3.put_bucket_versioning(Bucket="bp-watched-uploads", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_versioning(Bucket="bp-watched-replica", VersioningConfiguration={"Status": "Enabled"})
+    assert verdicts("uploads") == {"versioning_enabled": True, "replication_enabled": False}
+    s3.put_bucket_replication(
+        Bucket="bp-watched-uploads",
+        ReplicationConfiguration={
+            "Role": "arn:aws:iam::123456789012:role/replication",
+            "Rules": [
+                {
+                    "ID": "all",
+                    "Priority": 1,
+                    "Status": "Enabled",
+                    "Filter": {},
+                    "DeleteMarkerReplication": {"Status": "Disabled"},
+                    "Destination": {"Bucket": "arn:aws:s3:::bp-watched-replica"},
+                }
+            ],
+        },
+    )
+    [_, replication] = check_bucket(manifest, "uploads")
+    assert replication.passed and replication.details["destinations"] == ["arn:aws:s3:::bp-watched-replica"]
+    assert verdicts("locked") == {"versioning_enabled": True, "object_lock_enabled": True}  # lock turns it on
+    assert verdicts("gone") == {"versioning_enabled": False}
+
+    s3.put_bucket_versioning(Bucket="bp-watched-uploads", VersioningConfiguration={"Status": "Suspended"})
+    assert "suspended" in check_bucket(manifest, "uploads")[0].description
+
+
+def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_path: Path) -> None:
+    """The Dagster side of the AWS datasets, still on moto's server: the protect job snapshots, copies,
+    verifies and restore-tests an RDS instance; the bucket job records a failed versioning check."""
+    create_instance(s3_endpoint, "billing-prod", kms_key(s3_endpoint, PRIMARY))
+    s3_endpoint.client().create_bucket(Bucket="bp-dagster-unversioned")
+    datasets = {
+        "billing": rds_dataset("billing-prod"),
+        "exports": bucket_dataset(s3_endpoint, "bp-dagster-unversioned"),
+    }
+    aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=kms_key(s3_endpoint, DR))
+    defs = build_definitions(tmp_path / "aws.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("protect_daily").execute_in_process(partition_key="2026-11-25", instance=instance)
+    assert result.success
+    [backup] = result.asset_materializations_for_node("backup__billing")
+    assert str(backup.metadata["snapshot_id"].value).startswith("bp-billing-")
+    [copied] = result.asset_materializations_for_node("copy__billing")
+    assert set(copied.metadata["locations"].value) == {"snapshots", "dr"}  # type: ignore[arg-type]
+    [verified] = result.asset_materializations_for_node("verify__billing")
+    assert verified.metadata["copies_verified"].value == 2
+    [restored] = result.asset_materializations_for_node("restore_test__billing")
+    assert restored.metadata["checks_passed"].value == restored.metadata["checks_total"].value == 6
+    checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+    assert checks == {"size_anomaly": True, "three_two_one": True, "restore_within_rto": True}
+
+    result = defs.resolve_job_def("check_buckets_daily").execute_in_process(instance=instance)
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.asset_key == dg.AssetKey(["bucket", "exports"]) and not evaluation.passed
+    assert "overwritten and deleted objects are lost" in str(evaluation.description)

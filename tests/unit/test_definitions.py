@@ -83,3 +83,19 @@ def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
     names = {job.name for job in build_definitions(tmp_path / "m.yaml").jobs or []}
     assert {name.split("_cron_")[0] for name in names if "_cron_" in name} == {"backup", "restore_drill", "protect"}
     assert {"watch", "reports"} <= names and not any(name.endswith("_hourly") for name in names)
+
+
+def test_the_aws_example_loads_with_snapshot_assets_bucket_checks_and_their_jobs() -> None:
+    aws = build_definitions(ROOT / "docs" / "examples" / "aws.yaml")
+    graph = aws.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"backup/orders_rds", "copy/orders_rds", "verify/orders_rds", "restore_test/orders_rds"} <= keys
+    assert {"backup/build_cache_volume", "retention/build_cache_volume", "bucket/uploads_bucket"} <= keys
+    assert graph.get(dg.AssetKey(["copy", "orders_rds"])).parent_keys == {dg.AssetKey(["backup", "orders_rds"])}
+    checks = {
+        check.name for check in graph.asset_check_keys if check.asset_key == dg.AssetKey(["bucket", "uploads_bucket"])
+    }
+    assert checks == {"versioning_enabled", "replication_enabled"}
+    job = aws.resolve_job_def("check_buckets_daily")
+    assert job is not None and aws.resolve_schedule_def("check_buckets_daily_schedule").cron_schedule == "0 6 * * *"
+    assert aws.resolve_job_def("protect_daily") is not None

@@ -191,6 +191,65 @@ def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest
 
 def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
-    assert "valid: 5 datasets (5 enabled)" in capsys.readouterr().out
+    assert "valid: 5 datasets (5 backed up)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
+
+
+def test_the_aws_example_manifest_is_valid() -> None:
+    manifest = load_manifest(ROOT / "docs" / "examples" / "aws.yaml")
+    assert [dataset.kind for dataset in manifest.active_datasets().values()] == ["rds", "ebs"]
+    assert list(manifest.watched_buckets()) == ["uploads_bucket"]
+    assert manifest.recipients_for("orders_rds") == []  # KMS, not age
+
+
+AWS = {
+    "repositories": {
+        "west": {"type": "aws_snapshots", "region": "eu-west-1"},
+        "central": {"type": "aws_snapshots", "region": "eu-central-1", "offsite": True},
+        "local": {"type": "local", "path": "backups"},
+    },
+    "datasets": {
+        "db": {
+            "kind": "rds",
+            "schedule": "daily",
+            "rpo": "1d",
+            "rto": "1h",
+            "retention": {"keep_daily": 7},
+            "repositories": ["west", "central"],
+            "source": {"db_instance_identifier": "db-prod", "region": "eu-west-1"},
+        }
+    },
+}
+
+
+def aws_with(**changes: object) -> dict:
+    data = json.loads(json.dumps(AWS))
+    data["datasets"]["db"].update(changes)
+    return data
+
+
+def test_aws_datasets_need_snapshot_repositories_in_the_source_region_and_no_age() -> None:
+    assert parse_manifest(yaml.safe_dump(AWS)).dataset("db").kind == "rds"
+    [message] = errors_of(aws_with(repositories=["central", "west"]))
+    assert "datasets.db.repositories.0" in message and "is in eu-central-1, the source in eu-west-1" in message
+    [message] = errors_of(aws_with(repositories=["west", "local"]))
+    assert "a rds dataset needs an aws_snapshots repository; 'local' is not one" in message
+    [message] = errors_of(aws_with(encryption={"recipients": [RECIPIENT]}))
+    assert "encrypted with KMS by AWS, not with age" in message
+    [message] = errors_of(aws_with(kind="ebs", source={"volume_id": "disk-1", "region": "eu-west-1"}))
+    assert "datasets.db.source.volume_id" in message
+    data = aws_with()
+    data["datasets"]["files"] = {**data["datasets"]["db"], "kind": "files", "source": {"paths": ["etc"]}}
+    data["datasets"]["files"]["encryption"] = {"enabled": False}
+    assert any("a files dataset needs a restic repository; 'west'" in m for m in errors_of(data))
+
+
+def test_a_bucket_dataset_is_checked_not_backed_up() -> None:
+    data = aws_with()
+    data["datasets"]["uploads"] = {"kind": "s3", "source": {"bucket": "uploads", "region": "eu-west-1"}}
+    manifest = parse_manifest(yaml.safe_dump(data))
+    assert list(manifest.active_datasets()) == ["db"] and manifest.watched_buckets()["uploads"].schedule == "daily"
+    data["datasets"]["uploads"]["rpo"] = "1d"
+    [message] = errors_of(data)
+    assert "datasets.uploads.rpo" in message and "unknown field 'rpo'" in message
