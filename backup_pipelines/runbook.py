@@ -29,6 +29,10 @@ class Measured:
     measured_rto_seconds: float | None = None
 
 
+OBJECT_SETUP = "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=..."
+SNAPSHOT_SETUP = "export AWS_PROFILE=...  # an account allowed to restore snapshots in the region below"
+
+
 def restore_commands(repository: BackupStore, record: BackupRecord, database: str = "restored") -> list[str]:
     """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
     sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
@@ -175,7 +179,7 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             f"taken {record.created_at[:19]} UTC) at `{item.newest_backup_uri}`.",
             "",
             "```bash",
-            "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=...",
+            SNAPSHOT_SETUP if record.kind in SNAPSHOT_KINDS else OBJECT_SETUP,
             *restore_commands(item.repository, record, f"{name}_restored"),
             "```",
             "",

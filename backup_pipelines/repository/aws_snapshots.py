@@ -62,13 +62,22 @@ def backup_tags(dataset: str, partition_key: str, backup_id: str, created: datet
 
 class SnapshotStore(BackupStore):
     """The RDS and EBS snapshots of one region (see the module docstring). `kinds` says which of the two
-    families the datasets using this repository need, so listing asks only those APIs."""
+    families the datasets using this repository need, so listing asks only those APIs; `instances` maps
+    RDS datasets to their DB instance (copies keep the instance identifier), so listing one asks only for its
+    snapshots."""
 
-    def __init__(self, name: str, config: AwsSnapshotRepositoryConfig, kinds: set[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: AwsSnapshotRepositoryConfig,
+        kinds: set[str],
+        instances: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(name)
         self.config = config
         self.region = config.region
         self.kinds = kinds
+        self.instances = instances or {}  # dataset -> RDS instance, so listing one dataset asks AWS for less
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
@@ -92,7 +101,9 @@ class SnapshotStore(BackupStore):
         found: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         try:
             if "rds" in self.kinds:
-                pages = self.client("rds").get_paginator("describe_db_snapshots").paginate(SnapshotType="manual")
+                only = {"DBInstanceIdentifier": self.instances[dataset]} if dataset in self.instances else {}
+                paginator = self.client("rds").get_paginator("describe_db_snapshots")
+                pages = paginator.paginate(SnapshotType="manual", **only)
                 for page in pages:
                     for snapshot in page["DBSnapshots"]:
                         tags = self._rds_tags(snapshot)
@@ -197,7 +208,7 @@ class SnapshotStore(BackupStore):
             raise StorageError(f"backup {record.backup_id} of {record.dataset} is not in {source.name}")
         snapshot = source.describe(original)
         encrypted = bool(snapshot.get("Encrypted"))
-        if encrypted and source.region != self.region and not self.config.kms_key_id:
+        if original.kind == "rds" and encrypted and source.region != self.region and not self.config.kms_key_id:
             raise StorageError(
                 f"repositories.{self.name}.kms_key_id is needed: the snapshot is KMS-encrypted and KMS keys are "
                 f"regional, so a copy into {self.region} needs a key there"

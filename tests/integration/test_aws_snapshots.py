@@ -24,6 +24,7 @@ from backup_pipelines.cli import main as cli_main
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.engines.snapshots import RdsEngine
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
@@ -333,3 +334,30 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.asset_key == dg.AssetKey(["bucket", "exports"]) and not evaluation.passed
     assert "overwritten and deleted objects are lost" in str(evaluation.description)
+
+
+def test_a_snapshot_that_never_completes_is_removed_and_a_failed_restore_test_deletes_its_instance(
+    s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: moto completes every snapshot and restore at once, so the waits that fail on real AWS
+    (a snapshot stuck in `creating`, a restore that times out) are simulated by making our wait raise the
+    error a timed-out waiter gives."""
+    create_instance(s3_endpoint, "stuck-db", kms_key(s3_endpoint, PRIMARY))
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"stuck": rds_dataset("stuck-db")}, dr_key=None)
+
+    def timed_out(self: RdsEngine, store: Any, resource: str) -> None:
+        raise StorageError(f"{resource} did not finish (waiter) within 1 min: Max attempts exceeded")
+
+    monkeypatch.setattr(RdsEngine, "wait_complete", timed_out)
+    with pytest.raises(StorageError, match="did not finish"):
+        run_backup(manifest, "stuck", "2026-11-25")
+    assert db_snapshots(s3_endpoint, PRIMARY, "stuck") == {}  # whatever its status: removed
+    monkeypatch.undo()
+
+    record = run_backup(manifest, "stuck", "2026-11-25").record
+    monkeypatch.setattr(RdsEngine, "wait_restored", timed_out)
+    with pytest.raises(StorageError, match="did not finish"):
+        restore_test_backup(manifest, "stuck", record)
+    instances = client(s3_endpoint, "rds", PRIMARY).describe_db_instances()["DBInstances"]
+    assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
+    assert open_repository(manifest, "snapshots").restore_tested("stuck") == set()
