@@ -756,7 +756,18 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
             continue
         where = f"datasets.{name}"
         names = dataset.get("repositories")
+        regions: dict[Any, str] = {}
         for index, repository in enumerate(names if isinstance(names, list) else []):
+            config = _mapping(repositories.get(repository)) if isinstance(repository, str) else {}
+            if config.get("type") == "aws_snapshots":
+                place = (config.get("region"), config.get("endpoint_url"))
+                if place in regions:
+                    message = (
+                        f"{repository!r} and {regions[place]!r} keep snapshots in the same region ({place[0]}): "
+                        "one place, not two copies"
+                    )
+                    problems.append(Problem(f"{where}.repositories.{index}", message))
+                regions.setdefault(place, repository)
             if isinstance(repository, str) and repository not in repositories:
                 message = f"unknown repository {repository!r} (known: {', '.join(repositories) or 'none'})"
                 problems.append(Problem(f"{where}.repositories.{index}", message))

@@ -235,6 +235,10 @@ def test_aws_datasets_need_snapshot_repositories_in_the_source_region_and_no_age
     assert "datasets.db.repositories.0" in message and "is in eu-central-1, the source in eu-west-1" in message
     [message] = errors_of(aws_with(repositories=["west", "local"]))
     assert "a rds dataset needs an aws_snapshots repository; 'local' is not one" in message
+    data = aws_with(repositories=["west", "west_again"])
+    data["repositories"]["west_again"] = {"type": "aws_snapshots", "region": "eu-west-1", "offsite": True}
+    [message] = errors_of(data)
+    assert "'west_again' and 'west' keep snapshots in the same region (eu-west-1)" in message
     [message] = errors_of(aws_with(encryption={"recipients": [RECIPIENT]}))
     assert "encrypted with KMS by AWS, not with age" in message
     [message] = errors_of(aws_with(kind="ebs", source={"volume_id": "disk-1", "region": "eu-west-1"}))
