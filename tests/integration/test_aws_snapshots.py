@@ -170,6 +170,10 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
     assert restored["DBInstanceStatus"] == "available" and restored["StorageEncrypted"]
     assert cli_main(["--manifest", manifest_file, "restore", "orders", "--database", "orders-restored"]) == 1
     assert "DBInstanceAlreadyExists" in capsys.readouterr().err  # a restore never overwrites
+    assert cli_main(["--manifest", manifest_file, "runbook", "--repositories-only"]) == 0
+    runbook = capsys.readouterr().out
+    assert f"Encrypted to: KMS ({source_key})" in runbook and "export AWS_PROFILE" in runbook
+    assert f"--db-snapshot-identifier {newer.object_name}" in runbook
 
 
 def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
