@@ -60,11 +60,12 @@ def mariadb() -> Iterator[Any]:
 class S3Endpoint:
     url: str
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3", region: str = "us-east-1") -> Any:
+        """A boto3 client of any service moto's server plays (S3, RDS, EC2, KMS, ...)."""
         return boto3.client(
-            "s3",
+            service,  # type: ignore[call-overload]
             endpoint_url=self.url,
-            region_name="us-east-1",
+            region_name=region,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )

@@ -74,8 +74,8 @@ class SnapshotEngine:
         started = time.monotonic()
         identifier = self.create_snapshot(manifest, name, store, snapshot_identifier(name, backup_id), tags)
         try:
-            self.wait_complete(store, identifier)
-            snapshot = self.describe_snapshot(store, identifier)
+            store.wait_snapshot(self.kind, identifier, f"{self.kind} snapshot {identifier} of {name}")
+            snapshot = store.describe_snapshot(self.kind, identifier)
         except BaseException:
             store.delete_quietly(self.kind, identifier)
             raise
@@ -158,12 +158,6 @@ class SnapshotEngine:
     ) -> str:
         raise NotImplementedError
 
-    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
-        raise NotImplementedError
-
-    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
-        raise NotImplementedError
-
     def start_restore(
         self,
         manifest: Manifest,
@@ -226,15 +220,6 @@ class RdsEngine(SnapshotEngine):
         except AWS_ERRORS as error:
             raise StorageError(f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}") from error
         return identifier
-
-    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
-        store.wait("rds", "db_snapshot_available", f"DB snapshot {identifier}", DBSnapshotIdentifier=identifier)
-
-    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
-        try:
-            return dict(store.client("rds").describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"][0])
-        except AWS_ERRORS as error:
-            raise StorageError(f"DB snapshot {identifier} in {store.region}: {describe_error(error)}") from error
 
     def start_restore(
         self,
@@ -343,15 +328,6 @@ class EbsEngine(SnapshotEngine):
         except AWS_ERRORS as error:
             raise StorageError(f"CreateSnapshot of {volume} in {store.region}: {describe_error(error)}") from error
         return str(answer["SnapshotId"])
-
-    def wait_complete(self, store: SnapshotStore, identifier: str) -> None:
-        store.wait("ec2", "snapshot_completed", f"EBS snapshot {identifier}", SnapshotIds=[identifier])
-
-    def describe_snapshot(self, store: SnapshotStore, identifier: str) -> dict[str, Any]:
-        try:
-            return dict(store.client("ec2").describe_snapshots(SnapshotIds=[identifier])["Snapshots"][0])
-        except AWS_ERRORS as error:
-            raise StorageError(f"EBS snapshot {identifier} in {store.region}: {describe_error(error)}") from error
 
     def _zone(self, manifest: Manifest, name: str, store: SnapshotStore) -> str:
         source = self.source(manifest, name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,16 +140,24 @@ class SnapshotStore(BackupStore):
 
     def describe(self, record: BackupRecord) -> dict[str, Any]:
         """Return AWS's description of `record`'s snapshot in this region. Raise StorageError if it is gone."""
+        return self.describe_snapshot(record.kind, record.object_name)
+
+    def describe_snapshot(self, kind: str, identifier: str) -> dict[str, Any]:
+        """Return AWS's description of the `kind` ("rds", "ebs") snapshot `identifier` in this region."""
         try:
-            if record.kind == "rds":
-                found = self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=record.object_name)
-                return dict(found["DBSnapshots"][0])
-            found = self.client("ec2").describe_snapshots(SnapshotIds=[record.object_name])
-            return dict(found["Snapshots"][0])
+            if kind == "rds":
+                return dict(self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"][0])
+            return dict(self.client("ec2").describe_snapshots(SnapshotIds=[identifier])["Snapshots"][0])
         except AWS_ERRORS as error:
-            raise StorageError(
-                f"snapshot {record.object_name} of {record.dataset} in {self.region}: {describe_error(error)}"
-            ) from error
+            raise StorageError(f"{kind} snapshot {identifier} in {self.region}: {describe_error(error)}") from error
+
+    def wait_snapshot(self, kind: str, identifier: str, what: str) -> None:
+        """Wait until AWS reports the `kind` snapshot `identifier` complete. Raise StorageError if it fails or
+        does not finish within the repository's wait_minutes."""
+        if kind == "rds":
+            self.wait("rds", "db_snapshot_available", what, DBSnapshotIdentifier=identifier)
+        else:
+            self.wait("ec2", "snapshot_completed", what, SnapshotIds=[identifier])
 
     # -- changes -----------------------------------------------------------------------------------------
 
@@ -216,13 +223,9 @@ class SnapshotStore(BackupStore):
         tags = backup_tags(record.dataset, record.partition_key, record.backup_id, record.created)
         tags[TAG_COPY_OF] = source.uri(original.object_name)
         identifier = self._start_copy(source, original, snapshot, tags)
-        copied = replace(original, object_name=identifier)
         try:
-            if original.kind == "rds":
-                self.wait("rds", "db_snapshot_available", f"copy {identifier}", DBSnapshotIdentifier=identifier)
-            else:
-                self.wait("ec2", "snapshot_completed", f"copy {identifier}", SnapshotIds=[identifier])
-            result = self.describe(copied)
+            self.wait_snapshot(original.kind, identifier, f"copy {identifier} in {self.region}")
+            result = self.describe_snapshot(original.kind, identifier)
         except BaseException:
             self.delete_quietly(original.kind, identifier)
             raise

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import boto3
 import psycopg
 
 from backup_pipelines.crypto import KeyPair
@@ -147,8 +146,8 @@ def test_documented_s3_restore_restores_every_row(
 
 def test_documented_rds_and_ebs_restores_use_the_newest_snapshot(s3_endpoint: S3Endpoint, tmp_path: Path) -> None:
     region = "eu-west-1"
-    rds = boto3.client("rds", region_name=region, **aws_client_arguments(s3_endpoint))
-    ec2 = boto3.client("ec2", region_name=region, **aws_client_arguments(s3_endpoint))
+    rds = s3_endpoint.client("rds", region)
+    ec2 = s3_endpoint.client("ec2", region)
     rds.create_db_instance(
         DBInstanceIdentifier="docs-db",
         DBInstanceClass="db.t3.micro",
@@ -201,7 +200,3 @@ def test_documented_rds_and_ebs_restores_use_the_newest_snapshot(s3_endpoint: S3
     assert f"restored {snapshot.object_name} to vol-" in result.stdout
     [created] = ec2.describe_volumes(VolumeIds=[new_volume])["Volumes"]
     assert created["SnapshotId"] == snapshot.object_name and created["AvailabilityZone"] == f"{region}b"
-
-
-def aws_client_arguments(endpoint: S3Endpoint) -> dict[str, str]:
-    return {"endpoint_url": endpoint.url, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pytest
 from botocore.exceptions import ClientError
@@ -30,24 +29,15 @@ from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import open_repository
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.runbook import restore_commands
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
 
 PRIMARY, DR = "eu-west-1", "eu-central-1"
 
 
-def client(endpoint: S3Endpoint, service: str, region: str) -> Any:
-    return boto3.client(
-        service,  # type: ignore[call-overload]
-        endpoint_url=endpoint.url,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def kms_key(endpoint: S3Endpoint, region: str) -> str:
-    return str(client(endpoint, "kms", region).create_key(Description="bp test")["KeyMetadata"]["Arn"])
+    return str(endpoint.client("kms", region).create_key(Description="bp test")["KeyMetadata"]["Arn"])
 
 
 def aws_manifest(
@@ -86,7 +76,7 @@ def rds_dataset(instance: str, **source: Any) -> dict[str, Any]:
 
 def create_instance(endpoint: S3Endpoint, name: str, kms: str | None) -> None:
     encryption = {"StorageEncrypted": True, "KmsKeyId": kms} if kms else {"StorageEncrypted": False}
-    client(endpoint, "rds", PRIMARY).create_db_instance(
+    endpoint.client("rds", PRIMARY).create_db_instance(
         DBInstanceIdentifier=name,
         DBInstanceClass="db.t3.micro",
         Engine="postgres",
@@ -101,7 +91,7 @@ def create_instance(endpoint: S3Endpoint, name: str, kms: str | None) -> None:
 def db_snapshots(endpoint: S3Endpoint, region: str, dataset: str) -> dict[str, dict[str, str]]:
     """Every manual DB snapshot of `dataset` in `region`: identifier -> tags."""
     found = {}
-    for page in client(endpoint, "rds", region).get_paginator("describe_db_snapshots").paginate(SnapshotType="manual"):
+    for page in endpoint.client("rds", region).get_paginator("describe_db_snapshots").paginate(SnapshotType="manual"):
         for snapshot in page["DBSnapshots"]:
             tags = {tag["Key"]: tag["Value"] for tag in snapshot.get("TagList", [])}
             if tags.get("bp-dataset") == dataset:
@@ -140,7 +130,7 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
 
     report = restore_test_backup(manifest, "orders", older)
     assert not report.failures and {o.name for o in report.outcomes} >= {"engine", "encrypted", "instance status"}
-    instances = client(s3_endpoint, "rds", PRIMARY).describe_db_instances()["DBInstances"]
+    instances = s3_endpoint.client("rds", PRIMARY).describe_db_instances()["DBInstances"]
     assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
     for repository in ("snapshots", "dr"):
         assert open_repository(manifest, repository).restore_tested("orders") == {older.backup_id}
@@ -165,7 +155,7 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
     assert f"rds://{PRIMARY}/{newer.object_name}" in listed and f"rds://{DR}/{newer.object_name}" in listed
     assert cli_main(["--manifest", manifest_file, "restore", "orders", "--database", "orders-restored"]) == 0
     assert f"to rds://{PRIMARY}/orders-restored" in capsys.readouterr().out
-    rds = client(s3_endpoint, "rds", PRIMARY)
+    rds = s3_endpoint.client("rds", PRIMARY)
     [restored] = rds.describe_db_instances(DBInstanceIdentifier="orders-restored")["DBInstances"]
     assert restored["DBInstanceStatus"] == "available" and restored["StorageEncrypted"]
     assert cli_main(["--manifest", manifest_file, "restore", "orders", "--database", "orders-restored"]) == 1
@@ -212,7 +202,7 @@ def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
 
 def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None:
     source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
-    ec2 = client(s3_endpoint, "ec2", PRIMARY)
+    ec2 = s3_endpoint.client("ec2", PRIMARY)
     volume = ec2.create_volume(AvailabilityZone=f"{PRIMARY}b", Size=8, Encrypted=True, KmsKeyId=source_key)["VolumeId"]
     dataset = {**rds_dataset(""), "kind": "ebs", "source": {"volume_id": volume, "region": PRIMARY}}
     manifest = aws_manifest(s3_endpoint, tmp_path, {"data_volume": dataset}, dr_key)
@@ -227,7 +217,7 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     locations = copy_backup(manifest, "data_volume", older)
     dr_snapshot = locations["dr"].rsplit("/", 1)[-1]
     assert dr_snapshot != older.object_name  # EBS gives the copy its own id; the bp-id tag is the identity
-    described = client(s3_endpoint, "ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])["Snapshots"][0]
+    described = s3_endpoint.client("ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])["Snapshots"][0]
     assert described["Encrypted"] and described["KmsKeyId"] == dr_key
 
     checks = verify_backup(manifest, "data_volume", older)
@@ -246,7 +236,7 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
         ec2.describe_snapshots(SnapshotIds=[older.object_name])
     with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
-        client(s3_endpoint, "ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])
+        s3_endpoint.client("ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])
     assert [r.backup_id for r in open_repository(manifest, "dr").list_backups("data_volume")] == [newer.backup_id]
 
     ec2.delete_volume(VolumeId=volume)
@@ -349,10 +339,10 @@ def test_a_snapshot_that_never_completes_is_removed_and_a_failed_restore_test_de
     create_instance(s3_endpoint, "stuck-db", kms_key(s3_endpoint, PRIMARY))
     manifest = aws_manifest(s3_endpoint, tmp_path, {"stuck": rds_dataset("stuck-db")}, dr_key=None)
 
-    def timed_out(self: RdsEngine, store: Any, resource: str) -> None:
+    def timed_out(self: Any, store_or_kind: Any, resource: str, *what: str) -> None:
         raise StorageError(f"{resource} did not finish (waiter) within 1 min: Max attempts exceeded")
 
-    monkeypatch.setattr(RdsEngine, "wait_complete", timed_out)
+    monkeypatch.setattr(SnapshotStore, "wait_snapshot", timed_out)
     with pytest.raises(StorageError, match="did not finish"):
         run_backup(manifest, "stuck", "2026-11-25")
     assert db_snapshots(s3_endpoint, PRIMARY, "stuck") == {}  # whatever its status: removed
@@ -362,6 +352,6 @@ def test_a_snapshot_that_never_completes_is_removed_and_a_failed_restore_test_de
     monkeypatch.setattr(RdsEngine, "wait_restored", timed_out)
     with pytest.raises(StorageError, match="did not finish"):
         restore_test_backup(manifest, "stuck", record)
-    instances = client(s3_endpoint, "rds", PRIMARY).describe_db_instances()["DBInstances"]
+    instances = s3_endpoint.client("rds", PRIMARY).describe_db_instances()["DBInstances"]
     assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
     assert open_repository(manifest, "snapshots").restore_tested("stuck") == set()
