@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import boto3
@@ -49,17 +50,28 @@ def describe_error(error: BaseException) -> str:
     return str(error)
 
 
-def wait(client: Any, waiter: str, what: str, minutes: int, poll_seconds: int, **arguments: Any) -> None:
+def wait(
+    client: Any, waiter: str, what: str, minutes: int, poll_seconds: int, not_found_retries: int = 0, **arguments: Any
+) -> None:
     """Wait with boto3's waiter `waiter` (polling every `poll_seconds`, for at most `minutes`).
 
-    Raise StorageError naming `what` when it fails, times out, or AWS cannot be reached."""
+    `not_found_retries` polls again that many times when AWS says the resource does not exist: a resource
+    created a moment ago can be invisible for a while (EC2 is eventually consistent), and botocore's waiters
+    give up at once on an error they do not expect. Raise StorageError naming `what` when the wait fails,
+    times out, or AWS cannot be reached."""
     attempts = max(1, math.ceil(minutes * 60 / poll_seconds))
-    try:
-        client.get_waiter(waiter).wait(**arguments, WaiterConfig={"Delay": poll_seconds, "MaxAttempts": attempts})
-    except WaiterError as error:
-        raise StorageError(f"{what} did not finish ({waiter}) within {minutes} min: {error}") from error
-    except (BotoCoreError, ClientError) as error:
-        raise StorageError(f"{what}: {describe_error(error)}") from error
+    for retry in range(not_found_retries + 1):
+        try:
+            client.get_waiter(waiter).wait(**arguments, WaiterConfig={"Delay": poll_seconds, "MaxAttempts": attempts})
+            return
+        except WaiterError as error:
+            code = str((error.last_response or {}).get("Error", {}).get("Code", ""))
+            if code.endswith("NotFound") and retry < not_found_retries:
+                time.sleep(poll_seconds)
+                continue
+            raise StorageError(f"{what} did not finish ({waiter}) within {minutes} min: {error}") from error
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"{what}: {describe_error(error)}") from error
 
 
 AWS_ERRORS = (BotoCoreError, ClientError)

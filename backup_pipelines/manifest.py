@@ -835,7 +835,20 @@ def _repository_problems(
     if actual != family:
         message = f"a {kind} dataset needs {wanted}; {repository!r} is not one"
         return [Problem(f"{where}.repositories.{index}", message)]
-    region = _mapping(dataset.get("source")).get("region")
+    source = _mapping(dataset.get("source"))
+    region = source.get("region")
+    encrypted_rds = kind == "rds" and source.get("require_encryption", True)
+    if (
+        index > 0
+        and encrypted_rds
+        and _mapping(config).get("region") != region
+        and not _mapping(config).get("kms_key_id")
+    ):
+        message = (
+            f"{repository!r} receives copies of encrypted RDS snapshots from {region}: give it a kms_key_id in "
+            f"{_mapping(config).get('region')} (KMS keys are regional)"
+        )
+        return [Problem(f"{where}.repositories.{index}", message)]
     if index == 0 and family == "aws_snapshots" and region and _mapping(config).get("region") != region:
         message = (
             f"the first repository is where snapshots are taken: {repository!r} is in "

@@ -225,6 +225,10 @@ def verify_backup(
             if own is None:
                 raise StorageError(f"backup {record.backup_id} of {name} is missing from {store.name}")
             details = engine.verify(manifest, name, store, own)
+            if own.bytes_raw != record.bytes_raw:
+                raise IntegrityError(
+                    f"{store.uri(own.object_name)} holds {own.bytes_raw} bytes, the backup recorded {record.bytes_raw}"
+                )
             checks.append(CopyCheck(store.name, store.uri(own.object_name), 0, own.bytes_raw, "", details))
         return checks
     identities = load_identities(identity, identity_file) if record.encrypted else None
@@ -316,8 +320,9 @@ def restore_test_backup(
     for repository_name in dataset.repositories:
         try:
             other = open_repository(manifest, repository_name)
-            if other.find_backup(name, record.backup_id) is not None:
-                other.mark_restore_tested(record, details)
+            own = other.find_backup(name, record.backup_id)  # a copy may have its own snapshot id
+            if own is not None:
+                other.mark_restore_tested(own, details)
         except StorageError as error:
             LOG.warning(f"could not record the passed restore test of {record.backup_id} in {repository_name}: {error}")
     return report

@@ -27,8 +27,9 @@ from backup_pipelines.errors import IntegrityError, SourceUnavailableError, Stor
 from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset
 from backup_pipelines.repository.aws_snapshots import (
     TAG_DATASET,
+    TAG_ID,
     SnapshotStore,
-    backup_tags,
+    pending_tags,
     record_from,
     snapshot_identifier,
     tag_dict,
@@ -37,6 +38,7 @@ from backup_pipelines.repository.aws_snapshots import (
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
 
 TAG_RESTORE_TEST = "bp-restore-test"
+NOT_FOUND_POLLS = 5  # how often "not found" is asked again for a resource EC2 just created
 
 
 def scratch_name(name: str) -> str:
@@ -69,18 +71,19 @@ class SnapshotEngine:
         store = stores[0]
         moment = (started_at or datetime.now(UTC)).astimezone(UTC)
         backup_id = new_backup_id(moment)
-        tags = backup_tags(name, partition_key, backup_id, moment)
+        tags = pending_tags(name, partition_key, backup_id, moment)
         self.check_source(manifest, name, store)
         started = time.monotonic()
         identifier = self.create_snapshot(manifest, name, store, snapshot_identifier(name, backup_id), tags)
         try:
             store.wait_snapshot(self.kind, identifier, f"{self.kind} snapshot {identifier} of {name}")
             snapshot = store.describe_snapshot(self.kind, identifier)
+            store.commit(self.kind, identifier, backup_id)
         except BaseException:
-            store.delete_quietly(self.kind, identifier)
+            store.discard(self.kind, identifier)
             raise
         record = replace(
-            record_from(self.kind, snapshot, tags),
+            record_from(self.kind, snapshot, {**tags, TAG_ID: backup_id}),
             duration_seconds=round(time.monotonic() - started, 3),
             tool_versions=self.tool_versions(manifest, name),
         )
@@ -118,7 +121,7 @@ class SnapshotEngine:
         snapshot = store.describe(record)
         target = scratch_name(name)
         started = time.monotonic()
-        resource = None
+        resource = self.known_resource(target)  # set before the call: a retried call may have created it
         try:
             resource = self.start_restore(manifest, name, store, record, target, {TAG_RESTORE_TEST: record.backup_id})
             self.wait_restored(store, resource)
@@ -149,6 +152,10 @@ class SnapshotEngine:
 
     # The kind-specific parts.
     restored_noun = ""
+
+    def known_resource(self, target: str) -> str | None:
+        """The id a restore into `target` will have, when it is known before AWS answers."""
+        return None
 
     def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
         raise NotImplementedError
@@ -197,6 +204,9 @@ class RdsEngine(SnapshotEngine):
     size_field = "AllocatedStorage"
     restored_noun = "DB instance"
 
+    def known_resource(self, target: str) -> str | None:
+        return target
+
     def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
         instance = self.source(manifest, name).db_instance_identifier
         try:
@@ -206,8 +216,15 @@ class RdsEngine(SnapshotEngine):
                 f"dataset {name}: RDS instance {instance} in {store.region}: {describe_error(error)}"
             ) from error
         status = found[0].get("DBInstanceStatus") if found else "missing"
-        if status not in ("available", "backing-up", "storage-optimization", "modifying"):
-            raise SourceUnavailableError(f"dataset {name}: RDS instance {instance} is {status}; it cannot be snapshot")
+        if found and found[0].get("DBClusterIdentifier"):
+            raise SourceUnavailableError(
+                f"dataset {name}: {instance} belongs to the Aurora cluster {found[0]['DBClusterIdentifier']}; "
+                "Aurora is snapshotted per cluster, which this kind does not do"
+            )
+        if status != "available":
+            raise SourceUnavailableError(
+                f"dataset {name}: RDS instance {instance} is {status}; AWS snapshots only an available instance"
+            )
 
     def create_snapshot(
         self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
@@ -218,6 +235,8 @@ class RdsEngine(SnapshotEngine):
                 DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance, Tags=tag_list(tags)
             )
         except AWS_ERRORS as error:
+            if error_code(error) == "DBSnapshotAlreadyExists":  # a retried call: the first one created it
+                return identifier
             raise StorageError(f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}") from error
         return identifier
 
@@ -277,10 +296,19 @@ class RdsEngine(SnapshotEngine):
         ]
 
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
+        rds = store.client("rds")
+        arguments = {"DBInstanceIdentifier": resource, "SkipFinalSnapshot": True, "DeleteAutomatedBackups": True}
         try:
-            store.client("rds").delete_db_instance(
-                DBInstanceIdentifier=resource, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
-            )
+            try:
+                rds.delete_db_instance(**arguments)
+            except AWS_ERRORS as error:
+                if error_code(error) != "InvalidDBInstanceState":
+                    raise
+                # still being created or modified (a restore that timed out): wait until it can be deleted
+                store.wait(
+                    "rds", "db_instance_available", f"temporary DB instance {resource}", DBInstanceIdentifier=resource
+                )
+                rds.delete_db_instance(**arguments)
         except AWS_ERRORS as error:
             if error_code(error) in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
                 return  # the restore never created it
@@ -383,15 +411,20 @@ class EbsEngine(SnapshotEngine):
         ]
 
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
-        if not resource:
-            return
-        try:
-            store.client("ec2").delete_volume(VolumeId=resource)
-        except AWS_ERRORS as error:
-            if error_code(error) == "InvalidVolume.NotFound":
-                return
-            raise StorageError(
-                f"the temporary volume {resource} in {store.region} could not be deleted ({describe_error(error)}): "
-                "delete it by hand, it costs money"
-            ) from error
+        """Delete the volume CreateVolume returned. EC2 may not see a volume made a moment ago: "not found"
+        is believed only after a few polls."""
+        for attempt in range(NOT_FOUND_POLLS):
+            try:
+                store.client("ec2").delete_volume(VolumeId=resource)
+                break
+            except AWS_ERRORS as error:
+                if error_code(error) == "InvalidVolume.NotFound" and attempt < NOT_FOUND_POLLS - 1:
+                    time.sleep(store.config.poll_seconds)
+                    continue
+                if error_code(error) == "InvalidVolume.NotFound":
+                    return
+                raise StorageError(
+                    f"the temporary volume {resource} in {store.region} could not be deleted "
+                    f"({describe_error(error)}): delete it by hand, it costs money"
+                ) from error
         store.wait("ec2", "volume_deleted", f"deleting temporary volume {resource}", VolumeIds=[resource])

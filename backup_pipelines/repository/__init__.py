@@ -10,7 +10,6 @@ from backup_pipelines.manifest import (
     AwsSnapshotRepositoryConfig,
     LocalRepositoryConfig,
     Manifest,
-    RdsDataset,
     ResticRepositoryConfig,
     S3RepositoryConfig,
     read_secret,
@@ -69,12 +68,7 @@ def _open_aws_snapshots(manifest: Manifest, name: str, config: Any) -> BackupSto
     kinds: set[str] = {
         str(dataset.kind) for dataset in manifest.datasets.values() if name in getattr(dataset, "repositories", [])
     }
-    instances = {
-        dataset_name: dataset.source.db_instance_identifier
-        for dataset_name, dataset in manifest.datasets.items()
-        if isinstance(dataset, RdsDataset) and name in dataset.repositories
-    }
-    return SnapshotStore(name, config, kinds, instances)
+    return SnapshotStore(name, config, kinds)
 
 
 _OPENERS: dict[type, Callable[[Manifest, str, Any], BackupStore]] = {

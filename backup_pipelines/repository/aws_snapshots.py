@@ -1,16 +1,18 @@
 """AWS snapshots as a backup store: RDS DB snapshots and EBS snapshots in one region, found by our tags.
 
-Every snapshot backup-pipelines takes or copies carries the tags bp-dataset, bp-partition, bp-id and
-bp-created; listing finds ours by them (paginated) and counts only snapshots AWS reports complete (RDS
-`available`, EBS `completed`): one still being created, failed, or being deleted is not a backup. Deleting is
-one AWS call (atomic for us), then a wait until it is gone. Copies into this region are made by AWS
-(CopyDBSnapshot / CopySnapshot naming the source region and this region's KMS key), tagged like the
-original, and waited for; a copy that fails is deleted so it never looks like a backup.
+A snapshot is created (or copied in) with the tags bp-dataset, bp-partition, bp-created and bp-pending-id;
+only once AWS reports it complete (RDS `available`, EBS `completed`) and it is checked does it get the tag
+bp-id, which is what makes it a backup: listing finds ours by their tags (paginated) and counts only those
+with bp-id that AWS reports complete. So a snapshot whose wait failed or timed out never lists as a backup,
+even when AWS refuses to delete it while it is still being created (the analogue of the sidecar written
+last). Deleting is one AWS call, then a wait until it is gone. Copies into this region are made by AWS
+(CopyDBSnapshot / CopySnapshot naming the source region and this region's KMS key); a rerun finds a copy
+still in progress by its bp-pending-id and waits for it instead of starting another.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,10 @@ TAG_ID = "bp-id"
 TAG_CREATED = "bp-created"
 TAG_TESTED = "bp-restore-tested"
 TAG_COPY_OF = "bp-copy-of"
+TAG_PENDING = "bp-pending-id"
+FAILED_STATES = ("failed", "error", "deleting", "deleted")
 GIB = 1 << 30
+LOG = logging.getLogger("backup_pipelines")
 RDS_GONE = ("DBSnapshotNotFound", "DBSnapshotNotFoundFault")
 EBS_GONE = ("InvalidSnapshot.NotFound",)
 
@@ -48,12 +53,12 @@ def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tags or []}
 
 
-def backup_tags(dataset: str, partition_key: str, backup_id: str, created: datetime) -> dict[str, str]:
-    """The tags that make a snapshot one of our backups."""
+def pending_tags(dataset: str, partition_key: str, backup_id: str, created: datetime) -> dict[str, str]:
+    """The tags a snapshot gets when it is created: ours, not yet a backup (`commit` adds bp-id)."""
     return {
         TAG_DATASET: dataset,
         TAG_PARTITION: partition_key,
-        TAG_ID: backup_id,
+        TAG_PENDING: backup_id,
         TAG_CREATED: created.astimezone(UTC).isoformat(),
         "Name": snapshot_identifier(dataset, backup_id),
     }
@@ -61,22 +66,13 @@ def backup_tags(dataset: str, partition_key: str, backup_id: str, created: datet
 
 class SnapshotStore(BackupStore):
     """The RDS and EBS snapshots of one region (see the module docstring). `kinds` says which of the two
-    families the datasets using this repository need, so listing asks only those APIs; `instances` maps
-    RDS datasets to their DB instance (copies keep the instance identifier), so listing one asks only for its
-    snapshots."""
+    families the datasets using this repository need, so listing asks only those APIs."""
 
-    def __init__(
-        self,
-        name: str,
-        config: AwsSnapshotRepositoryConfig,
-        kinds: set[str],
-        instances: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, name: str, config: AwsSnapshotRepositoryConfig, kinds: set[str]) -> None:
         super().__init__(name)
         self.config = config
         self.region = config.region
         self.kinds = kinds
-        self.instances = instances or {}  # dataset -> RDS instance, so listing one dataset asks AWS for less
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
@@ -86,8 +82,11 @@ class SnapshotStore(BackupStore):
         return self._clients[service]
 
     def wait(self, service: str, waiter: str, what: str, **arguments: Any) -> None:
-        """Wait for `waiter` in this region, within the repository's wait_minutes."""
-        wait(self.client(service), waiter, what, self.config.wait_minutes, self.config.poll_seconds, **arguments)
+        """Wait for `waiter` in this region, within the repository's wait_minutes (a resource created a moment
+        ago that AWS does not see yet is polled again, except when waiting for one to be deleted)."""
+        retries = 0 if waiter.endswith("_deleted") else 5
+        config = self.config
+        wait(self.client(service), waiter, what, config.wait_minutes, config.poll_seconds, retries, **arguments)
 
     def uri(self, path: str) -> str:
         identifier = path.rsplit("/", 1)[-1]
@@ -100,9 +99,8 @@ class SnapshotStore(BackupStore):
         found: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         try:
             if "rds" in self.kinds:
-                only = {"DBInstanceIdentifier": self.instances[dataset]} if dataset in self.instances else {}
                 paginator = self.client("rds").get_paginator("describe_db_snapshots")
-                pages = paginator.paginate(SnapshotType="manual", **only)
+                pages = paginator.paginate(SnapshotType="manual")
                 for page in pages:
                     for snapshot in page["DBSnapshots"]:
                         tags = self._rds_tags(snapshot)
@@ -161,19 +159,24 @@ class SnapshotStore(BackupStore):
 
     # -- changes -----------------------------------------------------------------------------------------
 
-    def add_tags(self, record: BackupRecord, tags: dict[str, str]) -> None:
-        """Add `tags` to `record`'s snapshot."""
+    def add_tags(self, kind: str, identifier: str, tags: dict[str, str]) -> None:
+        """Add `tags` to the `kind` snapshot `identifier`."""
         try:
-            if record.kind == "rds":
-                arn = self.describe(record)["DBSnapshotArn"]
+            if kind == "rds":
+                arn = self.describe_snapshot(kind, identifier)["DBSnapshotArn"]
                 self.client("rds").add_tags_to_resource(ResourceName=arn, Tags=tag_list(tags))
             else:
-                self.client("ec2").create_tags(Resources=[record.object_name], Tags=tag_list(tags))
+                self.client("ec2").create_tags(Resources=[identifier], Tags=tag_list(tags))
         except AWS_ERRORS as error:
-            raise StorageError(f"cannot tag {record.object_name} in {self.region}: {describe_error(error)}") from error
+            raise StorageError(f"cannot tag {identifier} in {self.region}: {describe_error(error)}") from error
+
+    def commit(self, kind: str, identifier: str, backup_id: str) -> None:
+        """Make a complete, checked snapshot a backup: tag it bp-id."""
+        self.add_tags(kind, identifier, {TAG_ID: backup_id})
 
     def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
-        self.add_tags(record, {TAG_TESTED: str(details.get("tested_at", datetime.now(UTC).isoformat()))})
+        tested_at = str(details.get("tested_at", datetime.now(UTC).isoformat()))
+        self.add_tags(record.kind, record.object_name, {TAG_TESTED: tested_at})
 
     def delete_backup(self, record: BackupRecord) -> None:
         """Delete the snapshot and wait until AWS no longer lists it (already gone is fine)."""
@@ -195,18 +198,25 @@ class SnapshotStore(BackupStore):
                 f"cannot delete {record.object_name} in {self.region}: {describe_error(error)}"
             ) from error
 
-    def delete_quietly(self, kind: str, identifier: str) -> None:
-        """Remove a snapshot that never became a backup (failed or timed out); errors are ignored."""
-        with contextlib.suppress(*AWS_ERRORS):
+    def discard(self, kind: str, identifier: str) -> None:
+        """Try to delete a snapshot that never became a backup (its wait failed or it differs). AWS refuses
+        while a snapshot is still being created; it then stays, without bp-id, so it is never listed: say so."""
+        try:
             if kind == "rds":
                 self.client("rds").delete_db_snapshot(DBSnapshotIdentifier=identifier)
             else:
                 self.client("ec2").delete_snapshot(SnapshotId=identifier)
+        except AWS_ERRORS as error:
+            if error_code(error) not in (*RDS_GONE, *EBS_GONE):
+                LOG.warning(
+                    f"{kind} snapshot {identifier} in {self.region} is not a backup (no {TAG_ID} tag) and could "
+                    f"not be deleted yet ({describe_error(error)}): delete it when AWS allows"
+                )
 
     def copy_from(self, source: SnapshotStore, record: BackupRecord) -> str:
         """Copy `record`'s snapshot from `source`'s region into this one (AWS copies it; encrypted with this
-        repository's kms_key_id), wait until it is complete, check it, and return its location. A backup
-        already here is not copied again."""
+        repository's kms_key_id), wait until it is complete, check it, commit it, and return its location.
+        A backup already here is not copied again; a copy still in progress is waited for."""
         existing = self.find_backup(record.dataset, record.backup_id)
         if existing is not None:
             return self.uri(existing.object_name)
@@ -220,23 +230,43 @@ class SnapshotStore(BackupStore):
                 f"repositories.{self.name}.kms_key_id is needed: the snapshot is KMS-encrypted and KMS keys are "
                 f"regional, so a copy into {self.region} needs a key there"
             )
-        tags = backup_tags(record.dataset, record.partition_key, record.backup_id, record.created)
+        tags = pending_tags(record.dataset, record.partition_key, record.backup_id, record.created)
         tags[TAG_COPY_OF] = source.uri(original.object_name)
-        identifier = self._start_copy(source, original, snapshot, tags)
+        identifier = self._copy_in_progress(original) or self._start_copy(source, original, snapshot, tags)
         try:
             self.wait_snapshot(original.kind, identifier, f"copy {identifier} in {self.region}")
             result = self.describe_snapshot(original.kind, identifier)
         except BaseException:
-            self.delete_quietly(original.kind, identifier)
+            self.discard(original.kind, identifier)
             raise
         size = "AllocatedStorage" if original.kind == "rds" else "VolumeSize"
-        if result.get(size) != snapshot.get(size) or bool(result.get("Encrypted")) != encrypted:
-            self.delete_quietly(original.kind, identifier)
+        if result.get(size) != snapshot.get(size) or (encrypted and not result.get("Encrypted")):
+            self.discard(original.kind, identifier)
             raise StorageError(
                 f"the copy {identifier} in {self.region} differs from the original ({size} {result.get(size)} vs "
-                f"{snapshot.get(size)}, encrypted {result.get('Encrypted')} vs {encrypted}): deleted"
+                f"{snapshot.get(size)}, encrypted {result.get('Encrypted')} vs {encrypted}): not a backup"
             )
+        self.commit(original.kind, identifier, record.backup_id)
         return self.uri(identifier)
+
+    def _copy_in_progress(self, original: BackupRecord) -> str | None:
+        """Return the id of an earlier copy of `original` here that is still running or done but not yet
+        committed (a rerun after a timed-out wait), or None."""
+        try:
+            if original.kind == "rds":
+                found = self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=original.object_name)
+                candidates = [(s["DBSnapshotIdentifier"], s.get("Status", "")) for s in found["DBSnapshots"]]
+            else:
+                found = self.client("ec2").describe_snapshots(
+                    OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_PENDING}", "Values": [original.backup_id]}]
+                )
+                candidates = [(s["SnapshotId"], s.get("State", "")) for s in found["Snapshots"]]
+        except AWS_ERRORS as error:
+            if error_code(error) in RDS_GONE:
+                return None
+            raise StorageError(f"cannot look for copies in {self.region}: {describe_error(error)}") from error
+        running = [identifier for identifier, status in candidates if status not in FAILED_STATES]
+        return str(running[0]) if running else None
 
     def _start_copy(
         self, source: SnapshotStore, original: BackupRecord, snapshot: dict[str, Any], tags: dict[str, str]

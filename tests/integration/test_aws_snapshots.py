@@ -175,7 +175,7 @@ def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
         "plain": rds_dataset("plain-db"),
         "plain_ok": rds_dataset("plain-db", require_encryption=False),
     }
-    manifest = aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=None)
+    manifest = aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=kms_key(s3_endpoint, DR))
 
     with pytest.raises(SourceUnavailableError, match="no-such-instance"):
         run_backup(manifest, "ghost", "2026-11-25")
@@ -186,12 +186,13 @@ def test_rds_failures_are_loud_and_leave_no_snapshot_that_looks_complete(
     with pytest.raises(IntegrityError, match="not encrypted"):
         verify_backup(manifest, "plain", plain)
     ok = run_backup(manifest, "plain_ok", "2026-11-25").record
-    copy_backup(manifest, "plain_ok", ok)  # unencrypted: no key needed in the other region
-    assert [c.archive["encrypted"] for c in verify_backup(manifest, "plain_ok", ok)] == [False, False]
+    copy_backup(manifest, "plain_ok", ok)  # the copy repository's key encrypts the copy: more is fine
+    assert [c.archive["encrypted"] for c in verify_backup(manifest, "plain_ok", ok)] == [False, True]
 
     key = kms_key(s3_endpoint, PRIMARY)
     create_instance(s3_endpoint, "secret-db", key)
-    manifest = aws_manifest(s3_endpoint, tmp_path, {"secret": rds_dataset("secret-db")}, dr_key=None)
+    unchecked = rds_dataset("secret-db", require_encryption=False)  # so the manifest cannot see the key is missing
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"secret": unchecked}, dr_key=None)
     record = run_backup(manifest, "secret", "2026-11-25").record
     with pytest.raises(StorageError, match=r"repositories\.dr\.kms_key_id is needed"):
         copy_backup(manifest, "secret", record)
@@ -226,7 +227,8 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     assert not report.failures and "volume" in report.target
     left = ec2.describe_volumes(Filters=[{"Name": "tag:bp-restore-test", "Values": [older.backup_id]}])["Volumes"]
     assert left == []  # the temporary volume is deleted
-    assert open_repository(manifest, "snapshots").restore_tested("data_volume") == {older.backup_id}
+    for repository in ("snapshots", "dr"):  # the copy has its own snapshot id: it is tagged too
+        assert open_repository(manifest, repository).restore_tested("data_volume") == {older.backup_id}
 
     newer = run_backup(manifest, "data_volume", "2026-11-26", started_at=now - timedelta(days=1)).record
     copy_backup(manifest, "data_volume", newer)
@@ -330,14 +332,14 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     assert "overwritten and deleted objects are lost" in str(evaluation.description)
 
 
-def test_a_snapshot_that_never_completes_is_removed_and_a_failed_restore_test_deletes_its_instance(
+def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_test_deletes_its_instance(
     s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injection: moto completes every snapshot and restore at once, so the waits that fail on real AWS
-    (a snapshot stuck in `creating`, a restore that times out) are simulated by making our wait raise the
-    error a timed-out waiter gives."""
+    """Fault injection: moto completes every snapshot and restore at once and deletes snapshots in any state,
+    so what real AWS does (a snapshot stuck in `creating` that cannot be deleted yet, a restore that times
+    out) is simulated by making our wait raise the error a timed-out waiter gives, and our delete do nothing."""
     create_instance(s3_endpoint, "stuck-db", kms_key(s3_endpoint, PRIMARY))
-    manifest = aws_manifest(s3_endpoint, tmp_path, {"stuck": rds_dataset("stuck-db")}, dr_key=None)
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"stuck": rds_dataset("stuck-db")}, kms_key(s3_endpoint, DR))
 
     def timed_out(self: Any, store_or_kind: Any, resource: str, *what: str) -> None:
         raise StorageError(f"{resource} did not finish (waiter) within 1 min: Max attempts exceeded")
@@ -345,10 +347,28 @@ def test_a_snapshot_that_never_completes_is_removed_and_a_failed_restore_test_de
     monkeypatch.setattr(SnapshotStore, "wait_snapshot", timed_out)
     with pytest.raises(StorageError, match="did not finish"):
         run_backup(manifest, "stuck", "2026-11-25")
-    assert db_snapshots(s3_endpoint, PRIMARY, "stuck") == {}  # whatever its status: removed
+    assert db_snapshots(s3_endpoint, PRIMARY, "stuck") == {}  # deleted
+
+    monkeypatch.setattr(SnapshotStore, "discard", lambda self, kind, identifier: None)  # AWS refuses
+    with pytest.raises(StorageError, match="did not finish"):
+        run_backup(manifest, "stuck", "2026-11-25")
+    [tags] = db_snapshots(s3_endpoint, PRIMARY, "stuck").values()
+    assert "bp-id" not in tags and tags["bp-pending-id"]  # it exists, and it is not a backup:
+    assert open_repository(manifest, "snapshots").list_backups("stuck") == []
+    with pytest.raises(StorageError, match="no committed backup of stuck"):
+        find_backup(manifest, "stuck")
     monkeypatch.undo()
 
     record = run_backup(manifest, "stuck", "2026-11-25").record
+    monkeypatch.setattr(SnapshotStore, "wait_snapshot", timed_out)
+    monkeypatch.setattr(SnapshotStore, "discard", lambda self, kind, identifier: None)
+    with pytest.raises(StorageError, match="did not finish"):
+        copy_backup(manifest, "stuck", record)  # the copy is started, its wait times out
+    monkeypatch.undo()
+    assert open_repository(manifest, "dr").list_backups("stuck") == []
+    assert copy_backup(manifest, "stuck", record)["dr"] == f"rds://{DR}/{record.object_name}"  # waits for it
+    assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, DR, "stuck").values()] == [record.backup_id]
+
     monkeypatch.setattr(RdsEngine, "wait_restored", timed_out)
     with pytest.raises(StorageError, match="did not finish"):
         restore_test_backup(manifest, "stuck", record)

@@ -206,7 +206,8 @@ def test_the_aws_example_manifest_is_valid() -> None:
 AWS = {
     "repositories": {
         "west": {"type": "aws_snapshots", "region": "eu-west-1"},
-        "central": {"type": "aws_snapshots", "region": "eu-central-1", "offsite": True},
+        "central": {"type": "aws_snapshots", "region": "eu-central-1", "offsite": True, "kms_key_id": "alias/dr"},
+        "central_no_key": {"type": "aws_snapshots", "region": "eu-central-1"},
         "local": {"type": "local", "path": "backups"},
     },
     "datasets": {
@@ -239,6 +240,10 @@ def test_aws_datasets_need_snapshot_repositories_in_the_source_region_and_no_age
     data["repositories"]["west_again"] = {"type": "aws_snapshots", "region": "eu-west-1", "offsite": True}
     [message] = errors_of(data)
     assert "'west_again' and 'west' keep snapshots in the same region (eu-west-1)" in message
+    [message] = errors_of(aws_with(repositories=["west", "central_no_key"]))
+    assert "'central_no_key' receives copies of encrypted RDS snapshots from eu-west-1: give it a kms_key_id" in message
+    source = {"db_instance_identifier": "db-prod", "region": "eu-west-1", "require_encryption": False}
+    parse_manifest(yaml.safe_dump(aws_with(repositories=["west", "central_no_key"], source=source)))
     [message] = errors_of(aws_with(encryption={"recipients": [RECIPIENT]}))
     assert "encrypted with KMS by AWS, not with age" in message
     [message] = errors_of(aws_with(kind="ebs", source={"volume_id": "disk-1", "region": "eu-west-1"}))
