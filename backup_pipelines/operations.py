@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -113,15 +113,37 @@ def _own_stores(manifest: Manifest, name: str) -> list[Any]:
     return [store for store in stores if isinstance(store, store_type)]
 
 
+def _listings(
+    manifest: Manifest, name: str, unreachable: list[str]
+) -> Iterator[tuple[BackupStore, list[BackupRecord]]]:
+    """Yield each repository of dataset `name` with its committed backups, in manifest order. One that cannot
+    be listed (a lost disk, a region or bucket down) is skipped with a warning and noted in `unreachable`, so
+    a restore goes on with the next copy: that is what copies are for."""
+    for repository_name in manifest.dataset(name).repositories:
+        try:
+            repository = open_repository(manifest, repository_name)
+            records = repository.list_backups(name)
+        except StorageError as error:
+            LOG.warning(f"repository {repository_name} of {name} is unreachable, trying the next one: {error}")
+            unreachable.append(f"{repository_name} ({error})")
+            continue
+        yield repository, records
+
+
+def _not_found(name: str, wanted: str, unreachable: list[str]) -> StorageError:
+    down = f"; unreachable: {'; '.join(unreachable)}" if unreachable else ""
+    return StorageError(f"no repository of {name} holds {wanted}{down}")
+
+
 def holder_of(manifest: Manifest, name: str, backup_id: str) -> BackupStore:
-    """Return the first repository of dataset `name` that holds backup `backup_id`.
+    """Return the first reachable repository of dataset `name` that holds backup `backup_id`.
 
     Raise StorageError if none does."""
-    for repository_name in manifest.dataset(name).repositories:
-        repository = open_repository(manifest, repository_name)
-        if repository.find_backup(name, backup_id) is not None:
+    unreachable: list[str] = []
+    for repository, records in _listings(manifest, name, unreachable):
+        if any(record.backup_id == backup_id for record in records):
             return repository
-    raise StorageError(f"no repository of {name} holds backup {backup_id}")
+    raise _not_found(name, f"backup {backup_id}", unreachable)
 
 
 def decoding_feed(
@@ -177,9 +199,8 @@ def find_backup(
 
     Raise StorageError if no repository holds a matching backup.
     """
-    dataset = manifest.dataset(name)
-    for repository_name in dataset.repositories:
-        records = open_repository(manifest, repository_name).list_backups(name)
+    unreachable: list[str] = []
+    for _, records in _listings(manifest, name, unreachable):
         matching = [
             record
             for record in records
@@ -189,7 +210,7 @@ def find_backup(
         if matching:
             return matching[-1]
     wanted = backup_id or (f"partition {partition_key}" if partition_key else "any backup")
-    raise StorageError(f"no committed backup of {name} matches {wanted} in {', '.join(dataset.repositories)}")
+    raise _not_found(name, f"a committed backup matching {wanted}", unreachable)
 
 
 @dataclass

@@ -12,6 +12,7 @@ data needs network access to the instance (or an instance to attach the volume t
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import replace
@@ -259,10 +260,11 @@ class RdsEngine(SnapshotEngine):
             "DeletionProtection": False,
             "Tags": tag_list({TAG_DATASET: name, **tags}),
         }
-        if source.restore_subnet_group:
-            arguments["DBSubnetGroupName"] = source.restore_subnet_group
-        if source.restore_security_group_ids:
-            arguments["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+        if store.region == source.region:  # subnet groups and security groups exist in one region only
+            if source.restore_subnet_group:
+                arguments["DBSubnetGroupName"] = source.restore_subnet_group
+            if source.restore_security_group_ids:
+                arguments["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
         try:
             store.client("rds").restore_db_instance_from_db_snapshot(**arguments)
         except AWS_ERRORS as error:
@@ -359,15 +361,14 @@ class EbsEngine(SnapshotEngine):
 
     def _zone(self, manifest: Manifest, name: str, store: SnapshotStore) -> str:
         source = self.source(manifest, name)
-        if source.restore_availability_zone:
-            return str(source.restore_availability_zone)
-        try:
-            return str(self._volume(manifest, name, store)["AvailabilityZone"])
-        except SourceUnavailableError:  # the volume is gone (a disaster): any zone of the region will do
-            zones = store.client("ec2").describe_availability_zones(
-                Filters=[{"Name": "state", "Values": ["available"]}]
-            )["AvailabilityZones"]
-            return str(zones[0]["ZoneName"])
+        if store.region == source.region:  # zones belong to one region: elsewhere any zone will do
+            if source.restore_availability_zone:
+                return str(source.restore_availability_zone)
+            with contextlib.suppress(SourceUnavailableError):  # the volume may be gone (a disaster)
+                return str(self._volume(manifest, name, store)["AvailabilityZone"])
+        available = [{"Name": "state", "Values": ["available"]}]
+        zones = store.client("ec2").describe_availability_zones(Filters=available)["AvailabilityZones"]
+        return str(zones[0]["ZoneName"])
 
     def start_restore(
         self,

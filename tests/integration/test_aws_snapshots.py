@@ -23,7 +23,7 @@ from backup_pipelines.cli import main as cli_main
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.definitions import build_definitions
-from backup_pipelines.engines.snapshots import RdsEngine
+from backup_pipelines.engines.snapshots import EbsEngine, RdsEngine
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
@@ -104,7 +104,19 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
 ) -> None:
     source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
     create_instance(s3_endpoint, "orders-prod", source_key)
-    manifest = aws_manifest(s3_endpoint, tmp_path, {"orders": rds_dataset("orders-prod")}, dr_key)
+    ec2 = s3_endpoint.client("ec2", PRIMARY)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{PRIMARY}{zone}")["Subnet"]
+        for i, zone in enumerate("ab")
+    ]
+    s3_endpoint.client("rds", PRIMARY).create_db_subnet_group(
+        DBSubnetGroupName="restore-tests",
+        DBSubnetGroupDescription="restore tests",
+        SubnetIds=[subnet["SubnetId"] for subnet in subnets],
+    )
+    dataset = rds_dataset("orders-prod", restore_subnet_group="restore-tests")
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"orders": dataset}, dr_key)
     now = datetime.now(UTC)
 
     older = run_backup(manifest, "orders", "2026-11-25", started_at=now - timedelta(days=2)).record
@@ -130,6 +142,11 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
 
     report = restore_test_backup(manifest, "orders", older)
     assert not report.failures and {o.name for o in report.outcomes} >= {"engine", "encrypted", "instance status"}
+    dr = open_repository(manifest, "dr")  # the primary region lost: restore from the copy, without its subnet group
+    where = RdsEngine().restore_to(manifest, "orders", dr, dr.find_backup("orders", older.backup_id), "orders-dr")
+    assert where == f"rds://{DR}/orders-dr"
+    [in_dr] = s3_endpoint.client("rds", DR).describe_db_instances(DBInstanceIdentifier="orders-dr")["DBInstances"]
+    assert in_dr["StorageEncrypted"] and in_dr["KmsKeyId"] == dr_key
     instances = s3_endpoint.client("rds", PRIMARY).describe_db_instances()["DBInstances"]
     assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
     for repository in ("snapshots", "dr"):
@@ -229,6 +246,10 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     assert left == []  # the temporary volume is deleted
     for repository in ("snapshots", "dr"):  # the copy has its own snapshot id: it is tagged too
         assert open_repository(manifest, repository).restore_tested("data_volume") == {older.backup_id}
+    dr = open_repository(manifest, "dr")
+    restored = EbsEngine().restore_to(manifest, "data_volume", dr, dr.find_backup("data_volume", older.backup_id), "x")
+    [in_dr] = s3_endpoint.client("ec2", DR).describe_volumes(VolumeIds=[restored.rsplit("/", 1)[-1]])["Volumes"]
+    assert in_dr["SnapshotId"] == dr_snapshot and in_dr["AvailabilityZone"].startswith(DR)
 
     newer = run_backup(manifest, "data_volume", "2026-11-26", started_at=now - timedelta(days=1)).record
     copy_backup(manifest, "data_volume", newer)
@@ -355,7 +376,7 @@ def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_te
     [tags] = db_snapshots(s3_endpoint, PRIMARY, "stuck").values()
     assert "bp-id" not in tags and tags["bp-pending-id"]  # it exists, and it is not a backup:
     assert open_repository(manifest, "snapshots").list_backups("stuck") == []
-    with pytest.raises(StorageError, match="no committed backup of stuck"):
+    with pytest.raises(StorageError, match="no repository of stuck holds a committed backup"):
         find_backup(manifest, "stuck")
     monkeypatch.undo()
 

@@ -19,7 +19,14 @@ from backup_pipelines.errors import (
     StorageError,
     ValidationFailedError,
 )
-from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
+from backup_pipelines.operations import (
+    find_backup,
+    holder_of,
+    restore_backup,
+    restore_test_backup,
+    run_backup,
+    verify_backup,
+)
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import S3Endpoint, manifest_dict, write_manifest
@@ -238,6 +245,34 @@ def test_a_copy_repository_that_is_down_fails_loudly_without_touching_the_primar
     assert primary.list_backups("app_db") == [record]
     stored = (tmp_path / "repo" / record.object_path).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == record.sha256  # the primary is intact
+
+
+def test_a_restore_skips_a_lost_repository_and_uses_the_next_copy(
+    postgres: PostgresSandbox, s3_endpoint: S3Endpoint, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    record = run_backup(
+        write_manifest(tmp_path / "m.yaml", manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])),
+        "app_db",
+        PARTITION,
+    ).record
+    down = S3Endpoint(f"http://127.0.0.1:{free_port()}")  # the primary is gone; the local copy is left
+    data = manifest_dict(
+        postgres, tmp_path / "repo", [age_keys.recipient], s3=(down, "lost"), repositories=["s3", "local"]
+    )
+    manifest = write_manifest(tmp_path / "dr.yaml", data)
+    assert find_backup(manifest, "app_db") == record
+    (tmp_path / "identity.txt").write_text(age_keys.identity_file_text())
+    restored = restore_backup(
+        manifest,
+        "app_db",
+        record,
+        str(tmp_path / "app.dump"),
+        identity_file=str(tmp_path / "identity.txt"),
+        raw_file=True,
+    )
+    assert Path(restored).stat().st_size == record.bytes_raw
+    with pytest.raises(StorageError, match=r"no repository of app_db holds backup nope; unreachable: s3 \(cannot"):
+        holder_of(manifest, "app_db", "nope")
 
 
 def test_copies_between_two_s3_buckets_are_server_side_and_rechecked(
