@@ -179,6 +179,12 @@ def test_documented_rds_and_ebs_restores_use_the_newest_snapshot(s3_endpoint: S3
     run_backup(manifest, "docs_db", "2026-11-24")
     newest = run_backup(manifest, "docs_db", "2026-11-25").record
     snapshot = run_backup(manifest, "docs_volume", "2026-11-25").record
+    failed_attempt = [{"Key": "bp-dataset", "Value": "docs_db"}, {"Key": "bp-pending-id", "Value": "x"}]
+    rds.create_db_snapshot(
+        DBSnapshotIdentifier="bp-docs-db-failed", DBInstanceIdentifier="docs-db", Tags=failed_attempt
+    )
+    failed_attempt[0]["Value"] = "docs_volume"  # newer than the backups, but never committed (no bp-id)
+    ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{"ResourceType": "snapshot", "Tags": failed_attempt}])
     environment = {**aws_cli_environment(s3_endpoint, region), "PATH": f"{BIN}:/usr/bin:/bin"}
 
     script = with_variables(
