@@ -1,7 +1,8 @@
 """RDS DB instances and EBS volumes, protected by AWS snapshots through boto3.
 
-Backup: check the source exists, create a manual snapshot tagged with dataset, partition and backup id, wait
-for AWS to report it complete (a snapshot that fails or times out is deleted, so it never lists as a backup).
+Backup: check the source is available, create a manual snapshot tagged with dataset and partition, wait for
+AWS to report it complete, then tag it bp-id, which makes it a backup (a snapshot that fails or times out never
+gets that tag and is deleted as soon as AWS allows; see `repository.aws_snapshots`).
 Copies to other regions are `SnapshotStore.copy_from`. Verify: the snapshot's status, its size, and its KMS
 encryption (required unless the manifest says otherwise). Restore test: restore the snapshot to a temporary
 DB instance (RDS) or volume (EBS), wait until AWS reports it available, compare engine, size and encryption
@@ -27,6 +28,7 @@ from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
 from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset
 from backup_pipelines.repository.aws_snapshots import (
+    NOT_FOUND_RETRIES,
     TAG_DATASET,
     TAG_ID,
     SnapshotStore,
@@ -39,7 +41,6 @@ from backup_pipelines.repository.aws_snapshots import (
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
 
 TAG_RESTORE_TEST = "bp-restore-test"
-NOT_FOUND_POLLS = 5  # how often "not found" is asked again for a resource EC2 just created
 
 
 def scratch_name(name: str) -> str:
@@ -52,7 +53,6 @@ class SnapshotEngine:
 
     kind = ""
     format = ""
-    service = ""
     store_type = SnapshotStore
     complete_status = ""
     size_field = ""
@@ -200,7 +200,6 @@ class RdsEngine(SnapshotEngine):
 
     kind = "rds"
     format = "rds-snapshot"
-    service = "rds"
     complete_status = "available"
     size_field = "AllocatedStorage"
     restored_noun = "DB instance"
@@ -328,7 +327,6 @@ class EbsEngine(SnapshotEngine):
 
     kind = "ebs"
     format = "ebs-snapshot"
-    service = "ec2"
     complete_status = "completed"
     size_field = "VolumeSize"
     restored_noun = "volume"
@@ -414,12 +412,12 @@ class EbsEngine(SnapshotEngine):
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
         """Delete the volume CreateVolume returned. EC2 may not see a volume made a moment ago: "not found"
         is believed only after a few polls."""
-        for attempt in range(NOT_FOUND_POLLS):
+        for attempt in range(NOT_FOUND_RETRIES):
             try:
                 store.client("ec2").delete_volume(VolumeId=resource)
                 break
             except AWS_ERRORS as error:
-                if error_code(error) == "InvalidVolume.NotFound" and attempt < NOT_FOUND_POLLS - 1:
+                if error_code(error) == "InvalidVolume.NotFound" and attempt < NOT_FOUND_RETRIES - 1:
                     time.sleep(store.config.poll_seconds)
                     continue
                 if error_code(error) == "InvalidVolume.NotFound":

@@ -30,6 +30,7 @@ TAG_TESTED = "bp-restore-tested"
 TAG_COPY_OF = "bp-copy-of"
 TAG_PENDING = "bp-pending-id"
 FAILED_STATES = ("failed", "error", "deleting", "deleted")
+NOT_FOUND_RETRIES = 5  # how often "not found" is asked again about a resource AWS has just created
 GIB = 1 << 30
 LOG = logging.getLogger("backup_pipelines")
 RDS_GONE = ("DBSnapshotNotFound", "DBSnapshotNotFoundFault")
@@ -84,7 +85,7 @@ class SnapshotStore(BackupStore):
     def wait(self, service: str, waiter: str, what: str, **arguments: Any) -> None:
         """Wait for `waiter` in this region, within the repository's wait_minutes (a resource created a moment
         ago that AWS does not see yet is polled again, except when waiting for one to be deleted)."""
-        retries = 0 if waiter.endswith("_deleted") else 5
+        retries = 0 if waiter.endswith("_deleted") else NOT_FOUND_RETRIES
         config = self.config
         wait(self.client(service), waiter, what, config.wait_minutes, config.poll_seconds, retries, **arguments)
 
