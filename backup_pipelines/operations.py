@@ -209,8 +209,11 @@ def find_backup(
         ]
         if matching:
             return matching[-1]
-    wanted = backup_id or (f"partition {partition_key}" if partition_key else "any backup")
-    raise _not_found(name, f"a committed backup matching {wanted}", unreachable)
+    if backup_id:
+        wanted = f"backup {backup_id}" + (f" in partition {partition_key}" if partition_key else "")
+    else:
+        wanted = f"a committed backup of partition {partition_key}" if partition_key else "any committed backup"
+    raise _not_found(name, wanted, unreachable)
 
 
 @dataclass

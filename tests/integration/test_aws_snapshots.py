@@ -376,7 +376,7 @@ def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_te
     [tags] = db_snapshots(s3_endpoint, PRIMARY, "stuck").values()
     assert "bp-id" not in tags and tags["bp-pending-id"]  # it exists, and it is not a backup:
     assert open_repository(manifest, "snapshots").list_backups("stuck") == []
-    with pytest.raises(StorageError, match="no repository of stuck holds a committed backup"):
+    with pytest.raises(StorageError, match="no repository of stuck holds any committed backup"):
         find_backup(manifest, "stuck")
     monkeypatch.undo()
 

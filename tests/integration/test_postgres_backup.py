@@ -214,7 +214,7 @@ def test_pg_dump_killed_mid_stream_fails_and_commits_nothing_anywhere(
     client = s3_endpoint.client()
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    with pytest.raises(StorageError, match="no committed backup"):
+    with pytest.raises(StorageError, match="no repository of app_db holds any committed backup"):
         find_backup(manifest, "app_db")
 
 
