@@ -6,14 +6,10 @@ import math
 import time
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from backup_pipelines.errors import StorageError
 from backup_pipelines.manifest import AwsAccess, read_secret
-
-CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
 
 
 def make_client(service: str, access: AwsAccess, where: str, region: str | None = None) -> Any:
@@ -21,6 +17,9 @@ def make_client(service: str, access: AwsAccess, where: str, region: str | None 
 
     Credentials come from the variables the manifest names (a MissingSecretError names a missing one), else
     from boto3's default chain (instance profile, AWS_PROFILE, ...)."""
+    import boto3  # loaded when AWS is first needed: it costs every process ~0.1 s and ~20 MB otherwise
+    from botocore.config import Config
+
     key = read_secret(access.access_key_id_env, where) if access.access_key_id_env else None
     secret = read_secret(access.secret_access_key_env, where) if access.secret_access_key_env else None
     return boto3.session.Session().client(
@@ -29,7 +28,7 @@ def make_client(service: str, access: AwsAccess, where: str, region: str | None 
         endpoint_url=access.endpoint_url,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        config=CONFIG,
+        config=Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60),
     )
 
 

@@ -20,9 +20,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-import botocore
-
 from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
@@ -58,6 +55,9 @@ class SnapshotEngine:
     size_field = ""
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
+        import boto3
+        import botocore
+
         return {"boto3": boto3.__version__, "botocore": botocore.__version__}
 
     def backup(

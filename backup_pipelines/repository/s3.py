@@ -12,8 +12,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_pipelines.errors import StorageError
@@ -142,7 +140,7 @@ class S3Repository(Repository):
         super().__init__(name)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client if client is not None else boto3.client("s3")
+        self.client = client if client is not None else make_s3_client("us-east-1", None, None, None)
         self.part_size = part_size
         self.put_extra = put_extra or {}
         self.lock = lock
@@ -218,6 +216,9 @@ class S3Repository(Repository):
 def make_s3_client(region: str, endpoint_url: str | None, access_key: str | None, secret_key: str | None) -> Any:
     """Return a boto3 S3 client for the region/endpoint, with standard retries and path-style addressing
     for custom endpoints. Credentials default to boto3's chain when not given."""
+    import boto3  # loaded when S3 is first needed (see backup_pipelines.aws.make_client)
+    from botocore.config import Config
+
     config = Config(
         retries={"max_attempts": 5, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else {},
