@@ -6,11 +6,13 @@ from typing import Any
 
 import dagster as dg
 
+from assets.buckets import bucket_key
 from assets.history import latest_backups
 from assets.keys import DatasetKeys
+from backup_pipelines.buckets import rules_for
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
-from backup_pipelines.status import DatasetStatus, render_html, status_frame
+from backup_pipelines.status import BucketStatus, DatasetStatus, bucket_frame, render_html, status_frame
 from resources import ManifestResource
 
 STATUS_KEY = dg.AssetKey(["reports", "backup_status"])
@@ -66,6 +68,23 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     return statuses
 
 
+def gather_buckets(instance: dg.DagsterInstance, manifest: Manifest) -> list[BucketStatus]:
+    """Return every watched bucket's latest check results from the event log."""
+    buckets = []
+    for name, dataset in manifest.watched_buckets().items():
+        rules: dict[str, tuple[bool, str] | None] = {}
+        checked_at = None
+        for rule in rules_for(dataset):
+            record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(bucket_key(name), rule))
+            event = record.event if record is not None else None
+            evaluation = event.dagster_event.asset_check_evaluation_data if event and event.dagster_event else None
+            rules[rule] = None if evaluation is None else (evaluation.passed, evaluation.description or "")
+            if event is not None and evaluation is not None:
+                checked_at = max(checked_at or 0.0, event.timestamp)
+        buckets.append(BucketStatus(name, dataset.source.bucket, dataset.source.region, rules, checked_at))
+    return buckets
+
+
 def merge_restore_measurements(
     instance: dg.DagsterInstance, manifest: Manifest, measured: dict[str, Measured]
 ) -> dict[str, Measured]:
@@ -115,23 +134,27 @@ def markdown_table(frame: Any) -> str:
     key=STATUS_KEY,
     group_name="reports",
     kinds={"html"},
-    description="Every dataset's freshness, verification, restore tests and size, as a table and a dashboard.",
+    description="Every dataset's freshness, verification, restore tests and size, and every watched bucket's "
+    "checks, as tables and a dashboard.",
 )
 def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
     loaded = manifest.load()
     now = time.time()
     statuses = gather_statuses(context.instance, loaded)
+    buckets = gather_buckets(context.instance, loaded)
     frame = status_frame(statuses, now)
-    path = write_report(loaded, "backup_status.html", render_html(statuses, now))
+    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets))
     stale = int((frame["status"] == "STALE").sum()) if not frame.empty else 0
-    return dg.MaterializeResult(
-        metadata={
-            "datasets": len(statuses),
-            "stale": stale,
-            "dashboard": dg.MetadataValue.path(str(path)),
-            "status": dg.MetadataValue.md(markdown_table(frame)),
-        }
-    )
+    metadata: dict[str, Any] = {
+        "datasets": len(statuses),
+        "stale": stale,
+        "dashboard": dg.MetadataValue.path(str(path)),
+        "status": dg.MetadataValue.md(markdown_table(frame)),
+    }
+    if buckets:
+        metadata["buckets_failing"] = sum(1 for bucket in buckets if bucket.failing)
+        metadata["buckets"] = dg.MetadataValue.md(markdown_table(bucket_frame(buckets)))
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(

@@ -53,6 +53,38 @@ class DatasetStatus:
         return sizes[-1] / statistics.median(sizes[:-1]) - 1
 
 
+@dataclass(frozen=True)
+class BucketStatus:
+    """The latest checks of one watched bucket (`s3` dataset): rule -> (passed, what was seen), None when the
+    rule has not been checked yet."""
+
+    name: str
+    bucket: str
+    region: str
+    rules: dict[str, tuple[bool, str] | None] = field(default_factory=dict)
+    checked_at: float | None = None
+
+    @property
+    def failing(self) -> list[str]:
+        return [rule for rule, result in self.rules.items() if result is not None and not result[0]]
+
+
+def bucket_frame(buckets: list[BucketStatus]) -> pd.DataFrame:
+    """Return one row per watched bucket: failing ones first, each rule as pass / FAIL: why / not checked."""
+    rows = []
+    for item in buckets:
+        row = {"dataset": item.name, "bucket": item.bucket, "region": item.region}
+        for rule, result in item.rules.items():
+            row[rule] = "not checked" if result is None else "pass" if result[0] else f"FAIL: {result[1]}"
+        row["checked"] = _when(item.checked_at)
+        row["status"] = "FAIL" if item.failing else "ok"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values("status", key=lambda column: column != "FAIL", kind="stable").fillna("-")
+
+
 def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC") if epoch else "never"
 
@@ -128,8 +160,27 @@ def _sparkline(history: list[tuple[float, int]]) -> str:
     )
 
 
-def render_html(statuses: list[DatasetStatus], now: float) -> str:
-    """Return the dashboard as one self-contained HTML page."""
+def _buckets_html(buckets: list[BucketStatus]) -> str:
+    frame = bucket_frame(buckets)
+    if frame.empty:
+        return ""
+    header = "".join(f"<th>{html.escape(str(column))}</th>" for column in frame.columns)
+    body = [
+        f'<tr class="{"stale" if row["status"] == "FAIL" else "ok"}">'
+        + "".join(f"<td>{html.escape(str(value))}</td>" for value in row.values())
+        + "</tr>"
+        for row in frame.to_dict("records")
+    ]
+    failing = int((frame["status"] == "FAIL").sum())
+    return (
+        f'<h2>Protected buckets</h2>\n<p id="bucket-summary">{len(buckets)} buckets, {failing} failing a rule. '
+        "Versioning is not a backup, but without it overwritten and deleted objects are gone.</p>\n"
+        f'<table id="buckets"><thead><tr>{header}</tr></thead><tbody>\n{chr(10).join(body)}\n</tbody></table>'
+    )
+
+
+def render_html(statuses: list[DatasetStatus], now: float, buckets: list[BucketStatus] | None = None) -> str:
+    """Return the dashboard as one self-contained HTML page (with the watched buckets, when there are any)."""
     frame = status_frame(statuses, now)
     by_name = {item.name: item for item in statuses}
     stale = int((frame["status"] == "STALE").sum()) if not frame.empty else 0
@@ -152,6 +203,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; white-space: nowrap; }}
 tr.stale td:nth-child(2) {{ color: #c62828; font-weight: bold; }}
+#buckets tr.stale td:last-child {{ color: #c62828; font-weight: bold; }}
 .summary {{ font-size: 16px; margin-bottom: 1em; }}
 </style></head><body>
 <h1>Backup status</h1>
@@ -160,5 +212,6 @@ tr.stale td:nth-child(2) {{ color: #c62828; font-weight: bold; }}
 {chr(10).join(body)}
 </tbody></table>
 <p>Age bar: the dashed line is the RPO; green under 75 %, amber under 100 %, red over.</p>
+{_buckets_html(buckets or [])}
 </body></html>
 """

@@ -352,6 +352,12 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     assert evaluation.asset_key == dg.AssetKey(["bucket", "exports"]) and not evaluation.passed
     assert "overwritten and deleted objects are lost" in str(evaluation.description)
 
+    result = defs.resolve_job_def("reports").execute_in_process(instance=instance)
+    [status] = result.asset_materializations_for_node("reports__backup_status")
+    assert status.metadata["datasets"].value == 1 and status.metadata["buckets_failing"].value == 1
+    page = (tmp_path / "reports" / "backup_status.html").read_text()
+    assert "bp-dagster-unversioned" in page and "FAIL: versioning is never enabled" in page
+
 
 def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_test_deletes_its_instance(
     s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

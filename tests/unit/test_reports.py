@@ -8,7 +8,7 @@ from backup_pipelines.manifest import parse_manifest
 from backup_pipelines.repository import BackupRecord
 from backup_pipelines.repository.local import LocalRepository
 from backup_pipelines.runbook import Measured, render_runbook, restore_commands
-from backup_pipelines.status import DatasetStatus, render_html, status_frame
+from backup_pipelines.status import BucketStatus, DatasetStatus, bucket_frame, render_html, status_frame
 from tests.unit.test_manifest import VALID
 
 NOW = 1_800_000_000.0
@@ -48,6 +48,29 @@ def test_dashboard_is_self_contained_html_with_charts() -> None:
     assert page.startswith("<!doctype html>") and "3 datasets, 2 stale" in page
     assert page.count("<svg") == 6 and "<polyline" in page
     assert "http" not in page.split("<body>")[1]  # no external resource
+
+
+def test_watched_buckets_get_their_own_table_failing_first() -> None:
+    buckets = [
+        BucketStatus("assets", "cdn-assets", "eu-west-1", {"versioning_enabled": (True, "versioning is enabled")}, NOW),
+        BucketStatus(
+            "uploads",
+            "customer-uploads",
+            "eu-west-1",
+            {"versioning_enabled": (False, "versioning is suspended"), "replication_enabled": None},
+            NOW,
+        ),
+    ]
+    frame = bucket_frame(buckets)
+    assert list(frame["dataset"]) == ["uploads", "assets"] and list(frame["status"]) == ["FAIL", "ok"]
+    first = frame.iloc[0]
+    assert (
+        first["versioning_enabled"] == "FAIL: versioning is suspended" and first["replication_enabled"] == "not checked"
+    )
+    assert frame.iloc[1]["replication_enabled"] == "-"  # a rule that bucket is not asked to meet
+    page = render_html(statuses(), NOW, buckets)
+    assert "2 buckets, 1 failing a rule" in page and "FAIL: versioning is suspended" in page
+    assert "Protected buckets" not in render_html(statuses(), NOW)
 
 
 def test_runbook_gives_targets_measurements_and_standard_commands(tmp_path: Path) -> None:
