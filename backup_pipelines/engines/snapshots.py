@@ -14,10 +14,11 @@ data needs network access to the instance (or an instance to attach the volume t
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code
@@ -38,6 +39,7 @@ from backup_pipelines.repository.aws_snapshots import (
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
 
 TAG_RESTORE_TEST = "bp-restore-test"
+LOG = logging.getLogger("backup_pipelines")
 
 
 def scratch_name(name: str) -> str:
@@ -118,6 +120,7 @@ class SnapshotEngine:
     def restore_test(self, manifest: Manifest, name: str, store: SnapshotStore, record: BackupRecord) -> RestoreReport:
         """Restore to a temporary resource, compare it with the snapshot, delete it (see the module docstring)."""
         snapshot = store.describe(record)
+        swept = self.sweep_leftovers(store, name, timedelta(minutes=3 * store.config.wait_minutes))
         target = scratch_name(name)
         started = time.monotonic()
         resource = self.known_resource(target)  # set before the call: a retried call may have created it
@@ -133,7 +136,7 @@ class SnapshotEngine:
             if resource is not None:
                 self.delete_restored(store, resource)
         kept = ("Engine", "EngineVersion", "AllocatedStorage", "Size", "Encrypted", "StorageEncrypted")
-        stats = {key: restored[key] for key in kept if key in restored}
+        stats = {key: restored[key] for key in kept if key in restored} | ({"swept_leftovers": swept} if swept else {})
         return RestoreReport(
             f"temporary {self.restored_noun} {target} (deleted)",
             restore_seconds,
@@ -149,8 +152,26 @@ class SnapshotEngine:
         self.wait_restored(store, resource)
         return f"{self.kind}://{store.region}/{resource}"
 
+    def sweep_leftovers(self, store: SnapshotStore, name: str, older_than: timedelta) -> list[str]:
+        """Delete the temporary restore-test resources of dataset `name` (tagged bp-restore-test) created more
+        than `older_than` ago: a process killed mid-test leaves them running, and they cost money. Younger ones
+        may belong to a test still running. Return the ids deleted."""
+        cutoff = datetime.now(UTC) - older_than
+        try:
+            leftovers = [resource for resource, created in self.temporary_resources(store, name) if created < cutoff]
+        except AWS_ERRORS as error:
+            raise StorageError(f"cannot list temporary resources in {store.region}: {describe_error(error)}") from error
+        for resource in leftovers:
+            LOG.warning(f"deleting {resource} in {store.region}, left behind by an interrupted restore test of {name}")
+            self.delete_restored(store, resource)
+        return leftovers
+
     # The kind-specific parts.
     restored_noun = ""
+
+    def temporary_resources(self, store: SnapshotStore, name: str) -> list[tuple[str, datetime]]:
+        """(id, creation time) of every restore-test resource of dataset `name` in the store's region."""
+        raise NotImplementedError
 
     def known_resource(self, target: str) -> str | None:
         """The id a restore into `target` will have, when it is known before AWS answers."""
@@ -204,6 +225,15 @@ class RdsEngine(SnapshotEngine):
 
     def known_resource(self, target: str) -> str | None:
         return target
+
+    def temporary_resources(self, store: SnapshotStore, name: str) -> list[tuple[str, datetime]]:
+        found = []
+        for page in store.client("rds").get_paginator("describe_db_instances").paginate():
+            for instance in page["DBInstances"]:
+                tags = tag_dict(instance.get("TagList"))
+                if TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name and "InstanceCreateTime" in instance:
+                    found.append((str(instance["DBInstanceIdentifier"]), instance["InstanceCreateTime"]))
+        return found
 
     def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
         instance = self.source(manifest, name).db_instance_identifier
@@ -328,6 +358,11 @@ class EbsEngine(SnapshotEngine):
     complete_status = "completed"
     size_field = "VolumeSize"
     restored_noun = "volume"
+
+    def temporary_resources(self, store: SnapshotStore, name: str) -> list[tuple[str, datetime]]:
+        filters = [{"Name": f"tag:{TAG_DATASET}", "Values": [name]}, {"Name": "tag-key", "Values": [TAG_RESTORE_TEST]}]
+        pages = store.client("ec2").get_paginator("describe_volumes").paginate(Filters=filters)
+        return [(str(volume["VolumeId"]), volume["CreateTime"]) for page in pages for volume in page["Volumes"]]
 
     def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
         self._volume(manifest, name, store)

@@ -262,6 +262,21 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
         s3_endpoint.client("ec2", DR).describe_snapshots(SnapshotIds=[dr_snapshot])
     assert [r.backup_id for r in open_repository(manifest, "dr").list_backups("data_volume")] == [newer.backup_id]
 
+    leftover = ec2.create_volume(
+        SnapshotId=newer.object_name,
+        AvailabilityZone=f"{PRIMARY}b",
+        TagSpecifications=[
+            {
+                "ResourceType": "volume",
+                "Tags": [{"Key": "bp-dataset", "Value": "data_volume"}, {"Key": "bp-restore-test", "Value": "x"}],
+            }
+        ],
+    )["VolumeId"]
+    primary = open_repository(manifest, "snapshots")
+    assert isinstance(primary, SnapshotStore)
+    assert EbsEngine().sweep_leftovers(primary, "data_volume", timedelta(0)) == [leftover]
+    assert ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [leftover]}])["Volumes"] == []
+
     ec2.delete_volume(VolumeId=volume)
     with pytest.raises(SourceUnavailableError, match=volume):
         run_backup(manifest, "data_volume", "2026-11-27")
@@ -402,3 +417,24 @@ def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_te
     instances = s3_endpoint.client("rds", PRIMARY).describe_db_instances()["DBInstances"]
     assert [i["DBInstanceIdentifier"] for i in instances if i["DBInstanceIdentifier"].startswith("bp-rt-")] == []
     assert open_repository(manifest, "snapshots").restore_tested("stuck") == set()
+    monkeypatch.undo()
+
+    # A process killed mid-test leaves its temporary instance running: the next restore test sweeps old ones.
+    rds = s3_endpoint.client("rds", PRIMARY)
+    for identifier, tags in (
+        ("bp-rt-stuck-killed", {"bp-dataset": "stuck", "bp-restore-test": record.backup_id}),
+        ("stuck-restored-by-hand", {"bp-dataset": "stuck", "Name": "stuck-restored-by-hand"}),  # a real restore
+    ):
+        rds.restore_db_instance_from_db_snapshot(
+            DBInstanceIdentifier=identifier,
+            DBSnapshotIdentifier=record.object_name,
+            DBInstanceClass="db.t3.micro",
+            Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+        )
+    store = open_repository(manifest, "snapshots")
+    assert isinstance(store, SnapshotStore)
+    report = restore_test_backup(manifest, "stuck", record)
+    assert "swept_leftovers" not in report.restored_stats  # younger than 3x wait_minutes: maybe still running
+    assert RdsEngine().sweep_leftovers(store, "stuck", timedelta(0)) == ["bp-rt-stuck-killed"]
+    remaining = {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+    assert "bp-rt-stuck-killed" not in remaining and "stuck-restored-by-hand" in remaining
