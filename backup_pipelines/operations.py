@@ -28,7 +28,7 @@ from backup_pipelines.repository import (
     open_object_repository,
     open_repository,
 )
-from backup_pipelines.stream import decode, encode
+from backup_pipelines.stream import decode, encode, read_tail
 
 LOG = logging.getLogger("backup_pipelines")
 
@@ -279,7 +279,7 @@ def _decode_into_archive_check(
 
     from backup_pipelines.threads import Worker
 
-    reader = Worker(lambda: listing.append(lister.stdout.read()), "archive-listing")
+    reader = Worker(lambda: listing.append(read_tail(lister.stdout)), "archive-listing")
     reader.start()
     try:
         result = decode(stored, lister.stdin, identities, record.sha256, consumer_may_stop_early=True)

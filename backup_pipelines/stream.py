@@ -10,6 +10,7 @@ object) raises; the caller then aborts the sink, so nothing half-written is ever
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hashlib
@@ -137,6 +138,22 @@ class HashingReader:
         """Read and hash whatever is left, so the checksum covers the whole object."""
         while self.read(CHUNK):
             pass
+
+
+LISTING_LIMIT = 16 << 20  # the most of a tool's output kept in memory (an archive listing, a validator's stdout)
+
+
+def read_tail(source: IO[bytes], limit: int = LISTING_LIMIT) -> bytes:
+    """Read `source` to its end; return its last `limit` bytes (all of it when shorter), so a tool that prints
+    more than expected cannot make memory grow with the data."""
+    kept: collections.deque[bytes] = collections.deque()
+    size = 0
+    while chunk := source.read(CHUNK):
+        kept.append(chunk)
+        size += len(chunk)
+        while kept and size - len(kept[0]) >= limit:
+            size -= len(kept.popleft())
+    return b"".join(kept)[-limit:] if limit else b""
 
 
 def _read_chunk(source: IO[bytes]) -> bytes:

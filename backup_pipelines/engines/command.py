@@ -20,6 +20,7 @@ from backup_pipelines.errors import CommandFailedError
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
 from backup_pipelines.manifest import CommandDataset, Manifest
 from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.stream import read_tail
 
 
 class _Counter:
@@ -112,7 +113,7 @@ class CommandEngine:
         with open(path, "rb") as restored:
             process = Process(command, stdin=restored, stdout=PIPE)
             try:
-                process.stdout.read()
+                read_tail(process.stdout, 0)  # drained, not kept
                 process.check(timeout=dataset.source.timeout_seconds)
                 return CheckOutcome("validate command", "exit 0", "exit 0", True)
             except CommandFailedError as error:

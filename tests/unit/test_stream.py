@@ -12,7 +12,7 @@ import pytest
 
 from backup_pipelines.crypto import KeyPair, generate_key_pair, parse_identities
 from backup_pipelines.errors import CommandFailedError, DecryptionError, IntegrityError
-from backup_pipelines.stream import decode, encode
+from backup_pipelines.stream import decode, encode, read_tail
 
 PAYLOAD = os.urandom(3 << 20) + b"compressible " * 200_000
 
@@ -114,3 +114,11 @@ class FailingSink:
 def test_a_failing_sink_aborts_the_encode_and_stops_zstd(keys: KeyPair) -> None:
     with pytest.raises(OSError, match="No space left"):
         encode(io.BytesIO(PAYLOAD), FailingSink(100_000), [keys.recipient])
+
+
+def test_read_tail_keeps_only_the_last_bytes_of_a_long_output() -> None:
+    data = bytes(range(256)) * 40_000  # 10.24 MB, several chunks
+    assert read_tail(io.BytesIO(data), 1000) == data[-1000:]
+    assert read_tail(io.BytesIO(data), len(data) * 2) == data
+    assert read_tail(io.BytesIO(data), 0) == b""
+    assert read_tail(io.BytesIO(b""), 10) == b""
