@@ -40,6 +40,7 @@ from backup_pipelines.repository.base import BackupRecord, new_backup_id
 
 TAG_RESTORE_TEST = "bp-restore-test"
 LOG = logging.getLogger("backup_pipelines")
+BUSY_STATES = ("backing-up",)  # AWS is taking an automated backup or another snapshot: it will be available
 
 
 def scratch_name(name: str) -> str:
@@ -249,23 +250,36 @@ class RdsEngine(SnapshotEngine):
                 f"dataset {name}: {instance} belongs to the Aurora cluster {found[0]['DBClusterIdentifier']}; "
                 "Aurora is snapshotted per cluster, which this kind does not do"
             )
-        if status != "available":
+        if status in BUSY_STATES:  # an automated backup or another snapshot is running: AWS takes none now
+            self._wait_available(store, instance, status)
+        elif status != "available":
             raise SourceUnavailableError(
                 f"dataset {name}: RDS instance {instance} is {status}; AWS snapshots only an available instance"
             )
+
+    def _wait_available(self, store: SnapshotStore, instance: str, status: str) -> None:
+        LOG.info(f"RDS instance {instance} is {status}: waiting until it is available to snapshot it")
+        store.wait("rds", "db_instance_available", f"RDS instance {instance} ({status})", DBInstanceIdentifier=instance)
 
     def create_snapshot(
         self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
     ) -> str:
         instance = self.source(manifest, name).db_instance_identifier
-        try:
-            store.client("rds").create_db_snapshot(
-                DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance, Tags=tag_list(tags)
-            )
-        except AWS_ERRORS as error:
-            if error_code(error) == "DBSnapshotAlreadyExists":  # a retried call: the first one created it
+        for attempt in range(2):
+            try:
+                store.client("rds").create_db_snapshot(
+                    DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance, Tags=tag_list(tags)
+                )
                 return identifier
-            raise StorageError(f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}") from error
+            except AWS_ERRORS as error:
+                if error_code(error) == "DBSnapshotAlreadyExists":  # a retried call: the first one created it
+                    return identifier
+                if error_code(error) == "InvalidDBInstanceState" and attempt == 0:  # another snapshot began
+                    self._wait_available(store, instance, "busy")
+                    continue
+                raise StorageError(
+                    f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}"
+                ) from error
         return identifier
 
     def start_restore(

@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 from botocore.exceptions import ClientError
 
+from backup_pipelines import aws
 from backup_pipelines.buckets import check_bucket
 from backup_pipelines.cli import main as cli_main
 from backup_pipelines.compliance import judge
@@ -28,7 +29,7 @@ from backup_pipelines.errors import IntegrityError, SourceUnavailableError, Stor
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.prune import prune_dataset
-from backup_pipelines.repository import open_repository
+from backup_pipelines.repository import aws_snapshots, open_repository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.runbook import restore_commands
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
@@ -438,3 +439,32 @@ def test_a_snapshot_that_never_completes_is_not_a_backup_and_a_failed_restore_te
     assert RdsEngine().sweep_leftovers(store, "stuck", timedelta(0)) == ["bp-rt-stuck-killed"]
     remaining = {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
     assert "bp-rt-stuck-killed" not in remaining and "stuck-restored-by-hand" in remaining
+
+
+def test_an_instance_busy_backing_up_is_waited_for_then_snapshot(
+    s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: moto's instances are always `available`, so a botocore after-call hook makes the first
+    two DescribeDBInstances answers say `backing-up`, as AWS does during the automated backup window."""
+    create_instance(s3_endpoint, "busy-db", kms_key(s3_endpoint, PRIMARY))
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"busy": rds_dataset("busy-db")}, kms_key(s3_endpoint, DR))
+    answers: list[str] = []
+
+    def backing_up_twice(parsed: dict[str, Any], **_: Any) -> None:
+        for instance in parsed.get("DBInstances", []):
+            if len(answers) < 2:
+                instance["DBInstanceStatus"] = "backing-up"
+            answers.append(instance["DBInstanceStatus"])
+
+    real_make_client = aws.make_client
+
+    def make_client(*arguments: Any, **keywords: Any) -> Any:
+        made = real_make_client(*arguments, **keywords)
+        made.meta.events.register("after-call.rds.DescribeDBInstances", backing_up_twice)
+        return made
+
+    monkeypatch.setattr(aws, "make_client", make_client)
+    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    record = run_backup(manifest, "busy", "2026-11-25").record
+    assert answers == ["backing-up", "backing-up", "available"]  # checked, waited (one more poll), then taken
+    assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
