@@ -529,9 +529,25 @@ class SnapshotDatasetBase(DatasetBase):
                 "AWS snapshots are encrypted with KMS by AWS, not with age: remove `encryption` and use "
                 "source.require_encryption"
             )
-        if self.verification.queries:
-            raise ValueError("verification.queries are not run on restored AWS snapshots")
+        login = getattr(getattr(self, "source", None), "restore_login", None)
+        if self.verification.queries and login is None:
+            raise ValueError(
+                "verification.queries run on the restored instance only with source.restore_login (an EBS volume "
+                "cannot be queried)"
+            )
+        if any(query.expect.same_as_source for query in self.verification.queries):
+            raise ValueError("same_as_source needs the source queried inside the snapshot, which AWS cannot do")
         return self
+
+
+class RestoreLogin(StrictModel):
+    """How a restore test logs in to the temporary RDS instance to run the validation queries (it keeps the
+    source's users and passwords). The runner needs network access to it (restore_subnet_group and
+    restore_security_group_ids)."""
+
+    database: str = Field(min_length=1, description="Database to query on the restored instance.")
+    user: str = Field(min_length=1, description="A user of the source instance (e.g. its master user).")
+    password_env: str = Field(description="Env var holding that user's password; never inline.")
 
 
 class RdsSource(StrictModel):
@@ -544,6 +560,9 @@ class RdsSource(StrictModel):
     restore_subnet_group: str | None = Field(None, description="DB subnet group for restore-test instances.")
     restore_security_group_ids: list[str] = Field(
         default_factory=list, description="VPC security groups of restore-test instances."
+    )
+    restore_login: RestoreLogin | None = Field(
+        None, description="Log in to the restored instance and run verification.queries (PostgreSQL, MySQL, MariaDB)."
     )
 
 

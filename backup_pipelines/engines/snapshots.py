@@ -21,10 +21,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+import pymysql
+
 from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
+from backup_pipelines.engines.validation import run_validation_queries
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
-from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset
+from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset, RestoreLogin, read_secret
 from backup_pipelines.repository.aws_snapshots import (
     NOT_FOUND_RETRIES,
     TAG_DATASET,
@@ -131,7 +135,7 @@ class SnapshotEngine:
             restore_seconds = time.monotonic() - started
             started = time.monotonic()
             restored = self.describe_restored(store, resource)
-            outcomes = self.compare(snapshot, restored)
+            outcomes = self.compare(snapshot, restored) + self.validate_data(manifest, name, restored)
             validation_seconds = time.monotonic() - started
         finally:
             if resource is not None:
@@ -206,6 +210,10 @@ class SnapshotEngine:
 
     def compare(self, snapshot: dict[str, Any], restored: dict[str, Any]) -> list[CheckOutcome]:
         raise NotImplementedError
+
+    def validate_data(self, manifest: Manifest, name: str, restored: dict[str, Any]) -> list[CheckOutcome]:
+        """Judge the restored data itself, where the kind can reach it (RDS with a restore_login)."""
+        return []
 
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
         raise NotImplementedError
@@ -338,6 +346,30 @@ class RdsEngine(SnapshotEngine):
             CheckOutcome("endpoint", "an address", endpoint.get("Address"), bool(endpoint.get("Address"))),
         ]
 
+    def validate_data(self, manifest: Manifest, name: str, restored: dict[str, Any]) -> list[CheckOutcome]:
+        """Log in to the restored instance and run the dataset's validation queries (with source.restore_login)."""
+        dataset = manifest.dataset(name)
+        login = self.source(manifest, name).restore_login
+        if login is None:
+            return []
+        endpoint = restored.get("Endpoint") or {}
+        engine = str(restored.get("Engine", ""))
+        try:
+            connection = _connect(engine, endpoint, login, f"datasets.{name}.source.restore_login")
+        except (OSError, psycopg.Error, pymysql.MySQLError) as error:
+            reached = f"{endpoint.get('Address')}:{endpoint.get('Port')}"
+            return [CheckOutcome("log in to the restored instance", reached, f"error: {error}".strip(), False)]
+        with contextlib.closing(connection):
+            outcomes = [CheckOutcome("log in to the restored instance", login.user, login.user, True)]
+
+            def first_value(sql: str) -> Any:
+                with contextlib.closing(connection.cursor()) as cursor:
+                    cursor.execute(sql)
+                    row = cursor.fetchone()
+                    return row[0] if row else None
+
+            return outcomes + run_validation_queries(first_value, dataset.verification, {})
+
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
         rds = store.client("rds")
         arguments = {"DBInstanceIdentifier": resource, "SkipFinalSnapshot": True, "DeleteAutomatedBackups": True}
@@ -362,6 +394,33 @@ class RdsEngine(SnapshotEngine):
         store.wait(
             "rds", "db_instance_deleted", f"deleting temporary DB instance {resource}", DBInstanceIdentifier=resource
         )
+
+
+def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: str) -> Any:
+    """A read-only DB-API connection to a restored instance: PostgreSQL (psycopg) or MySQL/MariaDB (pymysql)."""
+    password = read_secret(login.password_env, where)
+    host, port = str(endpoint.get("Address")), int(endpoint.get("Port") or 0)
+    if "postgres" in engine:
+        return psycopg.connect(
+            host=host,
+            port=port,
+            dbname=login.database,
+            user=login.user,
+            password=password,
+            connect_timeout=15,
+            options="-c default_transaction_read_only=on",
+        )
+    if "mysql" in engine or "mariadb" in engine:
+        return pymysql.connect(
+            host=host,
+            port=port,
+            database=login.database,
+            user=login.user,
+            password=password,
+            connect_timeout=15,
+            init_command="SET SESSION TRANSACTION READ ONLY",
+        )
+    raise OSError(f"validation queries support PostgreSQL, MySQL and MariaDB, not the {engine} engine")
 
 
 class EbsEngine(SnapshotEngine):

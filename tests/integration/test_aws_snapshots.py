@@ -25,14 +25,15 @@ from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.engines.snapshots import EbsEngine, RdsEngine
-from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
+from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError, ValidationFailedError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import aws_snapshots, open_repository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.runbook import restore_commands
-from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
+from backup_pipelines.sandbox import PostgresSandbox
+from tests.conftest import PG_PASSWORD_ENV, S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
 
 PRIMARY, DR = "eu-west-1", "eu-central-1"
 
@@ -468,3 +469,50 @@ def test_an_instance_busy_backing_up_is_waited_for_then_snapshot(
     record = run_backup(manifest, "busy", "2026-11-25").record
     assert answers == ["backing-up", "backing-up", "available"]  # checked, waited (one more poll), then taken
     assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
+
+
+def test_rds_restore_tests_log_in_and_run_the_validation_queries(
+    postgres: PostgresSandbox, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's restored instances have an endpoint nobody answers on, so a botocore after-call hook points the
+    temporary instance's endpoint at the session's real PostgreSQL server (holding the sample database `app`):
+    the login and the validation queries then run for real."""
+    create_instance(s3_endpoint, "app-db", kms_key(s3_endpoint, PRIMARY))
+    login = {"database": "app", "user": postgres.user, "password_env": PG_PASSWORD_ENV}
+    queries = [
+        {"name": "orders", "sql": "select count(*) from shop.orders", "expect": {"min": 1}},
+        {
+            "name": "no_orphans",
+            "sql": "select count(*) from shop.orders where customer_id is null",
+            "expect": {"equals": 0},
+        },
+    ]
+    dataset = {**rds_dataset("app-db", restore_login=login), "verification": {"queries": queries}}
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"app": dataset}, kms_key(s3_endpoint, DR))
+
+    def local_endpoint(parsed: dict[str, Any], **_: Any) -> None:
+        for instance in parsed.get("DBInstances", []):
+            if instance["DBInstanceIdentifier"].startswith("bp-rt-"):
+                instance["Endpoint"] = {"Address": "127.0.0.1", "Port": postgres.port}
+
+    real_make_client = aws.make_client
+
+    def make_client(*arguments: Any, **keywords: Any) -> Any:
+        made = real_make_client(*arguments, **keywords)
+        made.meta.events.register("after-call.rds.DescribeDBInstances", local_endpoint)
+        return made
+
+    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    record = run_backup(manifest, "app", "2026-11-25").record
+    report = restore_test_backup(manifest, "app", record)
+    checks = {outcome.name: outcome for outcome in report.outcomes}
+    assert checks["log in to the restored instance"].passed and checks["query orders"].actual == 2000
+    assert checks["query no_orphans"].passed
+
+    queries[1]["expect"] = {"equals": -1}
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"app": dataset}, kms_key(s3_endpoint, DR))
+    with pytest.raises(ValidationFailedError, match=r"query no_orphans: expected = -1, restored copy has 0"):
+        restore_test_backup(manifest, "app", record)
+    monkeypatch.setenv(PG_PASSWORD_ENV, "wrong")
+    with pytest.raises(ValidationFailedError, match="log in to the restored instance"):
+        restore_test_backup(manifest, "app", record)

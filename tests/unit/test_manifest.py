@@ -244,6 +244,15 @@ def test_aws_datasets_need_snapshot_repositories_in_the_source_region_and_no_age
     assert "'central_no_key' receives copies of encrypted RDS snapshots from eu-west-1: give it a kms_key_id" in message
     source = {"db_instance_identifier": "db-prod", "region": "eu-west-1", "require_encryption": False}
     parse_manifest(yaml.safe_dump(aws_with(repositories=["west", "central_no_key"], source=source)))
+    query = {"name": "orders", "sql": "select count(*) from orders", "expect": {"min": 1}}
+    [message] = errors_of(aws_with(verification={"queries": [query]}))
+    assert "verification.queries run on the restored instance only with source.restore_login" in message
+    login = {"database": "orders", "user": "admin", "password_env": "ORDERS_PASSWORD"}
+    source = {"db_instance_identifier": "db-prod", "region": "eu-west-1", "restore_login": login}
+    parse_manifest(yaml.safe_dump(aws_with(source=source, verification={"queries": [query]})))
+    same = {**query, "expect": {"same_as_source": True}}
+    [message] = errors_of(aws_with(source=source, verification={"queries": [same]}))
+    assert "same_as_source needs the source queried inside the snapshot" in message
     [message] = errors_of(aws_with(encryption={"recipients": [RECIPIENT]}))
     assert "encrypted with KMS by AWS, not with age" in message
     [message] = errors_of(aws_with(kind="ebs", source={"volume_id": "disk-1", "region": "eu-west-1"}))
