@@ -416,7 +416,8 @@ def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: 
             port=port,
             database=login.database,
             user=login.user,
-            password=password,
+            password=password.encode(),  # PyMySQL would encode a str as latin-1
+            charset="utf8mb4",
             connect_timeout=15,
             init_command="SET SESSION TRANSACTION READ ONLY",
         )

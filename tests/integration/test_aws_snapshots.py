@@ -33,7 +33,7 @@ from backup_pipelines.repository import aws_snapshots, open_repository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.runbook import restore_commands
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import PG_PASSWORD_ENV, S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
+from tests.conftest import MYSQL_PASSWORD_ENV, PG_PASSWORD_ENV, S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
 
 PRIMARY, DR = "eu-west-1", "eu-central-1"
 
@@ -471,6 +471,24 @@ def test_an_instance_busy_backing_up_is_waited_for_then_snapshot(
     assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
 
 
+def redirect_restored_endpoints(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """Make DescribeDBInstances answer 127.0.0.1:`port` as the endpoint of every temporary bp-rt- instance."""
+
+    def local_endpoint(parsed: dict[str, Any], **_: Any) -> None:
+        for instance in parsed.get("DBInstances", []):
+            if instance["DBInstanceIdentifier"].startswith("bp-rt-"):
+                instance["Endpoint"] = {"Address": "127.0.0.1", "Port": port}
+
+    real_make_client = aws.make_client
+
+    def make_client(*arguments: Any, **keywords: Any) -> Any:
+        made = real_make_client(*arguments, **keywords)
+        made.meta.events.register("after-call.rds.DescribeDBInstances", local_endpoint)
+        return made
+
+    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+
+
 def test_rds_restore_tests_log_in_and_run_the_validation_queries(
     postgres: PostgresSandbox, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -490,19 +508,7 @@ def test_rds_restore_tests_log_in_and_run_the_validation_queries(
     dataset = {**rds_dataset("app-db", restore_login=login), "verification": {"queries": queries}}
     manifest = aws_manifest(s3_endpoint, tmp_path, {"app": dataset}, kms_key(s3_endpoint, DR))
 
-    def local_endpoint(parsed: dict[str, Any], **_: Any) -> None:
-        for instance in parsed.get("DBInstances", []):
-            if instance["DBInstanceIdentifier"].startswith("bp-rt-"):
-                instance["Endpoint"] = {"Address": "127.0.0.1", "Port": postgres.port}
-
-    real_make_client = aws.make_client
-
-    def make_client(*arguments: Any, **keywords: Any) -> Any:
-        made = real_make_client(*arguments, **keywords)
-        made.meta.events.register("after-call.rds.DescribeDBInstances", local_endpoint)
-        return made
-
-    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    redirect_restored_endpoints(monkeypatch, postgres.port)
     record = run_backup(manifest, "app", "2026-11-25").record
     report = restore_test_backup(manifest, "app", record)
     checks = {outcome.name: outcome for outcome in report.outcomes}
@@ -516,3 +522,26 @@ def test_rds_restore_tests_log_in_and_run_the_validation_queries(
     monkeypatch.setenv(PG_PASSWORD_ENV, "wrong")
     with pytest.raises(ValidationFailedError, match="log in to the restored instance"):
         restore_test_backup(manifest, "app", record)
+
+
+def test_mariadb_rds_restore_tests_run_the_validation_queries(
+    mariadb: Any, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with a MariaDB engine: the temporary instance's endpoint is the session's real MariaDB server."""
+    s3_endpoint.client("rds", PRIMARY).create_db_instance(
+        DBInstanceIdentifier="shop-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="mariadb",
+        EngineVersion="10.11.6",
+        AllocatedStorage=20,
+        MasterUsername="admin",
+        MasterUserPassword="not-a-real-password",
+    )
+    login = {"database": "shop", "user": mariadb.user, "password_env": MYSQL_PASSWORD_ENV}
+    queries = [{"name": "orders", "sql": "select count(*) from orders", "expect": {"equals": 1000}}]
+    source = {"require_encryption": False, "restore_login": login}
+    dataset = {**rds_dataset("shop-db", **source), "verification": {"queries": queries}}
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"shop": dataset}, kms_key(s3_endpoint, DR))
+    redirect_restored_endpoints(monkeypatch, mariadb.port)
+    report = restore_test_backup(manifest, "shop", run_backup(manifest, "shop", "2026-11-25").record)
+    assert {outcome.name: outcome.actual for outcome in report.outcomes}["query orders"] == 1000
