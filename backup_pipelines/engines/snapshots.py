@@ -34,6 +34,7 @@ from backup_pipelines.repository.aws_snapshots import (
     TAG_DATASET,
     TAG_ID,
     SnapshotStore,
+    is_encrypted,
     pending_tags,
     record_from,
     snapshot_identifier,
@@ -105,7 +106,7 @@ class SnapshotEngine:
         where = store.uri(record.object_name)
         if status != self.complete_status:
             raise IntegrityError(f"{where} is {status}, not {self.complete_status}")
-        encrypted = bool(snapshot.get("Encrypted"))
+        encrypted = is_encrypted(self.kind, snapshot)
         if self.source(manifest, name).require_encryption and not encrypted:
             raise IntegrityError(f"{where} is not encrypted (the manifest requires KMS encryption)")
         return {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +34,45 @@ FAILED_STATES = ("failed", "error", "deleting", "deleted")
 NOT_FOUND_RETRIES = 5  # how often "not found" is asked again about a resource AWS has just created
 GIB = 1 << 30
 LOG = logging.getLogger("backup_pipelines")
-RDS_GONE = ("DBSnapshotNotFound", "DBSnapshotNotFoundFault")
 EBS_GONE = ("InvalidSnapshot.NotFound",)
+
+
+@dataclass(frozen=True)
+class RdsFamily:
+    """The names of one RDS snapshot API: DB snapshots (of instances) or DB cluster snapshots (Aurora). Both
+    APIs have the same shape; only the nouns differ (DescribeDBSnapshots / DescribeDBClusterSnapshots, ...)."""
+
+    kind: str
+    noun: str  # "DBSnapshot" or "DBClusterSnapshot"
+    snake: str  # "db_snapshot" or "db_cluster_snapshot"
+    source_field: str  # the field naming what was snapshot
+    encrypted_field: str
+    gone: tuple[str, ...]  # error codes meaning "no such snapshot"
+
+    @property
+    def id_field(self) -> str:
+        return f"{self.noun}Identifier"
+
+    @property
+    def arn_field(self) -> str:
+        return f"{self.noun}Arn"
+
+    def describe(self, client: Any, identifier: str) -> dict[str, Any]:
+        answer = getattr(client, f"describe_{self.snake}s")(**{self.id_field: identifier})
+        return dict(answer[f"{self.noun}s"][0])
+
+
+RDS_FAMILIES = {
+    "rds": RdsFamily(
+        "rds",
+        "DBSnapshot",
+        "db_snapshot",
+        "DBInstanceIdentifier",
+        "Encrypted",
+        ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"),
+    ),
+}
+RDS_GONE = tuple(code for family in RDS_FAMILIES.values() for code in family.gone)
 
 
 def snapshot_identifier(dataset: str, backup_id: str) -> str:
@@ -99,14 +137,15 @@ class SnapshotStore(BackupStore):
         """Return (kind, snapshot, tags) of every complete snapshot of ours (of `dataset` if given)."""
         found: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         try:
-            if "rds" in self.kinds:
-                paginator = self.client("rds").get_paginator("describe_db_snapshots")
-                pages = paginator.paginate(SnapshotType="manual")
-                for page in pages:
-                    for snapshot in page["DBSnapshots"]:
-                        tags = self._rds_tags(snapshot)
+            for family in RDS_FAMILIES.values():
+                if family.kind not in self.kinds:
+                    continue
+                paginator = self.client("rds").get_paginator(f"describe_{family.snake}s")
+                for page in paginator.paginate(SnapshotType="manual"):
+                    for snapshot in page[f"{family.noun}s"]:
+                        tags = self._rds_tags(snapshot, family)
                         if _ours(tags, dataset) and snapshot.get("Status") == "available":
-                            found.append(("rds", snapshot, tags))
+                            found.append((family.kind, snapshot, tags))
             if "ebs" in self.kinds:
                 name_filter = {"Name": f"tag:{TAG_DATASET}", "Values": [dataset]} if dataset else None
                 filters = [name_filter] if name_filter else [{"Name": "tag-key", "Values": [TAG_DATASET]}]
@@ -124,10 +163,10 @@ class SnapshotStore(BackupStore):
             ) from error
         return found
 
-    def _rds_tags(self, snapshot: dict[str, Any]) -> dict[str, str]:
+    def _rds_tags(self, snapshot: dict[str, Any], family: RdsFamily) -> dict[str, str]:
         if "TagList" in snapshot:  # returned by DescribeDBSnapshots since 2019
             return tag_dict(snapshot["TagList"])
-        listed = self.client("rds").list_tags_for_resource(ResourceName=snapshot["DBSnapshotArn"])
+        listed = self.client("rds").list_tags_for_resource(ResourceName=snapshot[family.arn_field])
         return tag_dict(listed.get("TagList"))
 
     def list_backups(self, dataset: str | None = None, include_expiring: bool = False) -> list[BackupRecord]:
@@ -144,8 +183,8 @@ class SnapshotStore(BackupStore):
     def describe_snapshot(self, kind: str, identifier: str) -> dict[str, Any]:
         """Return AWS's description of the `kind` ("rds", "ebs") snapshot `identifier` in this region."""
         try:
-            if kind == "rds":
-                return dict(self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"][0])
+            if kind in RDS_FAMILIES:
+                return RDS_FAMILIES[kind].describe(self.client("rds"), identifier)
             return dict(self.client("ec2").describe_snapshots(SnapshotIds=[identifier])["Snapshots"][0])
         except AWS_ERRORS as error:
             raise StorageError(f"{kind} snapshot {identifier} in {self.region}: {describe_error(error)}") from error
@@ -153,8 +192,9 @@ class SnapshotStore(BackupStore):
     def wait_snapshot(self, kind: str, identifier: str, what: str) -> None:
         """Wait until AWS reports the `kind` snapshot `identifier` complete. Raise StorageError if it fails or
         does not finish within the repository's wait_minutes."""
-        if kind == "rds":
-            self.wait("rds", "db_snapshot_available", what, DBSnapshotIdentifier=identifier)
+        if kind in RDS_FAMILIES:
+            family = RDS_FAMILIES[kind]
+            self.wait("rds", f"{family.snake}_available", what, **{family.id_field: identifier})
         else:
             self.wait("ec2", "snapshot_completed", what, SnapshotIds=[identifier])
 
@@ -163,8 +203,8 @@ class SnapshotStore(BackupStore):
     def add_tags(self, kind: str, identifier: str, tags: dict[str, str]) -> None:
         """Add `tags` to the `kind` snapshot `identifier`."""
         try:
-            if kind == "rds":
-                arn = self.describe_snapshot(kind, identifier)["DBSnapshotArn"]
+            if kind in RDS_FAMILIES:
+                arn = self.describe_snapshot(kind, identifier)[RDS_FAMILIES[kind].arn_field]
                 self.client("rds").add_tags_to_resource(ResourceName=arn, Tags=tag_list(tags))
             else:
                 self.client("ec2").create_tags(Resources=[identifier], Tags=tag_list(tags))
@@ -182,14 +222,11 @@ class SnapshotStore(BackupStore):
     def delete_backup(self, record: BackupRecord) -> None:
         """Delete the snapshot and wait until AWS no longer lists it (already gone is fine)."""
         try:
-            if record.kind == "rds":
-                self.client("rds").delete_db_snapshot(DBSnapshotIdentifier=record.object_name)
-                self.wait(
-                    "rds",
-                    "db_snapshot_deleted",
-                    f"deleting {record.object_name}",
-                    DBSnapshotIdentifier=record.object_name,
-                )
+            if record.kind in RDS_FAMILIES:
+                family = RDS_FAMILIES[record.kind]
+                getattr(self.client("rds"), f"delete_{family.snake}")(**{family.id_field: record.object_name})
+                what = f"deleting {record.object_name}"
+                self.wait("rds", f"{family.snake}_deleted", what, **{family.id_field: record.object_name})
             else:
                 self.client("ec2").delete_snapshot(SnapshotId=record.object_name)
         except AWS_ERRORS as error:
@@ -203,8 +240,9 @@ class SnapshotStore(BackupStore):
         """Try to delete a snapshot that never became a backup (its wait failed or it differs). AWS refuses
         while a snapshot is still being created; it then stays, without bp-id, so it is never listed: say so."""
         try:
-            if kind == "rds":
-                self.client("rds").delete_db_snapshot(DBSnapshotIdentifier=identifier)
+            if kind in RDS_FAMILIES:
+                family = RDS_FAMILIES[kind]
+                getattr(self.client("rds"), f"delete_{family.snake}")(**{family.id_field: identifier})
             else:
                 self.client("ec2").delete_snapshot(SnapshotId=identifier)
         except AWS_ERRORS as error:
@@ -225,8 +263,8 @@ class SnapshotStore(BackupStore):
         if original is None:
             raise StorageError(f"backup {record.backup_id} of {record.dataset} is not in {source.name}")
         snapshot = source.describe(original)
-        encrypted = bool(snapshot.get("Encrypted"))
-        if original.kind == "rds" and encrypted and source.region != self.region and not self.config.kms_key_id:
+        encrypted = is_encrypted(original.kind, snapshot)
+        if original.kind in RDS_FAMILIES and encrypted and source.region != self.region and not self.config.kms_key_id:
             raise StorageError(
                 f"repositories.{self.name}.kms_key_id is needed: the snapshot is KMS-encrypted and KMS keys are "
                 f"regional, so a copy into {self.region} needs a key there"
@@ -240,12 +278,12 @@ class SnapshotStore(BackupStore):
         except BaseException:
             self.discard(original.kind, identifier)
             raise
-        size = "AllocatedStorage" if original.kind == "rds" else "VolumeSize"
-        if result.get(size) != snapshot.get(size) or (encrypted and not result.get("Encrypted")):
+        size = "AllocatedStorage" if original.kind in RDS_FAMILIES else "VolumeSize"
+        if result.get(size) != snapshot.get(size) or (encrypted and not is_encrypted(original.kind, result)):
             self.discard(original.kind, identifier)
             raise StorageError(
                 f"the copy {identifier} in {self.region} differs from the original ({size} {result.get(size)} vs "
-                f"{snapshot.get(size)}, encrypted {result.get('Encrypted')} vs {encrypted}): not a backup"
+                f"{snapshot.get(size)}, encrypted {is_encrypted(original.kind, result)} vs {encrypted}): not a backup"
             )
         self.commit(original.kind, identifier, record.backup_id)
         return self.uri(identifier)
@@ -254,9 +292,10 @@ class SnapshotStore(BackupStore):
         """Return the id of an earlier copy of `original` here that is still running or done but not yet
         committed (a rerun after a timed-out wait), or None."""
         try:
-            if original.kind == "rds":
-                found = self.client("rds").describe_db_snapshots(DBSnapshotIdentifier=original.object_name)
-                candidates = [(s["DBSnapshotIdentifier"], s.get("Status", "")) for s in found["DBSnapshots"]]
+            if original.kind in RDS_FAMILIES:
+                family = RDS_FAMILIES[original.kind]
+                found = family.describe(self.client("rds"), original.object_name)
+                candidates = [(found[family.id_field], found.get("Status", ""))]
             else:
                 found = self.client("ec2").describe_snapshots(
                     OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_PENDING}", "Values": [original.backup_id]}]
@@ -275,16 +314,17 @@ class SnapshotStore(BackupStore):
         cross_region = source.region != self.region
         key = {"KmsKeyId": self.config.kms_key_id} if self.config.kms_key_id else {}
         try:
-            if original.kind == "rds":
+            if original.kind in RDS_FAMILIES:
+                family = RDS_FAMILIES[original.kind]
                 arguments: dict[str, Any] = {
-                    "SourceDBSnapshotIdentifier": snapshot["DBSnapshotArn"],
-                    "TargetDBSnapshotIdentifier": original.object_name,
+                    f"Source{family.id_field}": snapshot[family.arn_field],
+                    f"Target{family.id_field}": original.object_name,
                     "Tags": tag_list(tags),
                     **key,
                 }
                 if cross_region:  # boto3 then signs the PreSignedUrl AWS needs for the source region
                     arguments["SourceRegion"] = source.region
-                self.client("rds").copy_db_snapshot(**arguments)
+                getattr(self.client("rds"), f"copy_{family.snake}")(**arguments)
                 return original.object_name
             answer = self.client("ec2").copy_snapshot(
                 SourceRegion=source.region,
@@ -300,23 +340,30 @@ class SnapshotStore(BackupStore):
             ) from error
 
 
+def is_encrypted(kind: str, snapshot: dict[str, Any]) -> bool:
+    """Whether AWS encrypts the snapshot (cluster snapshots say StorageEncrypted, the others Encrypted)."""
+    field = RDS_FAMILIES[kind].encrypted_field if kind in RDS_FAMILIES else "Encrypted"
+    return bool(snapshot.get(field))
+
+
 def _ours(tags: dict[str, str], dataset: str | None) -> bool:
     return TAG_ID in tags and TAG_DATASET in tags and (dataset is None or tags[TAG_DATASET] == dataset)
 
 
 def record_from(kind: str, snapshot: dict[str, Any], tags: dict[str, str]) -> BackupRecord:
     """Return the BackupRecord of one of our snapshots, from AWS's description and its tags."""
-    if kind == "rds":
-        identifier = str(snapshot["DBSnapshotIdentifier"])
+    if kind in RDS_FAMILIES:
+        family = RDS_FAMILIES[kind]
+        identifier = str(snapshot[family.id_field])
         size = int(snapshot.get("AllocatedStorage", 0)) * GIB
         taken = snapshot.get("SnapshotCreateTime")
         stats = {
-            "db_instance_identifier": snapshot.get("DBInstanceIdentifier", ""),
+            "source": snapshot.get(family.source_field, ""),
             "engine": snapshot.get("Engine", ""),
             "engine_version": snapshot.get("EngineVersion", ""),
             "allocated_storage_gib": int(snapshot.get("AllocatedStorage", 0)),
             "kms_key_id": snapshot.get("KmsKeyId", ""),
-            "arn": snapshot.get("DBSnapshotArn", ""),
+            "arn": snapshot.get(family.arn_field, ""),
         }
     else:
         identifier = str(snapshot["SnapshotId"])
@@ -340,6 +387,6 @@ def record_from(kind: str, snapshot: dict[str, Any], tags: dict[str, str]) -> Ba
         bytes_stored=size,
         sha256="",
         compression="",
-        encrypted=bool(snapshot.get("Encrypted")),
+        encrypted=is_encrypted(kind, snapshot),
         source_stats=stats,
     )
