@@ -24,12 +24,14 @@ VERIFY_DESCRIPTIONS = {
     "objects": "Every copy of the {name} backup read back, decrypted, checksummed and listed.",
     "files": "Every restic repository holding the {name} snapshot checked (structure and a share of the data).",
     "rds": "Every copy of the {name} DB snapshot: status, size and KMS encryption.",
+    "aurora": "Every copy of the {name} DB cluster snapshot: status, size and KMS encryption.",
     "ebs": "Every copy of the {name} volume snapshot: status, size and KMS encryption.",
 }
 RESTORE_DESCRIPTIONS = {
     "objects": "A real restore of the {name} backup into a scratch database, validated and dropped.",
     "files": "A real restore of the {name} snapshot into a temporary folder, compared file by file, removed.",
     "rds": "The {name} snapshot restored to a temporary DB instance, compared with the snapshot, deleted.",
+    "aurora": "The {name} snapshot restored to a temporary DB cluster and instance, compared, deleted.",
     "ebs": "The {name} snapshot restored to a temporary volume, compared with the snapshot, deleted.",
 }
 COMPLIANCE_CHECK = "three_two_one"

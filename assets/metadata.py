@@ -8,6 +8,7 @@ import dagster as dg
 
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.engines import RestoreReport
+from backup_pipelines.manifest import SNAPSHOT_KINDS
 from backup_pipelines.operations import CopyCheck, StoredBackup
 from backup_pipelines.repository import BackupRecord
 
@@ -60,7 +61,7 @@ def backup_metadata(stored: StoredBackup) -> dict[str, Any]:
                 "bytes_added": dg.MetadataValue.int(int(stats.get("bytes_added", 0))),
             }
         )
-    if record.kind in ("rds", "ebs"):
+    if record.kind in SNAPSHOT_KINDS:
         metadata.update(
             {
                 "snapshot_id": dg.MetadataValue.text(record.object_name),

@@ -36,10 +36,10 @@ from backup_pipelines.errors import ManifestError, MissingSecretError, Problem
 DEFAULT_MANIFEST = "backup_manifest.yaml"
 MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "ebs", "s3")
+IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "aurora", "ebs", "s3")
 SERVER_KINDS = ("postgres", "mysql")
 RESTIC_KINDS = ("files",)
-SNAPSHOT_KINDS = ("rds", "ebs")  # kept as AWS snapshots, encrypted by KMS instead of age
+SNAPSHOT_KINDS = ("rds", "aurora", "ebs")  # kept as AWS snapshots, encrypted by KMS instead of age
 WATCH_KINDS = ("s3",)  # checked, not backed up: no repositories, schedule of checks only
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "restic", "aws_snapshots", "slack", "webhook", "log"}
@@ -550,11 +550,10 @@ class RestoreLogin(StrictModel):
     password_env: str = Field(description="Env var holding that user's password; never inline.")
 
 
-class RdsSource(StrictModel):
-    """One RDS DB instance; snapshots are taken in its region."""
+class RdsRestoreSettings(StrictModel):
+    """What RDS instances and Aurora clusters share: the region, encryption, and how restore tests run."""
 
-    db_instance_identifier: str = Field(min_length=1, max_length=63, description="The DB instance to snapshot.")
-    region: str = Field(min_length=1, description="Region of the instance (= region of the first repository).")
+    region: str = Field(min_length=1, description="Region of the source (= region of the first repository).")
     require_encryption: bool = Field(True, description="Verify fails for a snapshot that is not KMS-encrypted.")
     restore_instance_class: str = Field("db.t3.micro", description="Instance class of restore-test instances.")
     restore_subnet_group: str | None = Field(None, description="DB subnet group for restore-test instances.")
@@ -566,6 +565,12 @@ class RdsSource(StrictModel):
     )
 
 
+class RdsSource(RdsRestoreSettings):
+    """One RDS DB instance; snapshots are taken in its region."""
+
+    db_instance_identifier: str = Field(min_length=1, max_length=63, description="The DB instance to snapshot.")
+
+
 class RdsDataset(SnapshotDatasetBase):
     """An RDS DB instance: one partition is one manual DB snapshot, tagged with dataset and partition, copied
     to the other repositories' regions; restore tests restore it to a temporary instance and delete it."""
@@ -575,6 +580,26 @@ class RdsDataset(SnapshotDatasetBase):
 
     def source_summary(self) -> str:
         return f"RDS instance {self.source.db_instance_identifier} in {self.source.region}"
+
+
+class AuroraSource(RdsRestoreSettings):
+    """One Aurora DB cluster; cluster snapshots are taken in its region."""
+
+    db_cluster_identifier: str = Field(min_length=1, max_length=63, description="The DB cluster to snapshot.")
+    restore_instance_class: str = Field(
+        "db.r6g.large", description="Instance class of the one instance a restore-test cluster gets."
+    )
+
+
+class AuroraDataset(SnapshotDatasetBase):
+    """An Aurora DB cluster: one partition is one manual cluster snapshot, tagged and copied like RDS snapshots;
+    restore tests restore a temporary cluster with one instance and delete both."""
+
+    kind: Literal["aurora"] = Field(description="Dataset kind.")
+    source: AuroraSource = Field(description="The DB cluster to protect.")
+
+    def source_summary(self) -> str:
+        return f"Aurora cluster {self.source.db_cluster_identifier} in {self.source.region}"
 
 
 class EbsSource(StrictModel):
@@ -625,7 +650,16 @@ class S3BucketDataset(StrictModel):
         return f"S3 bucket {self.source.bucket} in {self.source.region}"
 
 
-ActiveDataset = PostgresDataset | MysqlDataset | SqliteDataset | CommandDataset | FilesDataset | RdsDataset | EbsDataset
+ActiveDataset = (
+    PostgresDataset
+    | MysqlDataset
+    | SqliteDataset
+    | CommandDataset
+    | FilesDataset
+    | RdsDataset
+    | AuroraDataset
+    | EbsDataset
+)
 Dataset = Annotated[ActiveDataset | S3BucketDataset, Field(discriminator="kind")]
 
 
@@ -856,7 +890,7 @@ def _repository_problems(
         return [Problem(f"{where}.repositories.{index}", message)]
     source = _mapping(dataset.get("source"))
     region = source.get("region")
-    encrypted_rds = kind == "rds" and source.get("require_encryption", True)
+    encrypted_rds = kind in ("rds", "aurora") and source.get("require_encryption", True)
     if (
         index > 0
         and encrypted_rds

@@ -66,6 +66,17 @@ def snapshot_restore_commands(store: SnapshotStore, record: BackupRecord, target
     """Return the AWS CLI commands that restore an RDS or EBS snapshot into a new instance or volume."""
     region = shlex.quote(store.region)
     name = shlex.quote(target.replace("_", "-"))
+    if record.kind == "aurora":
+        return [
+            f"aws rds describe-db-cluster-snapshots --region {region} --db-cluster-snapshot-identifier "
+            f"{record.object_name}",
+            f"aws rds restore-db-cluster-from-snapshot --region {region} --db-cluster-identifier {name} "
+            f"--snapshot-identifier {record.object_name} --engine {record.source_stats.get('engine') or '<engine>'}",
+            f"aws rds create-db-instance --region {region} --db-cluster-identifier {name} --db-instance-identifier "
+            f"{name}-1 --db-instance-class <class> --engine {record.source_stats.get('engine') or '<engine>'}",
+            f"aws rds wait db-instance-available --region {region} --db-instance-identifier {name}-1",
+            "# then point the application at the cluster endpoint (describe-db-clusters)",
+        ]
     if record.kind == "rds":
         return [
             f"aws rds describe-db-snapshots --region {region} --db-snapshot-identifier {record.object_name}",

@@ -9,7 +9,7 @@ from backup_pipelines.engines.command import CommandEngine
 from backup_pipelines.engines.files import FilesEngine
 from backup_pipelines.engines.mysql import MysqlEngine
 from backup_pipelines.engines.postgres import PostgresEngine
-from backup_pipelines.engines.snapshots import EbsEngine, RdsEngine
+from backup_pipelines.engines.snapshots import AuroraEngine, EbsEngine, RdsEngine
 from backup_pipelines.engines.sqlite import SqliteEngine
 
 __all__ = [
@@ -31,7 +31,12 @@ ENGINES: dict[str, Engine] = {
 }
 
 # Kinds that store through their own tool or service (restic, AWS snapshots) instead of the object pipeline.
-STORING_ENGINES: dict[str, StoringEngine[Any]] = {"files": FilesEngine(), "rds": RdsEngine(), "ebs": EbsEngine()}
+STORING_ENGINES: dict[str, StoringEngine[Any]] = {
+    "files": FilesEngine(),
+    "rds": RdsEngine(),
+    "aurora": AuroraEngine(),
+    "ebs": EbsEngine(),
+}
 
 
 def engine_for(kind: str) -> Engine:

@@ -28,7 +28,7 @@ from backup_pipelines.aws import AWS_ERRORS, describe_error, error_code
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.engines.validation import run_validation_queries
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError, StorageError
-from backup_pipelines.manifest import EbsDataset, Manifest, RdsDataset, RestoreLogin, read_secret
+from backup_pipelines.manifest import AuroraDataset, EbsDataset, Manifest, RdsDataset, RestoreLogin, read_secret
 from backup_pipelines.repository.aws_snapshots import (
     NOT_FOUND_RETRIES,
     TAG_DATASET,
@@ -120,7 +120,7 @@ class SnapshotEngine:
 
     def source(self, manifest: Manifest, name: str) -> Any:
         dataset = manifest.dataset(name)
-        assert isinstance(dataset, RdsDataset | EbsDataset), f"{name} is not an AWS snapshot dataset"
+        assert isinstance(dataset, RdsDataset | AuroraDataset | EbsDataset), f"{name} is not an AWS snapshot dataset"
         return dataset.source
 
     def restore_test(self, manifest: Manifest, name: str, store: SnapshotStore, record: BackupRecord) -> RestoreReport:
@@ -257,7 +257,7 @@ class RdsEngine(SnapshotEngine):
         if found and found[0].get("DBClusterIdentifier"):
             raise SourceUnavailableError(
                 f"dataset {name}: {instance} belongs to the Aurora cluster {found[0]['DBClusterIdentifier']}; "
-                "Aurora is snapshotted per cluster, which this kind does not do"
+                "protect the cluster with `kind: aurora` and `db_cluster_identifier` instead"
             )
         if status in BUSY_STATES:  # an automated backup or another snapshot is running: AWS takes none now
             self._wait_available(store, instance, status)
@@ -347,13 +347,17 @@ class RdsEngine(SnapshotEngine):
             CheckOutcome("endpoint", "an address", endpoint.get("Address"), bool(endpoint.get("Address"))),
         ]
 
+    def endpoint_of(self, restored: dict[str, Any]) -> dict[str, Any]:
+        """The restored resource's address and port."""
+        return dict(restored.get("Endpoint") or {})
+
     def validate_data(self, manifest: Manifest, name: str, restored: dict[str, Any]) -> list[CheckOutcome]:
         """Log in to the restored instance and run the dataset's validation queries (with source.restore_login)."""
         dataset = manifest.dataset(name)
         login = self.source(manifest, name).restore_login
         if login is None:
             return []
-        endpoint = restored.get("Endpoint") or {}
+        endpoint = self.endpoint_of(restored)
         engine = str(restored.get("Engine", ""))
         try:
             connection = _connect(engine, endpoint, login, f"datasets.{name}.source.restore_login")
@@ -395,6 +399,141 @@ class RdsEngine(SnapshotEngine):
         store.wait(
             "rds", "db_instance_deleted", f"deleting temporary DB instance {resource}", DBInstanceIdentifier=resource
         )
+
+
+class AuroraEngine(RdsEngine):
+    """Aurora DB clusters: manual cluster snapshots; restore tests restore a temporary cluster with one instance
+    (a cluster without an instance serves no connection) and delete both."""
+
+    kind = "aurora"
+    format = "aurora-snapshot"
+    restored_noun = "DB cluster"
+
+    def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
+        cluster = self.source(manifest, name).db_cluster_identifier
+        try:
+            found = store.client("rds").describe_db_clusters(DBClusterIdentifier=cluster)["DBClusters"]
+        except AWS_ERRORS as error:
+            raise SourceUnavailableError(
+                f"dataset {name}: Aurora cluster {cluster} in {store.region}: {describe_error(error)}"
+            ) from error
+        status = found[0].get("Status") if found else "missing"
+        if status in BUSY_STATES:
+            LOG.info(f"Aurora cluster {cluster} is {status}: waiting until it is available to snapshot it")
+            store.wait("rds", "db_cluster_available", f"Aurora cluster {cluster}", DBClusterIdentifier=cluster)
+        elif status != "available":
+            raise SourceUnavailableError(
+                f"dataset {name}: Aurora cluster {cluster} is {status}; AWS snapshots only an available cluster"
+            )
+
+    def create_snapshot(
+        self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
+    ) -> str:
+        cluster = self.source(manifest, name).db_cluster_identifier
+        try:
+            store.client("rds").create_db_cluster_snapshot(
+                DBClusterSnapshotIdentifier=identifier, DBClusterIdentifier=cluster, Tags=tag_list(tags)
+            )
+        except AWS_ERRORS as error:
+            if error_code(error) in ("DBClusterSnapshotAlreadyExistsFault", "DBClusterSnapshotAlreadyExists"):
+                return identifier  # a retried call: the first one created it
+            raise StorageError(
+                f"CreateDBClusterSnapshot of {cluster} in {store.region}: {describe_error(error)}"
+            ) from error
+        return identifier
+
+    def start_restore(
+        self,
+        manifest: Manifest,
+        name: str,
+        store: SnapshotStore,
+        record: BackupRecord,
+        target: str,
+        tags: dict[str, str],
+    ) -> str:
+        source = self.source(manifest, name)
+        snapshot = store.describe(record)
+        rds = store.client("rds")
+        cluster: dict[str, Any] = {
+            "DBClusterIdentifier": target,
+            "SnapshotIdentifier": record.object_name,
+            "Engine": snapshot["Engine"],
+            "EngineVersion": snapshot.get("EngineVersion"),
+            "DeletionProtection": False,
+            "Tags": tag_list({TAG_DATASET: name, **tags}),
+        }
+        if store.region == source.region:  # subnet groups and security groups exist in one region only
+            if source.restore_subnet_group:
+                cluster["DBSubnetGroupName"] = source.restore_subnet_group
+            if source.restore_security_group_ids:
+                cluster["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+        try:
+            rds.restore_db_cluster_from_snapshot(**{k: v for k, v in cluster.items() if v is not None})
+            rds.create_db_instance(
+                DBInstanceIdentifier=f"{target}-1",
+                DBClusterIdentifier=target,
+                Engine=snapshot["Engine"],
+                DBInstanceClass=source.restore_instance_class,
+                PubliclyAccessible=False,
+                Tags=tag_list({TAG_DATASET: name, **tags}),
+            )
+        except AWS_ERRORS as error:
+            raise StorageError(
+                f"restoring {record.object_name} to cluster {target} in {store.region}: {describe_error(error)}"
+            ) from error
+        return target
+
+    def wait_restored(self, store: SnapshotStore, resource: str) -> None:
+        store.wait("rds", "db_cluster_available", f"restored DB cluster {resource}", DBClusterIdentifier=resource)
+        store.wait("rds", "db_instance_available", f"instance of {resource}", DBInstanceIdentifier=f"{resource}-1")
+
+    def describe_restored(self, store: SnapshotStore, resource: str) -> dict[str, Any]:
+        return dict(store.client("rds").describe_db_clusters(DBClusterIdentifier=resource)["DBClusters"][0])
+
+    def endpoint_of(self, restored: dict[str, Any]) -> dict[str, Any]:
+        return {"Address": restored.get("Endpoint"), "Port": restored.get("Port")}
+
+    def compare(self, snapshot: dict[str, Any], restored: dict[str, Any]) -> list[CheckOutcome]:
+        members = restored.get("DBClusterMembers") or []
+        return [
+            _outcome("cluster status", "available", restored.get("Status")),
+            _outcome("engine", snapshot.get("Engine"), restored.get("Engine")),
+            _outcome("engine version", snapshot.get("EngineVersion"), restored.get("EngineVersion")),
+            _outcome("encrypted", bool(snapshot.get("StorageEncrypted")), bool(restored.get("StorageEncrypted"))),
+            CheckOutcome("instances", ">= 1", len(members), len(members) >= 1),
+            CheckOutcome("endpoint", "an address", restored.get("Endpoint"), bool(restored.get("Endpoint"))),
+        ]
+
+    def delete_restored(self, store: SnapshotStore, resource: str) -> None:
+        rds = store.client("rds")
+        instance = f"{resource}-1"
+        try:
+            try:
+                rds.delete_db_instance(DBInstanceIdentifier=instance, SkipFinalSnapshot=True)
+                store.wait("rds", "db_instance_deleted", f"deleting {instance}", DBInstanceIdentifier=instance)
+            except AWS_ERRORS as error:
+                if error_code(error) not in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+                    raise
+            rds.delete_db_cluster(DBClusterIdentifier=resource, SkipFinalSnapshot=True)
+        except AWS_ERRORS as error:
+            if error_code(error) in ("DBClusterNotFoundFault", "DBClusterNotFound"):
+                return  # the restore never created it
+            raise StorageError(
+                f"the temporary DB cluster {resource} in {store.region} could not be deleted "
+                f"({describe_error(error)}): delete it and its instance {instance} by hand, they cost money"
+            ) from error
+        store.wait(
+            "rds", "db_cluster_deleted", f"deleting temporary DB cluster {resource}", DBClusterIdentifier=resource
+        )
+
+    def temporary_resources(self, store: SnapshotStore, name: str) -> list[tuple[str, datetime]]:
+        found = []
+        for page in store.client("rds").get_paginator("describe_db_clusters").paginate():
+            for cluster in page["DBClusters"]:
+                tags = tag_dict(cluster.get("TagList"))
+                if TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name and "ClusterCreateTime" in cluster:
+                    found.append((str(cluster["DBClusterIdentifier"]), cluster["ClusterCreateTime"]))
+        return found
 
 
 def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: str) -> Any:

@@ -1,4 +1,5 @@
-"""AWS snapshots as a backup store: RDS DB snapshots and EBS snapshots in one region, found by our tags.
+"""AWS snapshots as a backup store: RDS DB snapshots, Aurora DB cluster snapshots and EBS snapshots in one
+region, found by our tags.
 
 A snapshot is created (or copied in) with the tags bp-dataset, bp-partition, bp-created and bp-pending-id;
 only once AWS reports it complete (RDS `available`, EBS `completed`) and it is checked does it get the tag
@@ -70,6 +71,14 @@ RDS_FAMILIES = {
         "DBInstanceIdentifier",
         "Encrypted",
         ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"),
+    ),
+    "aurora": RdsFamily(
+        "aurora",
+        "DBClusterSnapshot",
+        "db_cluster_snapshot",
+        "DBClusterIdentifier",
+        "StorageEncrypted",
+        ("DBClusterSnapshotNotFoundFault", "DBClusterSnapshotNotFound"),
     ),
 }
 RDS_GONE = tuple(code for family in RDS_FAMILIES.values() for code in family.gone)

@@ -545,3 +545,81 @@ def test_mariadb_rds_restore_tests_run_the_validation_queries(
     redirect_restored_endpoints(monkeypatch, mariadb.port)
     report = restore_test_backup(manifest, "shop", run_backup(manifest, "shop", "2026-11-25").record)
     assert {outcome.name: outcome.actual for outcome in report.outcomes}["query orders"] == 1000
+
+
+def test_aurora_cluster_snapshot_lifecycle_with_validation_queries(
+    postgres: PostgresSandbox, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Aurora cluster on moto's server: cluster snapshot, cross-region copy with the DR key, verify, restore
+    test (a temporary cluster and instance, both deleted; the queries run on the session's PostgreSQL through
+    an endpoint rewrite, since moto's cluster endpoint answers nothing), retention, runbook commands."""
+    source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
+    rds = s3_endpoint.client("rds", PRIMARY)
+    rds.create_db_cluster(
+        DBClusterIdentifier="ledger",
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        MasterUsername="ledger_admin",
+        MasterUserPassword="not-a-real-password",
+        StorageEncrypted=True,
+        KmsKeyId=source_key,
+    )
+    rds.create_db_instance(
+        DBInstanceIdentifier="ledger-1",
+        DBClusterIdentifier="ledger",
+        Engine="aurora-postgresql",
+        DBInstanceClass="db.r6g.large",
+    )
+    login = {"database": "app", "user": postgres.user, "password_env": PG_PASSWORD_ENV}
+    dataset = {
+        **rds_dataset(""),
+        "kind": "aurora",
+        "source": {"db_cluster_identifier": "ledger", "region": PRIMARY, "restore_login": login},
+        "verification": {
+            "queries": [{"name": "orders", "sql": "select count(*) from shop.orders", "expect": {"min": 1}}]
+        },
+    }
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"ledger": dataset}, dr_key)
+
+    def local_endpoint(parsed: dict[str, Any], **_: Any) -> None:
+        for cluster in parsed.get("DBClusters", []):
+            if cluster["DBClusterIdentifier"].startswith("bp-rt-"):
+                cluster["Endpoint"], cluster["Port"] = "127.0.0.1", postgres.port
+
+    real_make_client = aws.make_client
+
+    def make_client(*arguments: Any, **keywords: Any) -> Any:
+        made = real_make_client(*arguments, **keywords)
+        made.meta.events.register("after-call.rds.DescribeDBClusters", local_endpoint)
+        return made
+
+    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    now = datetime.now(UTC)
+    older = run_backup(manifest, "ledger", "2026-11-25", started_at=now - timedelta(days=2)).record
+    assert older.kind == "aurora" and older.encrypted and older.source_stats["source"] == "ledger"
+    snapshot = rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=older.object_name)["DBClusterSnapshots"][0]
+    assert {tag["Key"]: tag["Value"] for tag in snapshot["TagList"]}["bp-id"] == older.backup_id
+
+    locations = copy_backup(manifest, "ledger", older)
+    dr = s3_endpoint.client("rds", DR)
+    [copied] = dr.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=older.object_name)["DBClusterSnapshots"]
+    assert copied["KmsKeyId"] == dr_key and locations["dr"].endswith(older.object_name)
+    assert [c.archive["encrypted"] for c in verify_backup(manifest, "ledger", older)] == [True, True]
+
+    report = restore_test_backup(manifest, "ledger", older)
+    outcomes = {outcome.name: outcome for outcome in report.outcomes}
+    assert not report.failures and outcomes["query orders"].actual == 2000 and "DB cluster" in report.target
+    clusters = {c["DBClusterIdentifier"] for c in rds.describe_db_clusters()["DBClusters"]}
+    assert [c for c in clusters if c.startswith("bp-rt-")] == []  # the temporary cluster is gone
+    instances = {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+    assert [i for i in instances if i.startswith("bp-rt-")] == []  # and its instance
+
+    newer = run_backup(manifest, "ledger", "2026-11-26", started_at=now - timedelta(days=1)).record
+    copy_backup(manifest, "ledger", newer)
+    restore_test_backup(manifest, "ledger", newer)
+    assert [r.backup_id for r in prune_dataset(manifest, "ledger").expired] == [older.backup_id]
+    for client in (rds, dr):
+        with pytest.raises(ClientError, match="DBClusterSnapshotNotFound"):
+            client.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=older.object_name)
+    commands = restore_commands(open_repository(manifest, "snapshots"), newer, "ledger_restored")
+    assert any("restore-db-cluster-from-snapshot" in command and newer.object_name in command for command in commands)

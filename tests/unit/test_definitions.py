@@ -91,6 +91,7 @@ def test_the_aws_example_loads_with_snapshot_assets_bucket_checks_and_their_jobs
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"backup/orders_rds", "copy/orders_rds", "verify/orders_rds", "restore_test/orders_rds"} <= keys
     assert {"backup/build_cache_volume", "retention/build_cache_volume", "bucket/uploads_bucket"} <= keys
+    assert {"copy/ledger_aurora", "restore_test/ledger_aurora"} <= keys
     assert graph.get(dg.AssetKey(["copy", "orders_rds"])).parent_keys == {dg.AssetKey(["backup", "orders_rds"])}
     checks = {
         check.name for check in graph.asset_check_keys if check.asset_key == dg.AssetKey(["bucket", "uploads_bucket"])

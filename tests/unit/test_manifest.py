@@ -198,7 +198,7 @@ def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFi
 
 def test_the_aws_example_manifest_is_valid() -> None:
     manifest = load_manifest(ROOT / "docs" / "examples" / "aws.yaml")
-    assert [dataset.kind for dataset in manifest.active_datasets().values()] == ["rds", "ebs"]
+    assert [dataset.kind for dataset in manifest.active_datasets().values()] == ["rds", "aurora", "ebs"]
     assert list(manifest.watched_buckets()) == ["uploads_bucket"]
     assert manifest.recipients_for("orders_rds") == []  # KMS, not age
 
