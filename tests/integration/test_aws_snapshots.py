@@ -623,3 +623,7 @@ def test_aurora_cluster_snapshot_lifecycle_with_validation_queries(
             client.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=older.object_name)
     commands = restore_commands(open_repository(manifest, "snapshots"), newer, "ledger_restored")
     assert any("restore-db-cluster-from-snapshot" in command and newer.object_name in command for command in commands)
+
+    member = aws_manifest(s3_endpoint, tmp_path, {"member": rds_dataset("ledger-1")}, dr_key)
+    with pytest.raises(SourceUnavailableError, match=r"belongs to the Aurora cluster ledger.*kind: aurora"):
+        run_backup(member, "member", "2026-11-25")
