@@ -457,18 +457,23 @@ def test_an_instance_busy_backing_up_is_waited_for_then_snapshot(
                 instance["DBInstanceStatus"] = "backing-up"
             answers.append(instance["DBInstanceStatus"])
 
+    on_rds_answers(monkeypatch, "DescribeDBInstances", backing_up_twice)
+    record = run_backup(manifest, "busy", "2026-11-25").record
+    assert answers == ["backing-up", "backing-up", "available"]  # checked, waited (one more poll), then taken
+    assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
+
+
+def on_rds_answers(monkeypatch: pytest.MonkeyPatch, operation: str, handler: Any) -> None:
+    """Run `handler(parsed=...)` on every answer to the RDS `operation` our clients receive (a botocore after-call
+    hook): how moto is made to answer as AWS would in states moto cannot reach."""
     real_make_client = aws.make_client
 
     def make_client(*arguments: Any, **keywords: Any) -> Any:
         made = real_make_client(*arguments, **keywords)
-        made.meta.events.register("after-call.rds.DescribeDBInstances", backing_up_twice)
+        made.meta.events.register(f"after-call.rds.{operation}", handler)
         return made
 
-    monkeypatch.setattr(aws, "make_client", make_client)
     monkeypatch.setattr(aws_snapshots, "make_client", make_client)
-    record = run_backup(manifest, "busy", "2026-11-25").record
-    assert answers == ["backing-up", "backing-up", "available"]  # checked, waited (one more poll), then taken
-    assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
 
 
 def redirect_restored_endpoints(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
@@ -479,14 +484,7 @@ def redirect_restored_endpoints(monkeypatch: pytest.MonkeyPatch, port: int) -> N
             if instance["DBInstanceIdentifier"].startswith("bp-rt-"):
                 instance["Endpoint"] = {"Address": "127.0.0.1", "Port": port}
 
-    real_make_client = aws.make_client
-
-    def make_client(*arguments: Any, **keywords: Any) -> Any:
-        made = real_make_client(*arguments, **keywords)
-        made.meta.events.register("after-call.rds.DescribeDBInstances", local_endpoint)
-        return made
-
-    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    on_rds_answers(monkeypatch, "DescribeDBInstances", local_endpoint)
 
 
 def test_rds_restore_tests_log_in_and_run_the_validation_queries(
@@ -586,14 +584,7 @@ def test_aurora_cluster_snapshot_lifecycle_with_validation_queries(
             if cluster["DBClusterIdentifier"].startswith("bp-rt-"):
                 cluster["Endpoint"], cluster["Port"] = "127.0.0.1", postgres.port
 
-    real_make_client = aws.make_client
-
-    def make_client(*arguments: Any, **keywords: Any) -> Any:
-        made = real_make_client(*arguments, **keywords)
-        made.meta.events.register("after-call.rds.DescribeDBClusters", local_endpoint)
-        return made
-
-    monkeypatch.setattr(aws_snapshots, "make_client", make_client)
+    on_rds_answers(monkeypatch, "DescribeDBClusters", local_endpoint)
     now = datetime.now(UTC)
     older = run_backup(manifest, "ledger", "2026-11-25", started_at=now - timedelta(days=2)).record
     assert older.kind == "aurora" and older.encrypted and older.source_stats["source"] == "ledger"
