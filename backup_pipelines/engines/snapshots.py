@@ -310,11 +310,7 @@ class RdsEngine(SnapshotEngine):
             "DeletionProtection": False,
             "Tags": tag_list({TAG_DATASET: name, **tags}),
         }
-        if store.region == source.region:  # subnet groups and security groups exist in one region only
-            if source.restore_subnet_group:
-                arguments["DBSubnetGroupName"] = source.restore_subnet_group
-            if source.restore_security_group_ids:
-                arguments["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+        arguments.update(_restore_network(source, store))
         try:
             store.client("rds").restore_db_instance_from_db_snapshot(**arguments)
         except AWS_ERRORS as error:
@@ -462,11 +458,7 @@ class AuroraEngine(RdsEngine):
             "DeletionProtection": False,
             "Tags": tag_list({TAG_DATASET: name, **tags}),
         }
-        if store.region == source.region:  # subnet groups and security groups exist in one region only
-            if source.restore_subnet_group:
-                cluster["DBSubnetGroupName"] = source.restore_subnet_group
-            if source.restore_security_group_ids:
-                cluster["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+        cluster.update(_restore_network(source, store))
         try:
             rds.restore_db_cluster_from_snapshot(**{k: v for k, v in cluster.items() if v is not None})
             rds.create_db_instance(
@@ -534,6 +526,18 @@ class AuroraEngine(RdsEngine):
                 if TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name and "ClusterCreateTime" in cluster:
                     found.append((str(cluster["DBClusterIdentifier"]), cluster["ClusterCreateTime"]))
         return found
+
+
+def _restore_network(source: Any, store: SnapshotStore) -> dict[str, Any]:
+    """The subnet group and security groups of a restore, in the source's region only (they exist in one region)."""
+    if store.region != source.region:
+        return {}
+    network: dict[str, Any] = {}
+    if source.restore_subnet_group:
+        network["DBSubnetGroupName"] = source.restore_subnet_group
+    if source.restore_security_group_ids:
+        network["VpcSecurityGroupIds"] = list(source.restore_security_group_ids)
+    return network
 
 
 def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: str) -> Any:
