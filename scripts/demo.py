@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,7 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]
         if server.host not in ("127.0.0.1", "localhost"):
             print(f"demo: server {name} is not on loopback; using it as it is")
             continue
+        ensure_port_free(name, server.port)
         password = ensure_password(server.password_env) if server.password_env else "demo"
         databases = [
             d.source.database
@@ -118,6 +120,18 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]
             f"with sample database(s) {', '.join(databases)}"
         )
     return sandboxes
+
+
+def ensure_port_free(name: str, port: int) -> None:
+    """Stop with a clear message when the manifest's port for a demo server is taken."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            sys.exit(
+                f"demo: 127.0.0.1:{port} (servers.{name}.port in backup_manifest.yaml) is in use ({error.strerror}): "
+                "stop what holds it, or choose another port there"
+            )
 
 
 def run_jobs(manifest_path: Path, environment: dict[str, str]) -> list[str]:
