@@ -65,7 +65,7 @@ def wait(
             return
         except WaiterError as error:
             code = str((error.last_response or {}).get("Error", {}).get("Code", ""))
-            if code.endswith("NotFound") and retry < not_found_retries:
+            if "NotFound" in code and retry < not_found_retries:  # InvalidVolume.NotFound, DBClusterNotFoundFault
                 time.sleep(poll_seconds)
                 continue
             raise StorageError(f"{what} did not finish ({waiter}) within {minutes} min: {error}") from error

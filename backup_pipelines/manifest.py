@@ -548,6 +548,9 @@ class RestoreLogin(StrictModel):
     database: str = Field(min_length=1, description="Database to query on the restored instance.")
     user: str = Field(min_length=1, description="A user of the source instance (e.g. its master user).")
     password_env: str = Field(description="Env var holding that user's password; never inline.")
+    query_timeout_seconds: int = Field(
+        600, ge=1, le=86400, description="A validation query running longer fails (the instance is deleted anyway)."
+    )
 
 
 class RdsRestoreSettings(StrictModel):

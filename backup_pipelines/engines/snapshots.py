@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -161,7 +162,7 @@ class SnapshotEngine:
     def sweep_leftovers(self, store: SnapshotStore, name: str, older_than: timedelta) -> list[str]:
         """Delete the temporary restore-test resources of dataset `name` (tagged bp-restore-test) created more
         than `older_than` ago: a process killed mid-test leaves them running, and they cost money. Younger ones
-        may belong to a test still running. Return the ids deleted."""
+        may belong to a test still running; ones already being deleted are left to AWS. Return the ids deleted."""
         cutoff = datetime.now(UTC) - older_than
         try:
             leftovers = [resource for resource, created in self.temporary_resources(store, name) if created < cutoff]
@@ -241,7 +242,8 @@ class RdsEngine(SnapshotEngine):
         for page in store.client("rds").get_paginator("describe_db_instances").paginate():
             for instance in page["DBInstances"]:
                 tags = tag_dict(instance.get("TagList"))
-                if TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name and "InstanceCreateTime" in instance:
+                leftover = TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name
+                if leftover and instance.get("DBInstanceStatus") != "deleting" and "InstanceCreateTime" in instance:
                     found.append((str(instance["DBInstanceIdentifier"]), instance["InstanceCreateTime"]))
         return found
 
@@ -255,10 +257,12 @@ class RdsEngine(SnapshotEngine):
             ) from error
         status = found[0].get("DBInstanceStatus") if found else "missing"
         if found and found[0].get("DBClusterIdentifier"):
-            raise SourceUnavailableError(
-                f"dataset {name}: {instance} belongs to the Aurora cluster {found[0]['DBClusterIdentifier']}; "
-                "protect the cluster with `kind: aurora` and `db_cluster_identifier` instead"
-            )
+            cluster = found[0]["DBClusterIdentifier"]
+            if str(found[0].get("Engine", "")).startswith("aurora"):
+                advice = f"belongs to the Aurora cluster {cluster}; protect the cluster with `kind: aurora`"
+            else:
+                advice = f"belongs to the Multi-AZ DB cluster {cluster}, which this project does not back up"
+            raise SourceUnavailableError(f"dataset {name}: {instance} {advice}")
         if status in BUSY_STATES:  # an automated backup or another snapshot is running: AWS takes none now
             self._wait_available(store, instance, status)
         elif status != "available":
@@ -372,21 +376,10 @@ class RdsEngine(SnapshotEngine):
             return outcomes + run_validation_queries(first_value, dataset.verification, {})
 
     def delete_restored(self, store: SnapshotStore, resource: str) -> None:
-        rds = store.client("rds")
-        arguments = {"DBInstanceIdentifier": resource, "SkipFinalSnapshot": True, "DeleteAutomatedBackups": True}
         try:
-            try:
-                rds.delete_db_instance(**arguments)
-            except AWS_ERRORS as error:
-                if error_code(error) != "InvalidDBInstanceState":
-                    raise
-                # still being created or modified (a restore that timed out): wait until it can be deleted
-                store.wait(
-                    "rds", "db_instance_available", f"temporary DB instance {resource}", DBInstanceIdentifier=resource
-                )
-                rds.delete_db_instance(**arguments)
+            _delete_instance(store, resource)
         except AWS_ERRORS as error:
-            if error_code(error) in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+            if error_code(error) in INSTANCE_GONE:
                 return  # the restore never created it
             raise StorageError(
                 f"the temporary DB instance {resource} in {store.region} could not be deleted "
@@ -414,28 +407,42 @@ class AuroraEngine(RdsEngine):
                 f"dataset {name}: Aurora cluster {cluster} in {store.region}: {describe_error(error)}"
             ) from error
         status = found[0].get("Status") if found else "missing"
+        engine = str(found[0].get("Engine", "")) if found else ""
+        if found and not engine.startswith("aurora"):
+            raise SourceUnavailableError(
+                f"dataset {name}: {cluster} is a Multi-AZ DB cluster ({engine}), not an Aurora cluster: its restore "
+                "test would need a different API, which this project does not implement"
+            )
         if status in BUSY_STATES:
-            LOG.info(f"Aurora cluster {cluster} is {status}: waiting until it is available to snapshot it")
-            store.wait("rds", "db_cluster_available", f"Aurora cluster {cluster}", DBClusterIdentifier=cluster)
+            self._wait_cluster(store, cluster, status)
         elif status != "available":
             raise SourceUnavailableError(
                 f"dataset {name}: Aurora cluster {cluster} is {status}; AWS snapshots only an available cluster"
             )
 
+    def _wait_cluster(self, store: SnapshotStore, cluster: str, status: str) -> None:
+        LOG.info(f"DB cluster {cluster} is {status}: waiting until it is available")
+        store.wait("rds", "db_cluster_available", f"DB cluster {cluster} ({status})", DBClusterIdentifier=cluster)
+
     def create_snapshot(
         self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
     ) -> str:
         cluster = self.source(manifest, name).db_cluster_identifier
-        try:
-            store.client("rds").create_db_cluster_snapshot(
-                DBClusterSnapshotIdentifier=identifier, DBClusterIdentifier=cluster, Tags=tag_list(tags)
-            )
-        except AWS_ERRORS as error:
-            if error_code(error) in ("DBClusterSnapshotAlreadyExistsFault", "DBClusterSnapshotAlreadyExists"):
-                return identifier  # a retried call: the first one created it
-            raise StorageError(
-                f"CreateDBClusterSnapshot of {cluster} in {store.region}: {describe_error(error)}"
-            ) from error
+        for attempt in range(2):
+            try:
+                store.client("rds").create_db_cluster_snapshot(
+                    DBClusterSnapshotIdentifier=identifier, DBClusterIdentifier=cluster, Tags=tag_list(tags)
+                )
+                return identifier
+            except AWS_ERRORS as error:
+                if error_code(error) in ("DBClusterSnapshotAlreadyExistsFault", "DBClusterSnapshotAlreadyExists"):
+                    return identifier  # a retried call: the first one created it
+                if error_code(error) == "InvalidDBClusterStateFault" and attempt == 0:  # it became busy
+                    self._wait_cluster(store, cluster, "busy")
+                    continue
+                raise StorageError(
+                    f"CreateDBClusterSnapshot of {cluster} in {store.region}: {describe_error(error)}"
+                ) from error
         return identifier
 
     def start_restore(
@@ -501,12 +508,18 @@ class AuroraEngine(RdsEngine):
         instance = f"{resource}-1"
         try:
             try:
-                rds.delete_db_instance(DBInstanceIdentifier=instance, SkipFinalSnapshot=True)
+                _delete_instance(store, instance, aurora_member=True)
                 store.wait("rds", "db_instance_deleted", f"deleting {instance}", DBInstanceIdentifier=instance)
             except AWS_ERRORS as error:
-                if error_code(error) not in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+                if error_code(error) not in INSTANCE_GONE:
                     raise
-            rds.delete_db_cluster(DBClusterIdentifier=resource, SkipFinalSnapshot=True)
+            _when_deletable(
+                lambda: rds.delete_db_cluster(DBClusterIdentifier=resource, SkipFinalSnapshot=True),
+                "InvalidDBClusterStateFault",
+                lambda: store.wait(
+                    "rds", "db_cluster_available", f"DB cluster {resource}", DBClusterIdentifier=resource
+                ),
+            )
         except AWS_ERRORS as error:
             if error_code(error) in ("DBClusterNotFoundFault", "DBClusterNotFound"):
                 return  # the restore never created it
@@ -523,9 +536,38 @@ class AuroraEngine(RdsEngine):
         for page in store.client("rds").get_paginator("describe_db_clusters").paginate():
             for cluster in page["DBClusters"]:
                 tags = tag_dict(cluster.get("TagList"))
-                if TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name and "ClusterCreateTime" in cluster:
+                leftover = TAG_RESTORE_TEST in tags and tags.get(TAG_DATASET) == name
+                if leftover and cluster.get("Status") != "deleting" and "ClusterCreateTime" in cluster:
                     found.append((str(cluster["DBClusterIdentifier"]), cluster["ClusterCreateTime"]))
         return found
+
+
+INSTANCE_GONE = ("DBInstanceNotFound", "DBInstanceNotFoundFault")
+
+
+def _when_deletable(delete: Callable[[], Any], busy_code: str, wait_until_ready: Callable[[], None]) -> None:
+    """Call `delete`; when AWS answers `busy_code` (the resource is still being created or modified, as after a
+    restore that timed out), wait until it is ready and call it again."""
+    try:
+        delete()
+    except AWS_ERRORS as error:
+        if error_code(error) != busy_code:
+            raise
+        wait_until_ready()
+        delete()
+
+
+def _delete_instance(store: SnapshotStore, instance: str, aurora_member: bool = False) -> None:
+    """Delete a temporary DB instance, without a final snapshot, once AWS allows it (an Aurora member's automated
+    backups belong to its cluster, so only a standalone instance's are named)."""
+    own_backups = {} if aurora_member else {"DeleteAutomatedBackups": True}
+    _when_deletable(
+        lambda: store.client("rds").delete_db_instance(
+            DBInstanceIdentifier=instance, SkipFinalSnapshot=True, **own_backups
+        ),
+        "InvalidDBInstanceState",
+        lambda: store.wait("rds", "db_instance_available", f"DB instance {instance}", DBInstanceIdentifier=instance),
+    )
 
 
 def _restore_network(source: Any, store: SnapshotStore) -> dict[str, Any]:
@@ -552,7 +594,8 @@ def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: 
             user=login.user,
             password=password,
             connect_timeout=15,
-            options="-c default_transaction_read_only=on",
+            autocommit=True,  # one failing query must not abort the others' transaction
+            options=f"-c default_transaction_read_only=on -c statement_timeout={login.query_timeout_seconds * 1000}",
         )
     if "mysql" in engine or "mariadb" in engine:
         return pymysql.connect(
@@ -563,6 +606,8 @@ def _connect(engine: str, endpoint: dict[str, Any], login: RestoreLogin, where: 
             password=password.encode(),  # PyMySQL would encode a str as latin-1
             charset="utf8mb4",
             connect_timeout=15,
+            read_timeout=login.query_timeout_seconds,
+            write_timeout=login.query_timeout_seconds,
             init_command="SET SESSION TRANSACTION READ ONLY",
         )
     raise OSError(f"validation queries support PostgreSQL, MySQL and MariaDB, not the {engine} engine")
@@ -580,7 +625,12 @@ class EbsEngine(SnapshotEngine):
     def temporary_resources(self, store: SnapshotStore, name: str) -> list[tuple[str, datetime]]:
         filters = [{"Name": f"tag:{TAG_DATASET}", "Values": [name]}, {"Name": "tag-key", "Values": [TAG_RESTORE_TEST]}]
         pages = store.client("ec2").get_paginator("describe_volumes").paginate(Filters=filters)
-        return [(str(volume["VolumeId"]), volume["CreateTime"]) for page in pages for volume in page["Volumes"]]
+        return [
+            (str(volume["VolumeId"]), volume["CreateTime"])
+            for page in pages
+            for volume in page["Volumes"]
+            if volume.get("State") != "deleting"
+        ]
 
     def check_source(self, manifest: Manifest, name: str, store: SnapshotStore) -> None:
         self._volume(manifest, name, store)

@@ -49,6 +49,7 @@ class RdsFamily:
     source_field: str  # the field naming what was snapshot
     encrypted_field: str
     gone: tuple[str, ...]  # error codes meaning "no such snapshot"
+    key_encrypts_plain: bool  # a KmsKeyId on the copy of an unencrypted snapshot encrypts it (else AWS refuses)
 
     @property
     def id_field(self) -> str:
@@ -71,6 +72,7 @@ RDS_FAMILIES = {
         "DBInstanceIdentifier",
         "Encrypted",
         ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"),
+        True,
     ),
     "aurora": RdsFamily(
         "aurora",
@@ -79,6 +81,7 @@ RDS_FAMILIES = {
         "DBClusterIdentifier",
         "StorageEncrypted",
         ("DBClusterSnapshotNotFoundFault", "DBClusterSnapshotNotFound"),
+        False,
     ),
 }
 RDS_GONE = tuple(code for family in RDS_FAMILIES.values() for code in family.gone)
@@ -325,6 +328,8 @@ class SnapshotStore(BackupStore):
         try:
             if original.kind in RDS_FAMILIES:
                 family = RDS_FAMILIES[original.kind]
+                if not family.key_encrypts_plain and not is_encrypted(original.kind, snapshot):
+                    key = {}
                 arguments: dict[str, Any] = {
                     f"Source{family.id_field}": snapshot[family.arn_field],
                     f"Target{family.id_field}": original.object_name,

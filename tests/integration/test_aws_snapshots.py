@@ -463,14 +463,15 @@ def test_an_instance_busy_backing_up_is_waited_for_then_snapshot(
     assert [tags["bp-id"] for tags in db_snapshots(s3_endpoint, PRIMARY, "busy").values()] == [record.backup_id]
 
 
-def on_rds_answers(monkeypatch: pytest.MonkeyPatch, operation: str, handler: Any) -> None:
-    """Run `handler(parsed=...)` on every answer to the RDS `operation` our clients receive (a botocore after-call
-    hook): how moto is made to answer as AWS would in states moto cannot reach."""
+def on_rds_answers(monkeypatch: pytest.MonkeyPatch, operation: str, handler: Any, moment: str = "after-call") -> None:
+    """Run `handler` on every answer to (with "before-call": every request of) the RDS `operation` our clients
+    make (a botocore event hook): how moto is made to answer as AWS would in states moto cannot reach, and how
+    a request is inspected."""
     real_make_client = aws.make_client
 
     def make_client(*arguments: Any, **keywords: Any) -> Any:
         made = real_make_client(*arguments, **keywords)
-        made.meta.events.register(f"after-call.rds.{operation}", handler)
+        made.meta.events.register(f"{moment}.rds.{operation}", handler)
         return made
 
     monkeypatch.setattr(aws_snapshots, "make_client", make_client)
@@ -517,6 +518,17 @@ def test_rds_restore_tests_log_in_and_run_the_validation_queries(
     manifest = aws_manifest(s3_endpoint, tmp_path, {"app": dataset}, kms_key(s3_endpoint, DR))
     with pytest.raises(ValidationFailedError, match=r"query no_orphans: expected = -1, restored copy has 0"):
         restore_test_backup(manifest, "app", record)
+    queries[:] = [
+        {"name": "missing", "sql": "select count(*) from no_such_table", "expect": {"min": 0}},
+        {"name": "orders", "sql": "select count(*) from shop.orders", "expect": {"min": 1}},
+        {"name": "slow", "sql": "select pg_sleep(5)::text", "expect": {"equals": ""}},
+    ]
+    login["query_timeout_seconds"] = 1
+    manifest = aws_manifest(s3_endpoint, tmp_path, {"app": dataset}, kms_key(s3_endpoint, DR))
+    with pytest.raises(ValidationFailedError, match="failed 2 of") as failed:
+        restore_test_backup(manifest, "app", record)  # a failed query does not spoil the next one
+    assert "no_such_table" in str(failed.value) and "statement timeout" in str(failed.value)
+    assert "query orders" not in str(failed.value)
     monkeypatch.setenv(PG_PASSWORD_ENV, "wrong")
     with pytest.raises(ValidationFailedError, match="log in to the restored instance"):
         restore_test_backup(manifest, "app", record)
@@ -618,3 +630,44 @@ def test_aurora_cluster_snapshot_lifecycle_with_validation_queries(
     member = aws_manifest(s3_endpoint, tmp_path, {"member": rds_dataset("ledger-1")}, dr_key)
     with pytest.raises(SourceUnavailableError, match=r"belongs to the Aurora cluster ledger.*kind: aurora"):
         run_backup(member, "member", "2026-11-25")
+
+
+def test_aurora_refuses_multi_az_clusters_and_copies_unencrypted_snapshots_without_a_key(
+    s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CopyDBClusterSnapshot refuses a KmsKeyId for an unencrypted snapshot on AWS (moto does not): a before-call
+    hook inspects the request our code sends."""
+    rds = s3_endpoint.client("rds", PRIMARY)
+    rds.create_db_cluster(
+        DBClusterIdentifier="multi-az",
+        Engine="postgres",
+        EngineVersion="16.3",
+        MasterUsername="app",
+        MasterUserPassword="not-a-real-password",
+        DBClusterInstanceClass="db.m6gd.large",
+        AllocatedStorage=100,
+        StorageType="io1",
+        Iops=1000,
+    )
+    rds.create_db_cluster(
+        DBClusterIdentifier="plain-ledger",
+        Engine="aurora-mysql",
+        MasterUsername="app",
+        MasterUserPassword="not-a-real-password",
+        StorageEncrypted=False,
+    )
+    source = {"region": PRIMARY, "require_encryption": False}
+    datasets = {
+        name: {**rds_dataset(""), "kind": "aurora", "source": {"db_cluster_identifier": cluster, **source}}
+        for name, cluster in (("multi_az", "multi-az"), ("plain", "plain-ledger"))
+    }
+    manifest = aws_manifest(s3_endpoint, tmp_path, datasets, kms_key(s3_endpoint, DR))
+    with pytest.raises(SourceUnavailableError, match="multi-az is a Multi-AZ DB cluster"):
+        run_backup(manifest, "multi_az", "2026-11-25")
+
+    requests: list[dict[str, Any]] = []
+    on_rds_answers(monkeypatch, "CopyDBClusterSnapshot", lambda params, **_: requests.append(params), "before-call")
+    record = run_backup(manifest, "plain", "2026-11-25").record
+    copy_backup(manifest, "plain", record)
+    [request] = requests  # the serialized form: boto3 turned SourceRegion into the PreSignedUrl AWS needs
+    assert "KmsKeyId" not in request["body"] and "PreSignedUrl" in request["body"]
