@@ -8,8 +8,10 @@ backups like any other. The password travels in RESTIC_PASSWORD, never in argv.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,8 @@ TAG_BYTES = "bp-bytes="
 TAG_SAMPLE = "bp-sample="
 TAG_TESTED = "bp-restore-tested"
 HOST = "backup-pipelines"
+LOCK_WAIT_SECONDS = 900  # how long a run waits for another run's restic lock on a shared repository
+LOG = logging.getLogger("backup_pipelines")
 
 _initialized: set[str] = set()
 _init_lock = threading.Lock()
@@ -52,13 +56,31 @@ class ResticRepository(BackupStore):
         return Command(("restic", *arguments), {**self.environment, **(extra or {})})
 
     def run(self, *arguments: str, timeout: float | None = None, extra: dict[str, str] | None = None) -> str:
-        """Run restic; return its stdout. Raise StorageError with restic's message if it fails."""
+        """Run restic (waiting out other runs' locks, see `run_unlocked`); return its stdout. Raise StorageError
+        with restic's message if it fails."""
         try:
-            return run(self.command(*arguments, extra=extra), timeout=timeout)
+            return self.run_unlocked(*arguments, timeout=timeout, extra=extra)
         except CommandFailedError as error:
             raise StorageError(
                 f"restic {arguments[0]} on {self.location} failed: {error.stderr.strip()[-1500:]}"
             ) from error
+
+    def run_unlocked(self, *arguments: str, timeout: float | None = None, extra: dict[str, str] | None = None) -> str:
+        """Run restic; return its stdout. Datasets sharing a repository run at once (one backs up while another's
+        retention prunes) and restic refuses a conflicting lock, so a locked repository is tried again with
+        backoff for up to LOCK_WAIT_SECONDS (the installed restic 0.14 has no --retry-lock). Raise
+        CommandFailedError otherwise."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 1.0
+        while True:
+            try:
+                return run(self.command(*arguments, extra=extra), timeout=timeout)
+            except CommandFailedError as error:
+                if "repository is already locked" not in error.stderr or time.monotonic() + delay > deadline:
+                    raise
+                LOG.info(f"restic {arguments[0]}: {self.location} is locked by another run; trying again")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def ensure_initialized(self) -> None:
         """Create the repository if it does not exist yet (once per process)."""
@@ -77,7 +99,7 @@ class ResticRepository(BackupStore):
     def snapshots(self, dataset: str | None = None) -> list[dict[str, Any]]:
         arguments = ["snapshots", "--json"] + (["--tag", f"{TAG_DATASET}{dataset}"] if dataset else [])
         try:
-            output = run(self.command(*arguments), timeout=300)
+            output = self.run_unlocked(*arguments, timeout=300)
         except CommandFailedError as error:
             if "does not exist" in error.stderr or "unable to open config file" in error.stderr:
                 return []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from backup_pipelines.errors import SourceUnavailableError, ValidationFailedErro
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.prune import prune_dataset
-from backup_pipelines.repository import open_repository
+from backup_pipelines.repository import ResticRepository, open_repository
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22"]
@@ -170,3 +173,36 @@ def test_file_tree_snapshots_are_copied_to_a_second_restic_repository(
     [copied] = open_repository(manifest, "offsite").list_backups("configs")
     assert copied.backup_id == record.backup_id and copied.source_stats["sample"] == record.source_stats["sample"]
     assert [check.repository for check in verify_backup(manifest, "configs", record)] == ["restic", "offsite"]
+
+
+def test_a_repository_locked_by_another_run_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another dataset's run holds the shared repository: a `restic backup --stdin` whose input stays open holds
+    its lock, so our exclusive `prune` must wait until that run ends instead of failing."""
+    manifest = files_manifest(tmp_path, monkeypatch, {"repository": str(tmp_path / "repo")})
+    run_backup(manifest, "configs", PARTITIONS[0])
+    repository = open_repository(manifest, "restic")
+    assert isinstance(repository, ResticRepository)
+    environment = {**os.environ, **repository.environment}
+    other = subprocess.Popen(
+        ["restic", "backup", "--stdin", "--stdin-filename", "other.txt"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+    )
+    locks = tmp_path / "repo" / "locks"
+    try:
+        while not any(locks.iterdir()):  # the other run holds its lock from here on
+            assert other.poll() is None, "restic backup --stdin ended early"
+            time.sleep(0.05)
+        timer = threading.Timer(2.0, lambda: other.communicate(b"the other dataset\n", timeout=60))
+        timer.start()
+        with caplog.at_level(logging.INFO, logger="backup_pipelines"):
+            repository.run("prune", timeout=300)  # exclusive: refused until the other run finishes
+        timer.join()
+    finally:
+        other.kill()
+    assert other.returncode == 0
+    assert any("is locked by another run; trying again" in message for message in caplog.messages)
