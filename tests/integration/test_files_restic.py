@@ -61,7 +61,7 @@ def files_manifest(
 
 def test_files_round_trip_incremental_with_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = files_manifest(tmp_path, monkeypatch, {"repository": "restic-repo"})
-    as_root = os.geteuid() == 0  # CI and the setup run as root; only root can give a file away
+    as_root = os.geteuid() == 0  # only root can give a file away (this machine runs as root)
     if as_root:
         os.chown(tmp_path / "etc" / "key.pem", 1234, 2345)
     first = run_backup(manifest, "configs", PARTITIONS[0])
