@@ -32,6 +32,7 @@ from backup_pipelines.errors import IntegrityError, SourceUnavailableError, Stor
 from backup_pipelines.manifest import AuroraDataset, EbsDataset, Manifest, RdsDataset, RestoreLogin, read_secret
 from backup_pipelines.repository.aws_snapshots import (
     NOT_FOUND_RETRIES,
+    RDS_FAMILIES,
     TAG_DATASET,
     TAG_ID,
     SnapshotStore,
@@ -264,34 +265,42 @@ class RdsEngine(SnapshotEngine):
                 advice = f"belongs to the Multi-AZ DB cluster {cluster}, which this project does not back up"
             raise SourceUnavailableError(f"dataset {name}: {instance} {advice}")
         if status in BUSY_STATES:  # an automated backup or another snapshot is running: AWS takes none now
-            self._wait_available(store, instance, status)
+            self.wait_source(store, instance, status)
         elif status != "available":
             raise SourceUnavailableError(
                 f"dataset {name}: RDS instance {instance} is {status}; AWS snapshots only an available instance"
             )
 
-    def _wait_available(self, store: SnapshotStore, instance: str, status: str) -> None:
-        LOG.info(f"RDS instance {instance} is {status}: waiting until it is available to snapshot it")
-        store.wait("rds", "db_instance_available", f"RDS instance {instance} ({status})", DBInstanceIdentifier=instance)
+    # What differs between an instance (here) and an Aurora cluster (AuroraEngine) around the same calls.
+    busy_code = "InvalidDBInstanceState"
+
+    def source_id(self, manifest: Manifest, name: str) -> str:
+        return str(self.source(manifest, name).db_instance_identifier)
+
+    def wait_source(self, store: SnapshotStore, source_id: str, status: str) -> None:
+        LOG.info(f"DB instance {source_id} is {status}: waiting until it is available to snapshot it")
+        store.wait(
+            "rds", "db_instance_available", f"DB instance {source_id} ({status})", DBInstanceIdentifier=source_id
+        )
 
     def create_snapshot(
         self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
     ) -> str:
-        instance = self.source(manifest, name).db_instance_identifier
+        family = RDS_FAMILIES[self.kind]
+        source_id = self.source_id(manifest, name)
+        create = getattr(store.client("rds"), f"create_{family.snake}")
         for attempt in range(2):
             try:
-                store.client("rds").create_db_snapshot(
-                    DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance, Tags=tag_list(tags)
-                )
+                create(**{family.id_field: identifier, family.source_field: source_id, "Tags": tag_list(tags)})
                 return identifier
             except AWS_ERRORS as error:
-                if error_code(error) == "DBSnapshotAlreadyExists":  # a retried call: the first one created it
+                if error_code(error).startswith(f"{family.noun}AlreadyExists"):  # a retried call created it
                     return identifier
-                if error_code(error) == "InvalidDBInstanceState" and attempt == 0:  # another snapshot began
-                    self._wait_available(store, instance, "busy")
+                if error_code(error) == self.busy_code and attempt == 0:  # another snapshot or backup began
+                    self.wait_source(store, source_id, "busy")
                     continue
                 raise StorageError(
-                    f"CreateDBSnapshot of {instance} in {store.region}: {describe_error(error)}"
+                    f"Create{family.noun} of {source_id} in {store.region}: {describe_error(error)}"
                 ) from error
         return identifier
 
@@ -414,36 +423,20 @@ class AuroraEngine(RdsEngine):
                 "test would need a different API, which this project does not implement"
             )
         if status in BUSY_STATES:
-            self._wait_cluster(store, cluster, status)
+            self.wait_source(store, cluster, status)
         elif status != "available":
             raise SourceUnavailableError(
                 f"dataset {name}: Aurora cluster {cluster} is {status}; AWS snapshots only an available cluster"
             )
 
-    def _wait_cluster(self, store: SnapshotStore, cluster: str, status: str) -> None:
-        LOG.info(f"DB cluster {cluster} is {status}: waiting until it is available")
-        store.wait("rds", "db_cluster_available", f"DB cluster {cluster} ({status})", DBClusterIdentifier=cluster)
+    busy_code = "InvalidDBClusterStateFault"
 
-    def create_snapshot(
-        self, manifest: Manifest, name: str, store: SnapshotStore, identifier: str, tags: dict[str, str]
-    ) -> str:
-        cluster = self.source(manifest, name).db_cluster_identifier
-        for attempt in range(2):
-            try:
-                store.client("rds").create_db_cluster_snapshot(
-                    DBClusterSnapshotIdentifier=identifier, DBClusterIdentifier=cluster, Tags=tag_list(tags)
-                )
-                return identifier
-            except AWS_ERRORS as error:
-                if error_code(error) in ("DBClusterSnapshotAlreadyExistsFault", "DBClusterSnapshotAlreadyExists"):
-                    return identifier  # a retried call: the first one created it
-                if error_code(error) == "InvalidDBClusterStateFault" and attempt == 0:  # it became busy
-                    self._wait_cluster(store, cluster, "busy")
-                    continue
-                raise StorageError(
-                    f"CreateDBClusterSnapshot of {cluster} in {store.region}: {describe_error(error)}"
-                ) from error
-        return identifier
+    def source_id(self, manifest: Manifest, name: str) -> str:
+        return str(self.source(manifest, name).db_cluster_identifier)
+
+    def wait_source(self, store: SnapshotStore, source_id: str, status: str) -> None:
+        LOG.info(f"DB cluster {source_id} is {status}: waiting until it is available")
+        store.wait("rds", "db_cluster_available", f"DB cluster {source_id} ({status})", DBClusterIdentifier=source_id)
 
     def start_restore(
         self,
