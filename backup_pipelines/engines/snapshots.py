@@ -264,14 +264,20 @@ class RdsEngine(SnapshotEngine):
             else:
                 advice = f"belongs to the Multi-AZ DB cluster {cluster}, which this project does not back up"
             raise SourceUnavailableError(f"dataset {name}: {instance} {advice}")
-        if status in BUSY_STATES:  # an automated backup or another snapshot is running: AWS takes none now
-            self.wait_source(store, instance, status)
+        self.await_available(store, name, instance, status)
+
+    def await_available(self, store: SnapshotStore, name: str, source_id: str, status: str) -> None:
+        """Go on when the source is available, wait while it is busy (an automated backup or another snapshot is
+        running: AWS takes none now), refuse any other state."""
+        if status in BUSY_STATES:
+            self.wait_source(store, source_id, status)
         elif status != "available":
             raise SourceUnavailableError(
-                f"dataset {name}: RDS instance {instance} is {status}; AWS snapshots only an available instance"
+                f"dataset {name}: {self.source_noun} {source_id} is {status}; AWS snapshots only an available one"
             )
 
     # What differs between an instance (here) and an Aurora cluster (AuroraEngine) around the same calls.
+    source_noun = "RDS instance"
     busy_code = "InvalidDBInstanceState"
 
     def source_id(self, manifest: Manifest, name: str) -> str:
@@ -422,13 +428,9 @@ class AuroraEngine(RdsEngine):
                 f"dataset {name}: {cluster} is a Multi-AZ DB cluster ({engine}), not an Aurora cluster: its restore "
                 "test would need a different API, which this project does not implement"
             )
-        if status in BUSY_STATES:
-            self.wait_source(store, cluster, status)
-        elif status != "available":
-            raise SourceUnavailableError(
-                f"dataset {name}: Aurora cluster {cluster} is {status}; AWS snapshots only an available cluster"
-            )
+        self.await_available(store, name, cluster, status)
 
+    source_noun = "Aurora cluster"
     busy_code = "InvalidDBClusterStateFault"
 
     def source_id(self, manifest: Manifest, name: str) -> str:
