@@ -1,0 +1,110 @@
+"""The whole manifest: repositories, servers and datasets of every kind, with the lookups runs need."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PrivateAttr
+
+from backup_pipelines.errors import MissingSecretError
+from backup_pipelines.manifest.aws import AuroraDataset, EbsDataset, RdsDataset, S3BucketDataset
+from backup_pipelines.manifest.command import CommandDataset
+from backup_pipelines.manifest.files import FilesDataset
+from backup_pipelines.manifest.mysql import MysqlDataset
+from backup_pipelines.manifest.policies import Alerts, Encryption
+from backup_pipelines.manifest.postgres import PostgresDataset
+from backup_pipelines.manifest.sqlite import SqliteDataset
+from backup_pipelines.manifest.storage import RepositoryConfig, ServerConfig
+from backup_pipelines.manifest.types import SNAPSHOT_KINDS, Name, StrictModel
+
+ActiveDataset = (
+    PostgresDataset
+    | MysqlDataset
+    | SqliteDataset
+    | CommandDataset
+    | FilesDataset
+    | RdsDataset
+    | AuroraDataset
+    | EbsDataset
+)
+Dataset = Annotated[ActiveDataset | S3BucketDataset, Field(discriminator="kind")]
+
+
+class Manifest(StrictModel):
+    """Everything backup-pipelines protects, in one file."""
+
+    version: Literal[1] = Field(1, description="Manifest format version.")
+    partition_start: date = Field(date(2026, 1, 1), description="Default first partition of every dataset.")
+    encryption: Encryption | None = Field(None, description="Default encryption for every dataset.")
+    repositories: dict[Name, RepositoryConfig] = Field(min_length=1, description="Where backups live, by name.")
+    servers: dict[Name, ServerConfig] = Field(default_factory=dict, description="Sources, by name.")
+    datasets: dict[Name, Dataset] = Field(min_length=1, description="What is protected, by name.")
+    alerts: Alerts = Field(default_factory=Alerts, description="Alert channels (Slack, webhooks, log).")
+    reports_dir: str = Field("reports", description="Folder for the status dashboard and the DR runbook.")
+
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this manifest was loaded from, or None when built in code."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the manifest are resolved against."""
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, value: str) -> Path:
+        """Given a path from the manifest, return it absolute (relative ones are under `base_dir`)."""
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    def active_datasets(self) -> dict[str, ActiveDataset]:
+        """Return the enabled datasets that are backed up, by name, in manifest order."""
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, S3BucketDataset)}
+
+    def watched_buckets(self) -> dict[str, S3BucketDataset]:
+        """Return the enabled `s3` datasets (buckets whose protection settings are checked), by name."""
+        return {name: ds for name, ds in self.datasets.items() if ds.enabled and isinstance(ds, S3BucketDataset)}
+
+    def dataset(self, name: str) -> ActiveDataset:
+        """Return the enabled dataset called `name`. Raise KeyError naming the known ones if there is none."""
+        active = self.active_datasets()
+        if name not in active:
+            raise KeyError(f"no enabled dataset {name!r} in the manifest (known: {', '.join(active)})")
+        return active[name]
+
+    def encryption_for(self, name: str) -> Encryption:
+        """Return the age encryption settings of dataset `name` (its own, else the manifest's; off for the
+        kinds AWS encrypts with KMS)."""
+        dataset = self.dataset(name)
+        if dataset.kind in SNAPSHOT_KINDS:
+            return Encryption(enabled=False)
+        own = dataset.encryption
+        return own if own is not None else (self.encryption or Encryption())
+
+    def recipients_for(self, name: str) -> list[str]:
+        """Return the age recipients dataset `name` is encrypted to ([] when encryption is off).
+
+        Raise MissingSecretError if a recipients_file does not exist or holds no recipient.
+        """
+        encryption = self.encryption_for(name)
+        if not encryption.enabled:
+            return []
+        recipients = list(encryption.recipients)
+        if encryption.recipients_file:
+            file = self.resolve_path(encryption.recipients_file)
+            if not file.is_file():
+                raise MissingSecretError(f"age recipients file {file} (dataset {name}) does not exist")
+            lines = [line.strip() for line in file.read_text().splitlines()]
+            recipients += [line for line in lines if line and not line.startswith("#")]
+        if not recipients:
+            raise MissingSecretError(f"dataset {name} is encrypted but has no age recipient")
+        return recipients
+
+    def partition_start_for(self, name: str) -> date:
+        """Return the first partition date of dataset `name`."""
+        return self.dataset(name).start or self.partition_start

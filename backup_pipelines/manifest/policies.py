@@ -1,0 +1,189 @@
+"""What every backed-up dataset shares: how restores are judged, encryption, retention, 3-2-1, anomalies, alerts."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Literal
+
+import pyrage
+from pydantic import Field, field_validator, model_validator
+
+from backup_pipelines.manifest.types import Duration, Name, Owner, Schedule, StrictModel
+
+
+class Expectation(StrictModel):
+    """What a validation query's single value must satisfy after a restore."""
+
+    equals: int | float | str | None = Field(None, description="The value must equal this.")
+    min: float | None = Field(None, description="The value must be at least this.")
+    max: float | None = Field(None, description="The value must be at most this.")
+    same_as_source: bool = Field(
+        False, description="The value must equal the one the same query gave on the source at backup time."
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Expectation:
+        if self.equals is None and self.min is None and self.max is None and not self.same_as_source:
+            raise ValueError("an expectation needs at least one of equals, min, max, same_as_source")
+        return self
+
+
+class ValidationQuery(StrictModel):
+    """A query run on the restored copy; its first column of its first row is checked."""
+
+    name: Name = Field(description="Short name, shown in restore-test results.")
+    sql: str = Field(min_length=1, description="A read-only query returning one value.")
+    expect: Expectation = Field(description="What the value must satisfy.")
+
+
+class Verification(StrictModel):
+    """How a restore test decides the restored copy is good."""
+
+    compare_row_counts: bool = Field(
+        True, description="Every table's row count must equal the count taken in the dump's snapshot."
+    )
+    queries: list[ValidationQuery] = Field(default_factory=list, description="Extra validation queries.")
+
+
+class Encryption(StrictModel):
+    """age encryption of the stored backup. On unless `enabled: false` is written explicitly."""
+
+    enabled: bool = Field(True, description="Encrypt with age; turning it off must be explicit.")
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...).")
+    recipients_file: str | None = Field(
+        None, description="File of age public keys, one per line (relative to the manifest's folder)."
+    )
+
+    @field_validator("recipients")
+    @classmethod
+    def _parse_recipients(cls, recipients: list[str]) -> list[str]:
+        for recipient in recipients:
+            try:
+                pyrage.x25519.Recipient.from_str(recipient)
+            except Exception as error:  # pyrage raises its own RecipientError
+                raise ValueError(f"not an age X25519 recipient: {recipient!r} ({error})") from error
+        return recipients
+
+
+class Retention(StrictModel):
+    """Grandfather-father-son retention with restic's `forget` semantics (enforced by the prune job)."""
+
+    keep_last: int | None = Field(None, ge=1, description="Keep the newest N backups.")
+    keep_hourly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N hours.")
+    keep_daily: int | None = Field(None, ge=1, description="Keep the newest backup of each of N days.")
+    keep_weekly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N ISO weeks.")
+    keep_monthly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N months.")
+    keep_yearly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N years.")
+    keep_within: Duration | None = Field(None, description="Keep every backup younger than this (from the newest).")
+    min_age: Duration = Field(
+        timedelta(hours=1), description="Never expire a backup younger than this, whatever the rules say."
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one_rule(self) -> Retention:
+        if all(value is None for name, value in self.model_dump().items() if name.startswith("keep_")):
+            raise ValueError("retention needs at least one keep_* rule")
+        return self
+
+
+class RestoreTestConfig(StrictModel):
+    """Where and whether restore tests run."""
+
+    enabled: bool = Field(True, description="Run real restore tests for this dataset.")
+    server: Name | None = Field(None, description="Scratch server for the temporary copy; default: source.")
+
+
+class Compliance(StrictModel):
+    """The 3-2-1 rule a dataset must meet (the live source counts as one copy)."""
+
+    copies: int = Field(3, ge=1, description="Copies of the data, counting the live source.")
+    media: int = Field(2, ge=1, description="Distinct media among the backup copies.")
+    offsite: int = Field(1, ge=0, description="Copies in repositories marked offsite.")
+    immutable: int = Field(0, ge=0, description="Copies in repositories that cannot be deleted early (Object Lock).")
+
+
+class AnomalyThresholds(StrictModel):
+    """When a backup's size, rows or duration is anomalous against the dataset's own history."""
+
+    history: int = Field(10, ge=1, le=200, description="How many earlier successful backups to compare with.")
+    min_history: int = Field(3, ge=1, description="Fewer earlier backups than this: pass with a note.")
+    drop_below: float = Field(0.5, gt=0, lt=1, description="ERROR when bytes fall below this x the median.")
+    spike_above: float = Field(3.0, gt=1, description="WARN when bytes exceed this x the median.")
+    table_loss_above: float = Field(0.5, gt=0, lt=1, description="ERROR when a table loses more than this share.")
+    duration_above: float = Field(3.0, gt=1, description="WARN when the backup takes over this x the median.")
+
+
+class DatasetAlerts(StrictModel):
+    """Where a dataset's alerts go."""
+
+    channels: list[Name] | None = Field(None, description="Channel names under alerts.channels; default: all.")
+    healthchecks_url_env: str | None = Field(
+        None, description="Env var with a healthchecks-style ping URL: /start, success, /fail are pinged."
+    )
+
+
+class SlackChannel(StrictModel):
+    """A Slack channel, posted to with a bot token (dagster-slack)."""
+
+    type: Literal["slack"] = Field(description="Channel type.")
+    channel: str = Field(description='Slack channel, e.g. "#backups".')
+    token_env: str = Field(description="Env var holding the Slack bot token.")
+    base_url: str | None = Field(None, description="Slack API base URL (tests, Slack-compatible servers).")
+
+
+class WebhookChannel(StrictModel):
+    """A generic JSON webhook (PagerDuty, Opsgenie, a chat bridge, ...)."""
+
+    type: Literal["webhook"] = Field(description="Channel type.")
+    url_env: str = Field(description="Env var holding the URL (it may carry a key).")
+    retries: int = Field(3, ge=0, le=10, description="Retries on a network error or a 5xx answer.")
+    timeout_seconds: float = Field(10, gt=0, le=120, description="Timeout of one attempt.")
+
+
+class LogChannel(StrictModel):
+    """The Dagster event log / Python log (always useful, never enough alone)."""
+
+    type: Literal["log"] = Field(description="Channel type.")
+
+
+AlertChannel = Annotated[SlackChannel | WebhookChannel | LogChannel, Field(discriminator="type")]
+
+
+class Alerts(StrictModel):
+    """Alert channels and how often a still-stale dataset is reminded about."""
+
+    channels: dict[Name, AlertChannel] = Field(default_factory=dict, description="Alert channels, by name.")
+    reminder: Duration | None = Field(None, description="Re-alert a still-stale dataset this often; default: never.")
+    dagster_url: str = Field("http://127.0.0.1:3000", description="Base URL of the Dagster UI, for run links.")
+
+
+class DatasetBase(StrictModel):
+    """Fields every dataset has, whatever its kind."""
+
+    description: str = Field("", description="One line of business meaning, shown in the Dagster UI.")
+    enabled: bool = Field(True, description="Disabled datasets are validated but get no assets.")
+    schedule: Schedule = Field(description="hourly, daily, or a cron expression (UTC).")
+    start: date | None = Field(None, description="First partition; default: the manifest's partition_start.")
+    rpo: Duration = Field(description="Recovery point objective: the newest backup is never older.")
+    rto: Duration = Field(description="Recovery time objective: a restore test must finish within it.")
+    retention: Retention = Field(description="How many backups to keep (restic forget semantics).")
+    repositories: list[Name] = Field(min_length=1, description="Names under `repositories`; first = primary.")
+    encryption: Encryption | None = Field(None, description="Default: the manifest's top-level encryption.")
+    verification: Verification = Field(default_factory=Verification, description="How restores are judged.")
+    restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
+    anomaly: AnomalyThresholds = Field(default_factory=AnomalyThresholds, description="Anomaly thresholds.")
+    compliance: Compliance = Field(default_factory=Compliance, description="The 3-2-1 rule to meet.")
+    retries: int = Field(0, ge=0, le=10, description="Retry a failed backup this many times (exponential backoff).")
+    retry_delay: Duration = Field(timedelta(minutes=1), description="Wait before the first retry; doubles each time.")
+    alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
+    owners: list[Owner] = Field(default_factory=list, description='"team:name" or an e-mail address.')
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
+
+    @property
+    def server_name(self) -> str | None:
+        """The name of the server the dataset is read from, if it has one (pools are per server)."""
+        return None
+
+    def source_summary(self) -> str:
+        """One line saying what is backed up, for the UI and the runbook."""
+        return str(getattr(self, "kind", "dataset"))
