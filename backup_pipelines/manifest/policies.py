@@ -36,6 +36,17 @@ class ValidationQuery(StrictModel):
     expect: Expectation = Field(description="What the value must satisfy.")
 
 
+class TableSample(StrictModel):
+    """How the fingerprint samples one large table: rows in `ranges` key ranges spread over the key's span,
+    each covering `range_fraction` of its share, instead of every row."""
+
+    key: str = Field(min_length=1, description="An indexed integer column (the primary key) to take ranges of.")
+    ranges: int = Field(16, ge=1, le=1000, description="How many key ranges to digest.")
+    range_fraction: float = Field(
+        0.05, gt=0, le=1, description="Share of each range's slice of the key span that is digested."
+    )
+
+
 class Verification(StrictModel):
     """How a restore test decides the restored copy is good."""
 
@@ -43,6 +54,17 @@ class Verification(StrictModel):
         True, description="Every table's row count must equal the count taken in the dump's snapshot."
     )
     queries: list[ValidationQuery] = Field(default_factory=list, description="Extra validation queries.")
+    fingerprint: bool = Field(
+        True,
+        description="Compare content, not only counts: the restored copy's fingerprint (row digests, schema with "
+        "owners and privileges, sequences, large objects; every file's metadata and hashes) must equal the one "
+        "taken in the dump's snapshot.",
+    )
+    sampled_tables: dict[str, TableSample] = Field(
+        default_factory=dict,
+        description="Large tables whose rows are digested only in key ranges (schema.table or table -> how); "
+        "every other table is digested whole.",
+    )
 
 
 class Encryption(StrictModel):
