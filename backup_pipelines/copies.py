@@ -51,30 +51,37 @@ def same_endpoint(source: Repository, target: Repository) -> bool:
 
 
 def _copy_object(source: Repository, target: Repository, record: BackupRecord) -> str:
-    path = record.object_path
+    """Copy the backup's object and its companion objects, check each at the destination, then commit."""
     if target.find_backup(record.dataset, record.backup_id) is None:
-        if same_endpoint(source, target):
-            assert isinstance(source, S3Repository) and isinstance(target, S3Repository)
-            try:
-                target.client.copy(
-                    {"Bucket": source.bucket, "Key": source.key(path)},
-                    target.bucket,
-                    target.key(path),
-                    ExtraArgs=target.put_arguments(),
-                )
-            except Exception as error:
-                raise StorageError(f"server-side copy to {target.uri(path)} failed: {error}") from error
-        else:
-            _stream(source, target, path)
-        actual = _sha256(target, path)
-        if actual != record.sha256:
-            with contextlib.suppress(StorageError):
-                target.delete(path)
-            raise IntegrityError(
-                f"the copy at {target.uri(path)} has sha256 {actual}, not {record.sha256}: removed, not committed"
-            )
+        objects = [(record.object_path, record.sha256)] + [
+            (record.companion_path(label), details["sha256"]) for label, details in record.companions.items()
+        ]
+        for path, sha256 in objects:
+            _copy_one(source, target, path, sha256)
         target.commit_record(record)
-    return target.uri(path)
+    return target.uri(record.object_path)
+
+
+def _copy_one(source: Repository, target: Repository, path: str, sha256: str) -> None:
+    if same_endpoint(source, target):
+        assert isinstance(source, S3Repository) and isinstance(target, S3Repository)
+        try:
+            target.client.copy(
+                {"Bucket": source.bucket, "Key": source.key(path)},
+                target.bucket,
+                target.key(path),
+                ExtraArgs=target.put_arguments(),
+            )
+        except Exception as error:
+            raise StorageError(f"server-side copy to {target.uri(path)} failed: {error}") from error
+    else:
+        _stream(source, target, path)
+    actual = _sha256(target, path)
+    if actual != sha256:
+        with contextlib.suppress(StorageError):
+            target.delete(path)
+        message = f"the copy at {target.uri(path)} has sha256 {actual}, not {sha256}: removed, not committed"
+        raise IntegrityError(message)
 
 
 def _stream(source: Repository, target: Repository, path: str) -> None:

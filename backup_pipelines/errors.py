@@ -65,3 +65,13 @@ class ValidationFailedError(BackupError):
 
 class SourceUnavailableError(BackupError):
     """The dataset's source (a database server, ...) cannot be reached or refused the connection."""
+
+
+class RestoreTargetExistsError(BackupError):
+    """A restore was asked to write into a database, file or folder that already exists: restores never
+    overwrite."""
+
+
+class UnrepresentableSourceError(BackupError):
+    """The source holds something its dump tool cannot write faithfully, so a restore would lose it (names the
+    table and column)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -20,6 +20,7 @@ from backup_pipelines.engines.base import restore_to_file
 from backup_pipelines.errors import BackupError, IntegrityError, StorageError, ValidationFailedError
 from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
+from backup_pipelines.objects import decoding_feed, read_companions, store_companions
 from backup_pipelines.repository import (
     BackupRecord,
     BackupStore,
@@ -83,6 +84,7 @@ def run_backup(
     except BaseException:
         writer.abort()
         raise
+    companions = store_companions(repository, f"{name}/{partition_key}", backup_id, dump.companions, recipients)
     record = BackupRecord(
         dataset=name,
         partition_key=partition_key,
@@ -100,6 +102,7 @@ def run_backup(
         duration_seconds=round(time.monotonic() - started, 3),
         source_stats=source_stats,
         tool_versions={**engine.tool_versions(manifest, name), "age": "pyrage (age v1 format)"},
+        companions=companions,
     )
     repository.commit_record(record)
     return StoredBackup(record, {repository.name: repository.uri(record.object_path)})
@@ -144,21 +147,6 @@ def holder_of(manifest: Manifest, name: str, backup_id: str) -> BackupStore:
         if any(record.backup_id == backup_id for record in records):
             return repository
     raise _not_found(name, f"backup {backup_id}", unreachable)
-
-
-def decoding_feed(
-    repository: Repository, record: BackupRecord, identities: Any, decoded: list[int] | None = None
-) -> Callable[[IO[bytes]], None]:
-    """Return a feed that writes `record`'s raw archive (read, checked, decrypted, decompressed) to a restore
-    tool's stdin; the raw byte count is appended to `decoded` when given."""
-
-    def feed(stdin: IO[bytes]) -> None:
-        with repository.open_object(record.object_path) as stored:
-            result = decode(stored, stdin, identities, record.sha256)
-        if decoded is not None:
-            decoded.append(result.bytes_raw)
-
-    return feed
 
 
 def restore_backup(
@@ -301,6 +289,8 @@ def _decode_into_archive_check(
 
 
 def _close_quietly(stream: IO[bytes]) -> None:
+    if record.companions:
+        archive["companions"] = sorted(read_companions(repository, record, identities))
     with contextlib.suppress(BrokenPipeError):
         stream.close()
 

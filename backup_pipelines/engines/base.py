@@ -25,10 +25,20 @@ Feed = Callable[[IO[bytes]], None]
 @dataclass
 class Dump:
     """A running dump: read `stream` to the end, then call `finish()`, which waits for the tools, raises
-    if any failed, and returns the source statistics taken in the dump's snapshot."""
+    if any failed, and returns the source statistics taken in the dump's snapshot. After `finish()`,
+    `companions` holds the small objects to store beside the dump ({label: bytes}, e.g. a PostgreSQL
+    database's roles and properties as "globals.sql")."""
 
     stream: IO[bytes]
     finish: Callable[[], dict[str, Any]]
+    companions: dict[str, bytes] = field(default_factory=dict)
+
+
+def companions_of(feed: Feed) -> dict[str, bytes]:
+    """Return the companion objects (decoded, by label) that came with a restore's `feed`: the object
+    pipeline's feeds carry them (`objects.DecodingFeed`), a plain function carries none."""
+    companions: dict[str, bytes] = getattr(feed, "companions", {})
+    return companions
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,23 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from backup_pipelines.engines.base import Dump, Feed, RestoreReport, run_restore_tool
+from backup_pipelines.engines.base import Dump, Feed, RestoreReport
+from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
+from backup_pipelines.engines.postgres_fingerprint import (
+    SAMPLES,
+    Scope,
+    sequence_moved_forward,
+    sequence_values,
+    take_fingerprint,
+)
+from backup_pipelines.engines.postgres_globals import LABEL, globals_script
+from backup_pipelines.engines.postgres_restore import (
+    binary,
+    connection_env,
+    restore_as,
+    scratch_restore,
+    target_arguments,
+)
 from backup_pipelines.engines.validation import QueryRunner, compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import (
     IntegrityError,
@@ -60,38 +76,13 @@ def find_bin_dir(configured: str | None) -> str | None:
     return os.path.dirname(newest)
 
 
-def _binary(name: str, server: PostgresServerConfig) -> str:
-    bin_dir = find_bin_dir(server.bin_dir)
-    return os.path.join(bin_dir, name) if bin_dir else name
-
-
-def connection_env(server: PostgresServerConfig, password: str | None) -> dict[str, str]:
-    """Return the libpq environment for `server` (the password travels here, never in argv)."""
-    env = {"PGAPPNAME": "backup-pipelines", "PGCONNECT_TIMEOUT": "10"}
-    if password:
-        env["PGPASSWORD"] = password
-    if server.sslmode:
-        env["PGSSLMODE"] = server.sslmode
-    return env
-
-
-def _target_arguments(server: PostgresServerConfig, database: str) -> tuple[str, ...]:
-    return (
-        "--no-password",
-        f"--host={server.host}",
-        f"--port={server.port}",
-        f"--username={server.user}",
-        f"--dbname={database}",
-    )
-
-
 def pg_dump_command(
     server: PostgresServerConfig, dataset: PostgresDataset, snapshot: str | None, password: str | None
 ) -> Command:
     """Return the pg_dump command that writes `dataset`'s database in custom format, uncompressed (zstd
     compresses later), to stdout, reading the exported `snapshot` if given."""
     source = dataset.source
-    argv = [_binary("pg_dump", server), "--format=custom", "--compress=0", f"--lock-wait-timeout={LOCK_WAIT}"]
+    argv = [binary("pg_dump", server), "--format=custom", "--compress=0", f"--lock-wait-timeout={LOCK_WAIT}"]
     if snapshot:
         argv.append(f"--snapshot={snapshot}")
     argv += [f"--schema={schema}" for schema in source.schemas]
@@ -99,26 +90,13 @@ def pg_dump_command(
     argv += [f"--exclude-table={table}" for table in source.exclude_tables]
     if source.large_objects is not None:
         argv.append("--blobs" if source.large_objects else "--no-blobs")
-    argv += _target_arguments(server, source.database)
+    argv += target_arguments(server, source.database)
     return Command(tuple(argv), connection_env(server, password))
-
-
-def pg_restore_command(server: PostgresServerConfig, database: str, password: str | None) -> Command:
-    """Return the pg_restore command that restores a custom-format archive from stdin into `database`,
-    stopping at the first error, without owners or grants (the scratch server may lack the roles)."""
-    argv = (
-        _binary("pg_restore", server),
-        "--exit-on-error",
-        "--no-owner",
-        "--no-privileges",
-        *_target_arguments(server, database),
-    )
-    return Command(argv, connection_env(server, password))
 
 
 def pg_restore_list_command(server: PostgresServerConfig) -> Command:
     """Return the command that lists the table of contents of a custom-format archive read from stdin."""
-    return Command((_binary("pg_restore", server), "--list"))
+    return Command((binary("pg_restore", server), "--list"))
 
 
 def postgres_server(manifest: Manifest, name: str) -> PostgresServerConfig:
@@ -163,10 +141,29 @@ def _in_scope(schema: str, table: str, dataset: PostgresDataset) -> bool:
     return f"{schema}.{table}" not in source.exclude_tables and table not in source.exclude_tables
 
 
-def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset, row_counts: bool) -> dict[str, Any]:
+def object_scope(dataset: PostgresDataset) -> Scope:
+    """Return whether an object (by schema and table; None for cluster-wide or schema-level ones) is part of
+    `dataset`'s dump, as pg_dump's --schema, --exclude-schema and --exclude-table decide."""
+
+    def scope(schema: str | None, table: str | None) -> bool:
+        if schema is None:  # extensions, default privileges for all schemas: only whole-database dumps
+            return not dataset.source.schemas
+        return _in_scope(schema, table or "", dataset)
+
+    return scope
+
+
+def collect_stats(
+    connection: psycopg.Connection[Any],
+    dataset: PostgresDataset,
+    row_counts: bool,
+    sequences: dict[str, Any] | None = None,
+    recorded_ranges: dict[str, list[list[int]]] | None = None,
+) -> dict[str, Any]:
     """Return the database's statistics as seen by `connection`'s transaction: server version, size,
-    encoding, exact row count of every in-scope table, number of large objects, and the value of every
-    validation query that compares with the source."""
+    encoding, exact row count of every in-scope table, number of large objects, the value of every
+    validation query that compares with the source, and (unless turned off) the content fingerprint, with
+    `sequences` read earlier when given and the sampled tables' `recorded_ranges` when restoring."""
 
     def one(query: Any) -> Any:
         row = connection.execute(query).fetchone()
@@ -188,6 +185,19 @@ def collect_stats(connection: psycopg.Connection[Any], dataset: PostgresDataset,
     stats["queries"] = {
         query.name: jsonable(one(query.sql)) for query in dataset.verification.queries if query.expect.same_as_source
     }
+    if dataset.verification.fingerprint:
+        stats.update(
+            take_fingerprint(
+                connection,
+                tables,
+                dataset.verification.sampled_tables,
+                recorded_ranges,
+                large_objects=dataset.source.includes_large_objects,
+                sequences=sequences,
+                database=dataset.source.globals,
+                scope=object_scope(dataset),
+            )
+        )
     return stats
 
 
@@ -219,7 +229,7 @@ class PostgresEngine:
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         _, _, server = self._dataset(manifest, name)
-        return {"pg_dump": tool_version(_binary("pg_dump", server)), "zstd": tool_version("zstd")}
+        return {"pg_dump": tool_version(binary("pg_dump", server)), "zstd": tool_version("zstd")}
 
     @contextmanager
     def dump(self, manifest: Manifest, name: str) -> Iterator[Dump]:
@@ -229,17 +239,31 @@ class PostgresEngine:
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             connection.read_only = True
             snapshot = connection.execute("select pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            # Sequences are not transactional: read them before pg_dump does, so a restored one is never behind.
+            fingerprinted = dataset.verification.fingerprint
+            sequences = sequence_values(connection, object_scope(dataset)) if fingerprinted else None
             process = Process(pg_dump_command(server, dataset, snapshot, password), stdout=PIPE)
             row_counts = dataset.verification.compare_row_counts
-            stats_worker = Worker(lambda: collect_stats(connection, dataset, row_counts), "pg-stats")
+            companions: dict[str, bytes] = {}
+
+            def gather() -> dict[str, Any]:
+                stats = collect_stats(connection, dataset, row_counts, sequences)
+                if dataset.source.globals:
+                    companions[LABEL] = globals_script(connection, dataset.source.role_passwords)
+                return stats
+
+            stats_worker = Worker(gather, "pg-stats")
             stats_worker.start()
 
             def finish() -> dict[str, Any]:
                 process.check()
-                return stats_worker.result()
+                stats = stats_worker.result()
+                dump.companions.update(companions)
+                return stats
 
+            dump = Dump(stream=process.stdout, finish=finish)
             try:
-                yield Dump(stream=process.stdout, finish=finish)
+                yield dump
             except BaseException:
                 process.kill()
                 connection.cancel_safe()
@@ -270,10 +294,10 @@ class PostgresEngine:
             raise KeyError(f"no server {server_name!r} in the manifest (known: {', '.join(manifest.servers)})")
         server = postgres_server(manifest, server_name)
         password = _password(server_name, server)
+        keep_privileges = bool(getattr(feed, "keep_privileges", True))
         with connect(server, server.maintenance_database, password) as admin:
             admin.autocommit = True
-            admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(target)))
-        run_restore_tool(pg_restore_command(server, target, password), feed)
+            restore_as(server, password, admin, target, feed, "UTF8", keep_privileges)
         return f"postgresql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
@@ -283,17 +307,28 @@ class PostgresEngine:
         password = _password(server_name, server)
         scratch = f"{SCRATCH_PREFIX}{name[:30]}_{secrets.token_hex(4)}".lower()
         encoding = str(record.source_stats.get("encoding", "UTF8"))
-        with scratch_database(server, password, scratch, encoding):
+        with connect(server, server.maintenance_database, password) as admin:
+            admin.autocommit = True
             started = time.monotonic()
-            run_restore_tool(pg_restore_command(server, scratch, password), feed)
-            restore_seconds = time.monotonic() - started
-            started = time.monotonic()
-            with connect(server, scratch, password) as connection:
-                restored = collect_stats(connection, dataset, dataset.verification.compare_row_counts)
-                outcomes = compare_stats(record.source_stats, restored, dataset.verification)
-                outcomes += run_validation_queries(_query_runner(connection), dataset.verification, record.source_stats)
-            validation_seconds = time.monotonic() - started
-        report = RestoreReport(
+            with scratch_restore(server, password, admin, scratch, feed, encoding):
+                restore_seconds = time.monotonic() - started
+                started = time.monotonic()
+                with connect(server, scratch, password) as connection:
+                    restored = collect_stats(
+                        connection,
+                        dataset,
+                        dataset.verification.compare_row_counts,
+                        recorded_ranges=record.source_stats.get(SAMPLES),
+                    )
+                    outcomes = compare_stats(record.source_stats, restored, dataset.verification)
+                    if dataset.verification.fingerprint:
+                        outcomes += compare_fingerprints(record.source_stats, restored, sequence_moved_forward)
+                    outcomes += run_validation_queries(
+                        _query_runner(connection), dataset.verification, record.source_stats
+                    )
+                validation_seconds = time.monotonic() - started
+        restored.pop(FINGERPRINT, None)  # the report keeps the comparison's outcomes, not every digest
+        return RestoreReport(
             target=f"postgresql://{server.host}:{server.port}/{scratch} (dropped)",
             restore_seconds=restore_seconds,
             validation_seconds=validation_seconds,
@@ -301,27 +336,3 @@ class PostgresEngine:
             outcomes=outcomes,
             restored_stats=restored,
         )
-        return report
-
-
-@contextmanager
-def scratch_database(server: PostgresServerConfig, password: str | None, name: str, encoding: str) -> Iterator[str]:
-    """Create the empty database `name` on `server` for a restore test and drop it afterwards, whatever
-    happens (connections still open to it are terminated)."""
-    with connect(server, server.maintenance_database, password) as admin:
-        admin.autocommit = True
-        identifier = sql.Identifier(name)
-        try:
-            admin.execute(
-                sql.SQL("create database {} template template0 encoding {}").format(identifier, sql.Literal(encoding))
-            )
-        except psycopg.errors.InvalidParameterValue:
-            admin.execute(
-                sql.SQL("create database {} template template0 encoding {} locale 'C'").format(
-                    identifier, sql.Literal(encoding)
-                )
-            )
-        try:
-            yield name
-        finally:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(identifier))

@@ -21,6 +21,14 @@ class PostgresSource(StrictModel):
     large_objects: bool | None = Field(
         None, description="Include large objects; default: yes unless `schemas` limits the dump (as pg_dump does)."
     )
+    globals: bool = Field(
+        True,
+        description="Keep what the database needs from its cluster beside the dump (the roles it references, its "
+        "CREATE DATABASE, comment, settings and grants), so it restores onto an empty server.",
+    )
+    role_passwords: bool = Field(
+        False, description="Keep the roles' password hashes too (reading them needs a superuser login)."
+    )
 
     @property
     def includes_large_objects(self) -> bool:

@@ -40,6 +40,18 @@ class BackupRecord:
     source_stats: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     expired_at: str | None = None
+    # Small objects stored beside the main one, encoded the same way (e.g. a PostgreSQL database's roles and
+    # properties): {label: {"object_name", "sha256", "bytes_raw", "bytes_stored"}}. Part of the backup: copied,
+    # verified and deleted with it.
+    companions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quarantine_reason: str | None = None
+    quarantined_at: str | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        """True when a blocking check failed on this backup (or an operator quarantined it): it is kept and
+        listed, but never offered as the newest backup and never counted by retention's keep rules."""
+        return self.quarantine_reason is not None
 
     @property
     def directory(self) -> str:
@@ -49,6 +61,10 @@ class BackupRecord:
     @property
     def object_path(self) -> str:
         return f"{self.directory}/{self.object_name}"
+
+    def companion_path(self, label: str) -> str:
+        """Where companion object `label` of this backup is stored, relative to the repository root."""
+        return f"{self.directory}/{self.companions[label]['object_name']}"
 
     @property
     def sidecar_path(self) -> str:
@@ -196,3 +212,5 @@ class Repository(BackupStore):
         self.delete(record.object_path)
         self.delete(record.marker_path)
         self.delete(record.sidecar_path)
+        for label in record.companions:
+            self.delete(record.companion_path(label))

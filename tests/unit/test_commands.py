@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import yaml
 
-from backup_pipelines.engines.postgres import pg_dump_command, pg_restore_command, pg_restore_list_command
+from backup_pipelines.engines.postgres import pg_dump_command, pg_restore_list_command
+from backup_pipelines.engines.postgres_restore import pg_restore_command, psql_globals_command
 from backup_pipelines.manifest import parse_manifest
 from backup_pipelines.stream import zstd_compress_command, zstd_decompress_command
 from tests.unit.test_manifest import VALID
@@ -39,12 +40,23 @@ def test_schema_and_table_filters_become_pg_dump_options() -> None:
     assert not any(arg.startswith("--snapshot") for arg in argv)
 
 
-def test_pg_restore_stops_at_the_first_error_and_skips_owners() -> None:
+def test_pg_restore_stops_at_the_first_error_and_keeps_owners_and_privileges_unless_asked() -> None:
     manifest = manifest_with_source()
     command = pg_restore_command(manifest.servers["pg"], "bp_restore_x", "pw")
     assert command.tool == "pg_restore"
-    assert {"--exit-on-error", "--no-owner", "--no-privileges", "--dbname=bp_restore_x"} <= set(command.argv)
+    assert {"--exit-on-error", "--dbname=bp_restore_x"} <= set(command.argv)
+    assert not {"--no-owner", "--no-privileges"} & set(command.argv)
+    skipping = pg_restore_command(manifest.servers["pg"], "bp_restore_x", "pw", keep_privileges=False)
+    assert {"--no-owner", "--no-privileges"} <= set(skipping.argv)
     assert pg_restore_list_command(manifest.servers["pg"]).argv[-1] == "--list"
+
+
+def test_the_globals_script_runs_with_the_target_in_a_psql_variable_and_stops_at_the_first_error() -> None:
+    manifest = manifest_with_source()
+    before = psql_globals_command(manifest.servers["pg"], "/tmp/g.sql", "new db", False, "pw")
+    after = psql_globals_command(manifest.servers["pg"], "/tmp/g.sql", "new db", True, "pw")
+    assert {"ON_ERROR_STOP=1", "target=new db", "-X"} <= set(before.argv) and "restored=1" not in before.argv
+    assert "restored=1" in after.argv and "pw" not in " ".join(after.argv)
 
 
 def test_zstd_commands_stream_stdin_to_stdout() -> None:

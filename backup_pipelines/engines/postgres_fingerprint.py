@@ -1,0 +1,273 @@
+"""The content fingerprint of a PostgreSQL database, taken inside one transaction's snapshot.
+
+Items (see `engines.fingerprint`):
+- `rows <schema>.<table>`: the row count and an order-independent digest of the rows, each row as PostgreSQL
+  prints it (`row::text`, so every type round-trips through its own output function): the sum of the first
+  64 bits of each row's md5. Duplicated rows count. Tables listed under `verification.sampled_tables` are
+  digested in key ranges chosen at backup time; the ranges are recorded so the restore digests the same rows.
+- `sequence <schema>.<name>`: last_value and is_called. pg_dump reads sequences outside the snapshot, a little
+  later than this fingerprint, so a sequence that moved forward (in its direction) is accepted, never one
+  that moved back.
+- `large objects`: every large object's oid, owner, privileges and md5 of its content.
+- one item per schema object (schema, table, view, materialized view, sequence, foreign table, column list,
+  index, constraint, trigger, policy, function, type, default privileges, extension): its definition, owner,
+  privileges and comment, names schema-qualified (the queries run with search_path = pg_catalog).
+- `database <property>`: owner, privileges, comment, settings, encoding and locale.
+Privileges are compared as sorted ACL items, with the object kind's default ACL standing in for NULL, so an
+explicit ACL equal to the default matches the implicit one pg_dump restores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD, digest_lines
+from backup_pipelines.manifest import TableSample
+
+SAMPLES = "fingerprint_samples"
+Scope = Callable[[str | None, str | None], bool]
+ROW_DIGEST = "count(*)::text || ':' || coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)"
+SCOPE = """
+    {column} not in ('pg_catalog', 'information_schema') and {column} not like 'pg\\_toast%'
+    and {column} not like 'pg\\_temp%'
+"""
+RELATION_ACL_KIND = "(case when c.relkind = 'S' then 's' else 'r' end)::\"char\""
+NOT_EXTENSION = "not exists (select 1 from pg_depend d where d.objid = {oid} and d.deptype = 'e')"
+
+
+def acl(column: str, kind: str, owner: str) -> str:
+    """Return SQL for the sorted ACL items of `column`, the default ACL of object kind `kind` (a one-letter
+    code, or an SQL expression giving one) for `owner` when NULL."""
+    code = f"'{kind}'" if len(kind) == 1 else kind
+    return (
+        f"(select string_agg(item::text, ',' order by item::text) "
+        f"from unnest(coalesce({column}, acldefault({code}, {owner}))) item)"
+    )
+
+
+OBJECT_QUERIES: dict[str, str] = {
+    "schema": f"""
+        select n.nspname, null, n.nspname,
+               concat_ws(' | ', pg_get_userbyid(n.nspowner), {acl("n.nspacl", "n", "n.nspowner")},
+               obj_description(n.oid, 'pg_namespace'))
+        from pg_namespace n where {SCOPE.format(column="n.nspname")} and {NOT_EXTENSION.format(oid="n.oid")}""",
+    "relation": f"""
+        select n.nspname, c.relname, n.nspname || '.' || c.relname,
+               concat_ws(' | ', c.relkind, pg_get_userbyid(c.relowner),
+               {acl("c.relacl", RELATION_ACL_KIND, "c.relowner")}, obj_description(c.oid, 'pg_class'),
+               'rls=' || c.relrowsecurity || '/' || c.relforcerowsecurity, c.relpersistence,
+               case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end,
+               case when c.relkind = 'p' then pg_get_partkeydef(c.oid) end,
+               case when c.relispartition then pg_get_expr(c.relpartbound, c.oid) end,
+               (select concat_ws(' ', s.seqtypid::regtype, s.seqstart, s.seqincrement, s.seqmax, s.seqmin,
+                       s.seqcache, s.seqcycle) from pg_sequence s where s.seqrelid = c.oid),
+               (select string_agg(concat_ws(' ', quote_ident(a.attname), format_type(a.atttypid, a.atttypmod),
+                       case when a.attnotnull then 'not null' end, nullif(a.attgenerated, ''),
+                       nullif(a.attidentity, ''), pg_get_expr(ad.adbin, ad.adrelid),
+                       case when a.attcollation <> 0 then a.attcollation::regcollation::text end,
+                       'acl:' || {acl("a.attacl", "c", "c.relowner")}, col_description(c.oid, a.attnum)),
+                       ', ' order by a.attnum)
+                from pg_attribute a left join pg_attrdef ad on ad.adrelid = a.attrelid and ad.adnum = a.attnum
+                where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+                  and c.relkind in ('r', 'p', 'v', 'm', 'f', 'c')))
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {SCOPE.format(column="n.nspname")}
+          and {NOT_EXTENSION.format(oid="c.oid")}""",
+    "index": f"""
+        select n.nspname, r.relname, n.nspname || '.' || c.relname, pg_get_indexdef(i.indexrelid)
+        from pg_index i join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
+        join pg_class r on r.oid = i.indrelid
+        where {SCOPE.format(column="n.nspname")} and {NOT_EXTENSION.format(oid="i.indrelid")}""",
+    "constraint": f"""
+        select n.nspname, r.relname, n.nspname || '.' || coalesce(r.relname, t.typname, '') || '.' || o.conname,
+               pg_get_constraintdef(o.oid) || coalesce(' | ' || obj_description(o.oid, 'pg_constraint'), '')
+        from pg_constraint o join pg_namespace n on n.oid = o.connamespace
+        left join pg_class r on r.oid = o.conrelid left join pg_type t on t.oid = o.contypid
+        where {SCOPE.format(column="n.nspname")} and {NOT_EXTENSION.format(oid="coalesce(r.oid, t.oid)")}""",
+    "trigger": f"""
+        select n.nspname, c.relname, n.nspname || '.' || c.relname || '.' || g.tgname,
+               pg_get_triggerdef(g.oid) || ' ' || g.tgenabled::text
+        from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
+        where not g.tgisinternal and {SCOPE.format(column="n.nspname")}""",
+    "policy": f"""
+        select n.nspname, c.relname, n.nspname || '.' || c.relname || '.' || p.polname,
+               concat_ws(' | ', p.polcmd::text, p.polpermissive,
+                         (select string_agg(case when r = 0 then 'public' else pg_get_userbyid(r) end, ','
+                                 order by 1) from unnest(p.polroles) r),
+                         pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
+        from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
+        where {SCOPE.format(column="n.nspname")}""",
+    "function": f"""
+        select n.nspname, null,
+               n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+               concat_ws(' | ', pg_get_userbyid(p.proowner), {acl("p.proacl", "f", "p.proowner")},
+                         obj_description(p.oid, 'pg_proc'),
+                         case when p.prokind = 'a' then 'aggregate' else pg_get_functiondef(p.oid) end)
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where {SCOPE.format(column="n.nspname")} and {NOT_EXTENSION.format(oid="p.oid")}""",
+    "type": f"""
+        select n.nspname, null, n.nspname || '.' || t.typname,
+               concat_ws(' | ', t.typtype, pg_get_userbyid(t.typowner), {acl("t.typacl", "T", "t.typowner")},
+                         obj_description(t.oid, 'pg_type'), format_type(t.typbasetype, t.typtypmod),
+                         (select string_agg(e.enumlabel, ',' order by e.enumsortorder)
+                          from pg_enum e where e.enumtypid = t.oid))
+        from pg_type t join pg_namespace n on n.oid = t.typnamespace
+        where t.typtype in ('e', 'd', 'r', 'm') and {SCOPE.format(column="n.nspname")}
+          and {NOT_EXTENSION.format(oid="t.oid")}""",
+    "default privileges": """
+        select n.nspname, null, concat_ws(' ', pg_get_userbyid(d.defaclrole), coalesce(n.nspname, '(all schemas)'),
+                         d.defaclobjtype::text),
+               (select string_agg(item::text, ',' order by item::text) from unnest(d.defaclacl) item)
+        from pg_default_acl d left join pg_namespace n on n.oid = d.defaclnamespace""",
+    "extension": """
+        select null, null, e.extname, e.extversion || ' in ' || n.nspname
+        from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname <> 'plpgsql'""",
+}
+
+DATABASE_QUERY = f"""
+    select pg_get_userbyid(d.datdba), {acl("d.datacl", "d", "d.datdba")},
+           shobj_description(d.oid, 'pg_database'), pg_encoding_to_char(d.encoding),
+           d.datcollate || ' / ' || d.datctype,
+           (select string_agg(setting, ', ' order by setting) from pg_db_role_setting s, unnest(s.setconfig) setting
+            where s.setdatabase = d.oid and s.setrole = 0),
+           (select string_agg(pg_get_userbyid(s.setrole) || ': ' || array_to_string(s.setconfig, ', '), '; '
+                   order by 1) from pg_db_role_setting s where s.setdatabase = d.oid and s.setrole <> 0)
+    from pg_database d where d.datname = current_database()"""
+DATABASE_ITEMS = ("owner", "privileges", "comment", "encoding", "locale", "settings", "role settings")
+
+METHOD = (
+    "rows: count and sum of md5-64 of each row's text (every table{sampled}); sequences: last_value/is_called "
+    "(moved forward accepted); large objects: oid, owner, privileges, md5 of content; schema objects: "
+    "definition, owner, privileges, comment of every schema, table, column, view, sequence, index, constraint, "
+    "trigger, policy, function, type, default privilege and extension; database: owner, privileges, comment, "
+    "settings, encoding, locale"
+)
+
+
+def take_fingerprint(
+    connection: psycopg.Connection[Any],
+    tables: list[tuple[str, str]],
+    samples: dict[str, TableSample],
+    recorded_ranges: dict[str, list[list[int]]] | None = None,
+    large_objects: bool = True,
+    sequences: dict[str, Any] | None = None,
+    database: bool = True,
+    scope: Scope | None = None,
+) -> dict[str, Any]:
+    """Return `{FINGERPRINT: items, FINGERPRINT_METHOD: sentence, SAMPLES: key ranges}` of the database
+    `connection` is on, as its current transaction sees it. `tables` are the in-scope (schema, table) pairs;
+    a table named in `samples` (as schema.table or table) is digested only in key ranges, those recorded in
+    `recorded_ranges` when given (the restore side), else chosen now. `sequences` are the sequence items
+    read earlier (`sequence_values`), read now when None. The database's own properties are items only with
+    `database` (they are restored only with the globals script). `scope(schema, table)` says whether an
+    object belongs to the dump (schema None: a cluster-wide one such as an extension; table None: a
+    schema-level one); `tables` and `sequences` must already be in scope."""
+    connection.execute("set search_path = pg_catalog")
+    items: dict[str, Any] = {}
+    ranges: dict[str, list[list[int]]] = {}
+    for schema, table in tables:
+        name = f"{schema}.{table}"
+        sample = samples.get(name) or samples.get(table)
+        where: sql.Composable = sql.SQL("")
+        if sample is not None:
+            chosen = (recorded_ranges or {}).get(name)
+            ranges[name] = chosen if chosen is not None else _choose_ranges(connection, schema, table, sample)
+            where = _range_filter(sample.key, ranges[name])
+        query = sql.SQL("select " + ROW_DIGEST + " from {}.{} t{}").format(
+            sql.Identifier(schema), sql.Identifier(table), where
+        )
+        items[f"rows {name}" + (" (sampled)" if sample is not None else "")] = _one(connection, query)
+    items.update(sequence_values(connection, scope) if sequences is None else sequences)
+    if large_objects:
+        items["large objects"] = _large_objects(connection)
+    for kind, object_query in OBJECT_QUERIES.items():
+        for schema, table, identity, description in connection.execute(object_query.encode()).fetchall():
+            if scope is None or scope(schema, table):
+                items[f"{kind} {identity}"] = description or ""
+    row = connection.execute(DATABASE_QUERY.encode()).fetchone() if database else None
+    for label, value in zip(DATABASE_ITEMS, row or (), strict=False):
+        items[f"database {label}"] = value or ""
+    connection.execute("reset search_path")
+    sampled = f"; sampled in key ranges: {', '.join(sorted(ranges))}" if ranges else ""
+    return {FINGERPRINT: items, FINGERPRINT_METHOD: METHOD.format(sampled=sampled), SAMPLES: ranges}
+
+
+def _one(connection: psycopg.Connection[Any], query: Any) -> Any:
+    row = connection.execute(query).fetchone()
+    return row[0] if row else None
+
+
+def _choose_ranges(
+    connection: psycopg.Connection[Any], schema: str, table: str, sample: TableSample
+) -> list[list[int]]:
+    """Return `sample.ranges` [low, high) key ranges spread evenly over the key's span, each covering
+    `sample.range_fraction` of its slice."""
+    query = sql.SQL("select min({key})::bigint, max({key})::bigint from {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table), key=sql.Identifier(sample.key)
+    )
+    row = connection.execute(query).fetchone()
+    if row is None or row[0] is None:
+        return []
+    low, high = int(row[0]), int(row[1]) + 1
+    slice_width = max(1, (high - low) // sample.ranges)
+    width = max(1, int(slice_width * sample.range_fraction))
+    return [[start, start + width] for start in range(low, high, slice_width)][: sample.ranges]
+
+
+def _range_filter(key: str, ranges: list[list[int]]) -> sql.Composable:
+    if not ranges:
+        return sql.SQL(" where false")
+    parts = [
+        sql.SQL("({key} >= {low} and {key} < {high})").format(
+            key=sql.Identifier(key), low=sql.Literal(low), high=sql.Literal(high)
+        )
+        for low, high in ranges
+    ]
+    return sql.SQL(" where ") + sql.SQL(" or ").join(parts)
+
+
+def sequence_values(connection: psycopg.Connection[Any], scope: Scope | None = None) -> dict[str, Any]:
+    """Return the fingerprint items of every sequence in `scope`: last_value, is_called and the increment."""
+    rows = connection.execute(
+        "select n.nspname, c.relname, s.seqincrement from pg_class c "
+        "join pg_namespace n on n.oid = c.relnamespace join pg_sequence s on s.seqrelid = c.oid "
+        f"where c.relkind = 'S' and {SCOPE.format(column='n.nspname')} and {NOT_EXTENSION.format(oid='c.oid')}"
+    ).fetchall()
+    values = {}
+    for schema, name, increment in rows:
+        if scope is not None and not scope(schema, name):
+            continue
+        query = sql.SQL("select last_value, is_called from {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        row = connection.execute(query).fetchone()
+        assert row is not None, "a sequence always has one row"
+        last_value, is_called = row
+        values[f"sequence {schema}.{name}"] = {
+            "last_value": int(last_value),
+            "is_called": bool(is_called),
+            "increment": int(increment),
+        }
+    return values
+
+
+def _large_objects(connection: psycopg.Connection[Any]) -> str:
+    rows = connection.execute(
+        "select oid::text, pg_get_userbyid(lomowner), "
+        + acl("lomacl", "L", "lomowner")
+        + ", md5(lo_get(oid)) from pg_largeobject_metadata"
+    ).fetchall()
+    return f"{len(rows)}:{digest_lines([' '.join(str(value) for value in row) for row in rows])}"
+
+
+def sequence_moved_forward(item: str, expected: Any, actual: Any) -> bool:
+    """Accept a restored sequence that is ahead of the one fingerprinted, in its own direction: pg_dump read
+    it a moment after the fingerprint did, and sequences are not transactional."""
+    if not item.startswith("sequence ") or not isinstance(expected, dict) or not isinstance(actual, dict):
+        return False
+    before, after = int(expected.get("last_value", 0)), int(actual.get("last_value", 0))
+    if after == before:  # the same value: is_called may only have turned true (nextval ran once more)
+        return bool(actual.get("is_called")) or not expected.get("is_called")
+    return after > before if int(expected.get("increment", 1)) > 0 else after < before

@@ -1,0 +1,181 @@
+"""Restoring a PostgreSQL backup into a new database, the same way for `backup-pipelines restore`, the restore
+test and the documented standard-tool commands: the globals script (roles, CREATE DATABASE), pg_restore with
+owners and privileges, the globals script again (database properties). A restore never overwrites and never
+leaves a half-restored database behind: it restores under a temporary name, renames on success, drops on
+failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from backup_pipelines.engines.base import Feed, companions_of, run_restore_tool
+from backup_pipelines.engines.postgres_globals import LABEL
+from backup_pipelines.errors import RestoreTargetExistsError
+from backup_pipelines.execute import Command, run
+from backup_pipelines.manifest import PostgresServerConfig
+
+LOG = logging.getLogger("backup_pipelines")
+RESTORING_PREFIX = "bp_restoring_"
+
+
+def binary(name: str, server: PostgresServerConfig) -> str:
+    """Return the path of client tool `name` for `server` (its bin_dir, else the newest installed)."""
+    from backup_pipelines.engines.postgres import find_bin_dir
+
+    bin_dir = find_bin_dir(server.bin_dir)
+    return os.path.join(bin_dir, name) if bin_dir else name
+
+
+def connection_env(server: PostgresServerConfig, password: str | None) -> dict[str, str]:
+    """Return the libpq environment for `server` (the password travels here, never in argv)."""
+    env = {"PGAPPNAME": "backup-pipelines", "PGCONNECT_TIMEOUT": "10"}
+    if password:
+        env["PGPASSWORD"] = password
+    if server.sslmode:
+        env["PGSSLMODE"] = server.sslmode
+    return env
+
+
+def target_arguments(server: PostgresServerConfig, database: str) -> tuple[str, ...]:
+    """Return the libpq connection options for `database` on `server` (no password: see connection_env)."""
+    return (
+        "--no-password",
+        f"--host={server.host}",
+        f"--port={server.port}",
+        f"--username={server.user}",
+        f"--dbname={database}",
+    )
+
+
+def pg_restore_command(
+    server: PostgresServerConfig, database: str, password: str | None, keep_privileges: bool = True
+) -> Command:
+    """Return the pg_restore command that restores a custom-format archive from stdin into `database`,
+    stopping at the first error; with owners and privileges unless `keep_privileges` is False."""
+    argv = [binary("pg_restore", server), "--exit-on-error"]
+    if not keep_privileges:
+        argv += ["--no-owner", "--no-privileges"]
+    return Command((*argv, *target_arguments(server, database)), connection_env(server, password))
+
+
+def psql_globals_command(
+    server: PostgresServerConfig, script: str, target: str, restored: bool, password: str | None
+) -> Command:
+    """Return the psql command that runs the globals script file `script` for the new database `target`:
+    roles and CREATE DATABASE, or (`restored`) the database's properties after pg_restore."""
+    argv = [binary("psql", server), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"target={target}"]
+    if restored:
+        argv += ["-v", "restored=1"]
+    argv += ["-f", script, *target_arguments(server, server.maintenance_database)]
+    return Command(tuple(argv), connection_env(server, password))
+
+
+def database_exists(admin: psycopg.Connection[Any], name: str) -> bool:
+    """True when database `name` exists on the server `admin` is connected to."""
+    return admin.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is not None
+
+
+def restore_into(
+    server: PostgresServerConfig,
+    password: str | None,
+    admin: psycopg.Connection[Any],
+    name: str,
+    feed: Feed,
+    encoding: str = "UTF8",
+    keep_privileges: bool = True,
+) -> None:
+    """Create database `name` and restore the backup `feed` writes into it: with the backup's globals script
+    (companion "globals.sql") when it has one and privileges are kept, else as an empty database in
+    `encoding`. Drop the database and raise if any step fails."""
+    script = companions_of(feed).get(LABEL) if keep_privileges else None
+    with tempfile.TemporaryDirectory(prefix="bp-globals-") as folder:
+        path = os.path.join(folder, LABEL)
+        if script is not None:
+            with open(path, "wb") as file:
+                file.write(script)
+            run(psql_globals_command(server, path, name, False, password))
+        else:
+            _create_plain(admin, name, encoding)
+        try:
+            run_restore_tool(pg_restore_command(server, name, password, keep_privileges), feed)
+            if script is not None:
+                run(psql_globals_command(server, path, name, True, password))
+        except BaseException:
+            drop_database(admin, name)
+            raise
+
+
+def _create_plain(admin: psycopg.Connection[Any], name: str, encoding: str) -> None:
+    identifier = sql.Identifier(name)
+    try:
+        admin.execute(
+            sql.SQL("create database {} template template0 encoding {}").format(identifier, sql.Literal(encoding))
+        )
+    except psycopg.errors.InvalidParameterValue:
+        admin.execute(
+            sql.SQL("create database {} template template0 encoding {} locale 'C'").format(
+                identifier, sql.Literal(encoding)
+            )
+        )
+
+
+def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+    """Drop database `name` if it exists, ending the connections still open to it."""
+    admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def restore_as(
+    server: PostgresServerConfig,
+    password: str | None,
+    admin: psycopg.Connection[Any],
+    target: str,
+    feed: Feed,
+    encoding: str,
+    keep_privileges: bool,
+) -> None:
+    """Restore into the new database `target` atomically: under a temporary name, renamed to `target` once
+    everything succeeded, dropped otherwise. Raise RestoreTargetExistsError if `target` exists."""
+    where = f"{server.host}:{server.port}"
+    if database_exists(admin, target):
+        raise RestoreTargetExistsError(
+            f"database {target!r} already exists on {where}: a restore never overwrites; choose another name"
+        )
+    temporary = f"{RESTORING_PREFIX}{secrets.token_hex(6)}"
+    restore_into(server, password, admin, temporary, feed, encoding, keep_privileges)
+    try:
+        admin.execute(
+            sql.SQL("alter database {} rename to {}").format(sql.Identifier(temporary), sql.Identifier(target))
+        )
+    except psycopg.errors.DuplicateDatabase as error:
+        drop_database(admin, temporary)
+        raise RestoreTargetExistsError(f"database {target!r} was created on {where} during the restore") from error
+    except BaseException:
+        drop_database(admin, temporary)
+        raise
+
+
+@contextmanager
+def scratch_restore(
+    server: PostgresServerConfig,
+    password: str | None,
+    admin: psycopg.Connection[Any],
+    name: str,
+    feed: Feed,
+    encoding: str,
+) -> Iterator[str]:
+    """Restore into the scratch database `name` (as `restore_into`, privileges kept) for a restore test, and
+    drop it afterwards whatever happens."""
+    try:
+        restore_into(server, password, admin, name, feed, encoding)
+        yield name
+    finally:
+        drop_database(admin, name)
