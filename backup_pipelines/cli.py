@@ -82,6 +82,12 @@ def _restore(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
     target = arguments.output or arguments.database
+    if arguments.skip_privileges:
+        print(
+            "warning: --skip-privileges: the restored database has no owners and no privileges of the source "
+            "(every GRANT and REVOKE is dropped, so objects revoked from PUBLIC become usable by everyone)",
+            file=sys.stderr,
+        )
     where = restore_backup(
         manifest,
         arguments.dataset,
@@ -90,6 +96,7 @@ def _restore(arguments: argparse.Namespace) -> int:
         arguments.server,
         arguments.identity_file,
         raw_file=bool(arguments.output) and record.kind != "files",
+        keep_privileges=not arguments.skip_privileges,
     )
     print(f"restored {record.backup_id} (partition {record.partition_key}) to {where}")
     return 0
@@ -174,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
             target.add_argument("--output", help="the plain archive as this new file (file trees: this new folder)")
             target.add_argument("--database", help="restore into this new database")
             sub.add_argument("--server", help="server to restore on (default: the dataset's restore server)")
+            sub.add_argument(
+                "--skip-privileges",
+                action="store_true",
+                help="restore without owners and privileges (everything owned by the restoring login, no GRANT, no "
+                "REVOKE): only for a target that cannot have the source's roles",
+            )
             sub.add_argument("--identity-file", help=f"age identity file (default: ${IDENTITY_FILE_ENV})")
     return parser
 

@@ -50,13 +50,15 @@ def read_companions(repository: Repository, record: BackupRecord, identities: An
 class DecodingFeed:
     """A restore's feed: called with a restore tool's stdin, it writes `record`'s raw archive there (read,
     checked, decrypted, decompressed) and appends the raw byte count to `decoded` when given. `companions`
-    holds the backup's companion objects, read and checked when the feed is made."""
+    holds the backup's companion objects, read and checked when the feed is made; `keep_privileges` False
+    asks a database restore to drop owners and privileges."""
 
     def __init__(
         self, repository: Repository, record: BackupRecord, identities: Any, decoded: list[int] | None = None
     ) -> None:
         self.repository, self.record, self.identities, self.decoded = repository, record, identities, decoded
         self.companions = read_companions(repository, record, identities)
+        self.keep_privileges = True
 
     def __call__(self, stdin: IO[bytes]) -> None:
         with self.repository.open_object(self.record.object_path) as stored:

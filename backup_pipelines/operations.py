@@ -157,9 +157,12 @@ def restore_backup(
     server: str | None = None,
     identity_file: str | None = None,
     raw_file: bool = False,
+    keep_privileges: bool = True,
 ) -> str:
     """Restore `record` into the new `target`: a database (on `server`), a folder (file trees) or, with
-    `raw_file`, the plain archive file. Return where it went. Never overwrites an existing target."""
+    `raw_file`, the plain archive file. Return where it went. Never overwrites an existing target. A
+    database keeps its owners and privileges (and, for PostgreSQL, gets the roles it needs) unless
+    `keep_privileges` is False."""
     dataset = manifest.dataset(name)
     if dataset.kind in STORING_ENGINES:
         holder = holder_of(manifest, name, record.backup_id)
@@ -169,6 +172,7 @@ def restore_backup(
     holder = holder_of(manifest, name, record.backup_id)
     assert isinstance(holder, Repository), f"{name} is stored as objects"
     feed = decoding_feed(holder, record, identities)
+    feed.keep_privileges = keep_privileges
     if raw_file:
         return restore_to_file(target, feed)
     return engine_for(record.kind).restore_to(manifest, name, target, server, feed)
