@@ -286,6 +286,8 @@ def _decode_into_archive_check(
         lister.close()
         stored.close()
     archive = engine.summarize_archive_listing(b"".join(listing).decode(errors="replace"))
+    if record.companions:
+        archive["companions"] = sorted(read_companions(repository, record, identities))
     locked_until = repository.locked_until(record)
     if locked_until is not None:
         archive["object_lock_until"] = locked_until.isoformat()
@@ -293,8 +295,6 @@ def _decode_into_archive_check(
 
 
 def _close_quietly(stream: IO[bytes]) -> None:
-    if record.companions:
-        archive["companions"] = sorted(read_companions(repository, record, identities))
     with contextlib.suppress(BrokenPipeError):
         stream.close()
 

@@ -210,7 +210,7 @@ class Repository(BackupStore):
             record = replace(record, expired_at=datetime.now(UTC).isoformat())
             self.put_bytes(record.sidecar_path, record.to_json())
         self.delete(record.object_path)
-        self.delete(record.marker_path)
-        self.delete(record.sidecar_path)
         for label in record.companions:
             self.delete(record.companion_path(label))
+        self.delete(record.marker_path)
+        self.delete(record.sidecar_path)
