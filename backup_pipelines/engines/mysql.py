@@ -6,6 +6,12 @@ Consistency: MySQL cannot share a snapshot between connections, so the engine br
 mysqldump's transaction exists, then releases the lock (what `mysqldump --master-data` does internally). No
 write can land between the two snapshots, so the row counts describe exactly the dumped data (InnoDB tables).
 The account needs RELOAD for this.
+
+Fidelity: the statistics hold a content fingerprint (`mysql_fingerprint`) taken in that snapshot, which the
+restore test compares item by item. The stored dump's header is made strict and gives the database its
+default character set and collation back (`mysql_stream`); restores go through the same strict header, so a
+value the restored table cannot hold is an error, not a silently stored ''. ENUM/SET members that mysqldump
+cannot write fail the backup, or are written correctly when the dataset asks for it (`mysql_enums`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from typing import Any
+from typing import IO, Any, cast
 
 import pymysql
 
+from backup_pipelines.engines import mysql_fingerprint
 from backup_pipelines.engines.base import Dump, Feed, RestoreReport, run_restore_tool
+from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD, compare_fingerprints
+from backup_pipelines.engines.mysql_enums import ColumnRewrite, lost_columns, refuse
+from backup_pipelines.engines.mysql_stream import DumpFilter, StrictDumpWriter, alter_database_line, plain_name
 from backup_pipelines.engines.validation import compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
@@ -34,8 +44,7 @@ SNAPSHOT_WAIT_SECONDS = 60
 COMPLETED_MARK = "-- Dump completed"
 
 
-def _quote(identifier: str) -> str:
-    return "`" + identifier.replace("`", "``") + "`"
+_quote = mysql_fingerprint.quote_identifier
 
 
 def mysqldump_command(server: MysqlServerConfig, dataset: MysqlDataset, password: str | None) -> Command:
@@ -115,14 +124,30 @@ def connect(server: MysqlServerConfig, password: str | None, database: str | Non
         ) from error
 
 
-def collect_stats(connection: Any, database: str, dataset: MysqlDataset) -> dict[str, Any]:
-    """Return the server version, table count, every table's row count and the validation queries' values."""
+def collect_stats(
+    connection: Any, database: str, dataset: MysqlDataset, source_stats: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the server version, table count, the database's default character set and collation, every
+    table's row count, the content fingerprint (unless the dataset turns it off) and the validation queries'
+    values of `database`. Given the `source_stats` of a backup (when judging a restored copy), the fingerprint
+    names items after the source database and digests the same sampled key ranges."""
     with connection.cursor() as cursor:
         cursor.execute("select version()")
         version = cursor.fetchone()[0]
         cursor.execute(TABLES_SQL, (database,))
         tables = [row[0] for row in cursor.fetchall() if row[0] not in dataset.source.exclude_tables]
-        stats: dict[str, Any] = {"server_version": version, "table_count": len(tables)}
+        character_set, collation = mysql_fingerprint.database_defaults(cursor, database)
+        stats: dict[str, Any] = {
+            "server_version": version,
+            "table_count": len(tables),
+            "database_character_set": character_set,
+            "database_collation": collation,
+        }
+        if dataset.verification.fingerprint:
+            recorded = (source_stats or {}).get(FINGERPRINT)
+            label = dataset.source.database
+            stats[FINGERPRINT] = mysql_fingerprint.fingerprint(cursor, database, label, tables, dataset, recorded)
+            stats[FINGERPRINT_METHOD] = mysql_fingerprint.METHOD
         if dataset.verification.compare_row_counts:
             counts = {}
             for table in tables:
@@ -136,6 +161,48 @@ def collect_stats(connection: Any, database: str, dataset: MysqlDataset) -> dict
                 values[query.name] = jsonable(cursor.fetchone()[0])
         stats["queries"] = values
     return stats
+
+
+def column_rewrite(connection: Any, dataset: MysqlDataset) -> ColumnRewrite | None:
+    """Return the dump-stream rewrite that writes the real members of the dataset's ENUM/SET columns that
+    mysqldump would write as '?', None when there are none. Raise UnrepresentableSourceError naming them
+    unless the dataset opts in to the rewrite; SourceUnavailableError if they cannot be read."""
+    database = dataset.source.database
+    try:
+        lost = lost_columns(connection, database, set(dataset.source.exclude_tables))
+    except pymysql.err.MySQLError as error:
+        raise SourceUnavailableError(
+            f"cannot read the real members of {database}'s ENUM/SET columns shown with '?' (through a temporary "
+            f"table: the account needs CREATE TEMPORARY TABLES): {error.args[-1]}"
+        ) from error
+    if not lost:
+        return None
+    if not dataset.source.preserve_supplementary_enum_members:
+        raise refuse(database, lost)
+    return ColumnRewrite(lost)
+
+
+def create_database_sql(name: str, source_stats: dict[str, Any]) -> str:
+    """Return the CREATE DATABASE statement for restoring into `name`, with the source's default character
+    set and collation when the backup recorded them (utf8mb4 otherwise). Raise ValueError if a recorded name
+    is not a plain name."""
+    character_set = plain_name(source_stats.get("database_character_set", "utf8mb4"))
+    statement = f"create database {_quote(name)} character set {character_set}"
+    collation = source_stats.get("database_collation")
+    return statement + (f" collate {plain_name(collation)}" if collation else "")
+
+
+def strict_feed(feed: Feed) -> Feed:
+    """Return a feed writing what `feed` writes with the strict-mode edits of `mysql_stream` made to it (dumps
+    stored before the engine made them at backup time), so a value the restored table cannot hold fails the
+    restore."""
+
+    def strict(stdin: IO[bytes]) -> None:
+        writer = StrictDumpWriter(stdin)
+        feed(cast(IO[bytes], writer))
+        writer.finish()
+
+    return strict
 
 
 def _transaction_threads(connection: Any) -> set[int]:
@@ -169,16 +236,21 @@ class MysqlEngine:
         server, password = mysql_server(manifest, server_name), _password(manifest, server_name)
         database = dataset.source.database
         with closing(connect(server, password, database)) as stats_connection:
+            rewrite = column_rewrite(stats_connection, dataset)
+            with stats_connection.cursor() as cursor:
+                injected = alter_database_line(*mysql_fingerprint.database_defaults(cursor, database))
             process = self._start_in_snapshot(server, password, dataset, stats_connection)
+            stream = DumpFilter(process.stdout, injected, rewrite)
             worker = Worker(lambda: collect_stats(stats_connection, database, dataset), "mysql-stats")
             worker.start()
 
             def finish() -> dict[str, Any]:
                 process.check()
+                stream.check()
                 return dict(worker.result())
 
             try:
-                yield Dump(stream=process.stdout, finish=finish)
+                yield Dump(stream=cast(IO[bytes], stream), finish=finish)
             except BaseException:
                 process.kill()
                 worker.join()
@@ -227,8 +299,8 @@ class MysqlEngine:
         server_name = server_name or dataset.restore_test.server or dataset.source.server
         server, password = mysql_server(manifest, server_name), _password(manifest, server_name)
         with closing(connect(server, password)) as admin, admin.cursor() as cursor:
-            cursor.execute(f"create database {_quote(target)} character set utf8mb4")
-        run_restore_tool(mysql_restore_command(server, target, password), feed)
+            cursor.execute(create_database_sql(target, {}))  # the stored dump sets the source's defaults
+        run_restore_tool(mysql_restore_command(server, target, password), strict_feed(feed))
         return f"mysql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
@@ -238,15 +310,17 @@ class MysqlEngine:
         scratch = f"bp_restore_{name[:30]}_{secrets.token_hex(4)}".lower()
         with closing(connect(server, password)) as admin:
             with admin.cursor() as cursor:
-                cursor.execute(f"create database {_quote(scratch)} character set utf8mb4")
+                cursor.execute(create_database_sql(scratch, record.source_stats))
             try:
                 started = time.monotonic()
-                run_restore_tool(mysql_restore_command(server, scratch, password), feed)
+                run_restore_tool(mysql_restore_command(server, scratch, password), strict_feed(feed))
                 restore_seconds = time.monotonic() - started
                 started = time.monotonic()
                 with closing(connect(server, password, scratch)) as connection:
-                    restored = collect_stats(connection, scratch, dataset)
+                    restored = collect_stats(connection, scratch, dataset, record.source_stats)
                     outcomes = compare_stats(record.source_stats, restored, dataset.verification)
+                    if dataset.verification.fingerprint:
+                        outcomes += compare_fingerprints(record.source_stats, restored)
 
                     def run(query: str) -> Any:
                         with connection.cursor() as cursor:

@@ -16,6 +16,14 @@ class MysqlSource(StrictModel):
     server: Name = Field(description="Name of an entry under `servers`.")
     database: str = Field(min_length=1, description="Database to dump.")
     exclude_tables: list[str] = Field(default_factory=list, description="Tables left out (mysqldump --ignore-table).")
+    preserve_supplementary_enum_members: bool = Field(
+        False,
+        description="MariaDB writes ENUM/SET members holding characters outside the Basic Multilingual Plane "
+        "(emoji, ...) as '?' in SHOW CREATE TABLE and so in the dump, and their rows would not restore: such a "
+        "backup fails, naming table and column. When true, the real members are read through a temporary table "
+        "on the source (the account needs CREATE TEMPORARY TABLES) and those column definitions are rewritten "
+        "in the stored dump.",
+    )
 
 
 class MysqlDataset(DatasetBase):

@@ -145,5 +145,5 @@ def test_mysql_datasets_get_the_same_assets(tmp_path: Path, mariadb: Any, age_ke
     assert result.success
     [restore] = result.asset_materializations_for_node("restore_test__shop")
     assert (
-        restore.metadata["checks_passed"].value == restore.metadata["checks_total"].value == 4
-    )  # table count + 3 tables
+        restore.metadata["checks_passed"].value == restore.metadata["checks_total"].value == 5
+    )  # table count + 3 tables + the content fingerprint
