@@ -8,10 +8,12 @@ write can land between the two snapshots, so the row counts describe exactly the
 The account needs RELOAD for this.
 
 Fidelity: the statistics hold a content fingerprint (`mysql_fingerprint`) taken in that snapshot, which the
-restore test compares item by item. The stored dump's header is made strict and gives the database its
-default character set and collation back (`mysql_stream`); restores go through the same strict header, so a
-value the restored table cannot hold is an error, not a silently stored ''. ENUM/SET members that mysqldump
-cannot write fail the backup, or are written correctly when the dataset asks for it (`mysql_enums`).
+restore test compares item by item. The stored dump is made strict and gives the database its default
+character set and collation back (`mysql_stream`); restores go through the same edits, so a value the restored
+table cannot hold is an error, not a silently stored ''. Rows that only a non-strict server takes back as they
+are (tables with generated columns; ENUM columns holding the error value '', found before the dump starts) are
+inserted without strict mode, and the record says which (`tables_restored_non_strict`). ENUM/SET members that
+mysqldump cannot write fail the backup, or are written correctly when the dataset asks for it (`mysql_enums`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pymysql
 from backup_pipelines.engines import mysql_fingerprint
 from backup_pipelines.engines.base import Dump, Feed, RestoreReport, run_restore_tool
 from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD, compare_fingerprints
-from backup_pipelines.engines.mysql_enums import ColumnRewrite, lost_columns, refuse
+from backup_pipelines.engines.mysql_enums import ColumnRewrite, lost_columns, refuse, tables_with_enum_error_values
 from backup_pipelines.engines.mysql_stream import DumpFilter, StrictDumpWriter, alter_database_line, plain_name
 from backup_pipelines.engines.validation import compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError
@@ -42,6 +44,7 @@ TABLES_SQL = (
 )
 SNAPSHOT_WAIT_SECONDS = 60
 COMPLETED_MARK = "-- Dump completed"
+NON_STRICT_TABLES = "tables_restored_non_strict"  # source_stats: table -> why its rows restore without strict mode
 
 
 _quote = mysql_fingerprint.quote_identifier
@@ -237,17 +240,18 @@ class MysqlEngine:
         database = dataset.source.database
         with closing(connect(server, password, database)) as stats_connection:
             rewrite = column_rewrite(stats_connection, dataset)
+            relax = tables_with_enum_error_values(stats_connection, database, set(dataset.source.exclude_tables))
             with stats_connection.cursor() as cursor:
                 injected = alter_database_line(*mysql_fingerprint.database_defaults(cursor, database))
             process = self._start_in_snapshot(server, password, dataset, stats_connection)
-            stream = DumpFilter(process.stdout, injected, rewrite)
+            stream = DumpFilter(process.stdout, injected, rewrite, relax)
             worker = Worker(lambda: collect_stats(stats_connection, database, dataset), "mysql-stats")
             worker.start()
 
             def finish() -> dict[str, Any]:
                 process.check()
                 stream.check()
-                return dict(worker.result())
+                return {**worker.result(), NON_STRICT_TABLES: stream.relaxed}
 
             try:
                 yield Dump(stream=cast(IO[bytes], stream), finish=finish)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backup_pipelines.engines.mysql_fingerprint import quote_identifier
+from backup_pipelines.engines.mysql_stream import table_of_create
 from backup_pipelines.errors import UnrepresentableSourceError
 
 SUSPECT_COLUMNS_SQL = (
@@ -28,8 +29,13 @@ SUSPECT_COLUMNS_SQL = (
     "where c.table_schema = %s and c.data_type in ('enum', 'set') and c.column_type like '%%?%%' "
     "order by c.table_name, c.ordinal_position"
 )
+ENUM_COLUMNS_SQL = (
+    "select c.table_name, c.column_name from information_schema.columns c join information_schema.tables t "
+    "on t.table_schema = c.table_schema and t.table_name = c.table_name and t.table_type = 'BASE TABLE' "
+    "where c.table_schema = %s and c.data_type = 'enum' order by c.table_name, c.ordinal_position"
+)
 PROBE_TABLE = "bp_enum_members_probe"
-CREATE_TABLE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \($")
+ERROR_VALUE = "ENUM columns holding the error value '' (stored by a non-strict write; a strict server refuses it)"
 
 
 def enum_members(column_type: str) -> list[str]:
@@ -161,9 +167,9 @@ class ColumnRewrite:
         self._current: list[LostColumn] = []
 
     def __call__(self, line: bytes) -> bytes:
-        match = CREATE_TABLE.match(line.rstrip(b"\n"))
-        if match is not None:
-            self._current = self._by_table.get(match.group(1).decode().replace("``", "`"), [])
+        table = table_of_create(line)
+        if table is not None:
+            self._current = self._by_table.get(table, [])
             return line
         if line.startswith(b")"):
             self._current = []
@@ -184,3 +190,25 @@ def rewrite_column_line(line: bytes, lost: LostColumn) -> bytes:
     if real_default is not None and lost.written_default is not None:
         rest = rest.replace(f" DEFAULT {lost.written_default}".encode(), f" DEFAULT {real_default}".encode(), 1)
     return prefix + lost.real_type().encode() + rest
+
+
+def tables_with_enum_error_values(connection: Any, database: str, excluded: set[str]) -> dict[str, str]:
+    """Return the tables of `database` (outside `excluded`) with a row whose ENUM column holds the error value
+    '' (member number 0, which only a non-strict write stores), each with that reason: their rows must be
+    restored without strict mode, where '' is what they hold. One query per table with ENUM columns, stopping
+    at the first such row."""
+    with connection.cursor() as cursor:
+        cursor.execute(ENUM_COLUMNS_SQL, (database,))
+        by_table: dict[str, list[str]] = {}
+        for table, column in cursor.fetchall():
+            if table not in excluded:
+                by_table.setdefault(table, []).append(column)
+        found = {}
+        for table, columns in by_table.items():
+            condition = " or ".join(f"{quote_identifier(column)} = 0" for column in columns)
+            cursor.execute(
+                f"select 1 from {quote_identifier(database)}.{quote_identifier(table)} where {condition} limit 1"
+            )
+            if cursor.fetchone() is not None:
+                found[table] = ERROR_VALUE
+    return found

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from backup_pipelines.errors import IntegrityError
@@ -33,9 +33,17 @@ HEADER_MAX_BYTES = 1 << 16  # a header is a few hundred bytes; more without the 
 CHUNK = 1 << 20
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 CREATE_TABLE = b"CREATE TABLE `"
+CREATE_TABLE_NAME = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \($")
 GENERATED = b" GENERATED ALWAYS AS ("
 
 LineRewrite = Callable[[bytes], bytes]
+GENERATED_COLUMNS = "generated columns (mysqldump writes their values, which a strict server refuses)"
+
+
+def table_of_create(line: bytes) -> str | None:
+    """Return the table a `CREATE TABLE `name` (` line of a dump creates, None for any other line."""
+    match = CREATE_TABLE_NAME.match(line.rstrip(b"\n"))
+    return match.group(1).decode().replace("``", "`") if match else None
 
 
 def strict_modes(modes: str) -> str:
@@ -79,14 +87,23 @@ class StrictDumpEditor:
     """The edits of a dump (see the module docstring) as a push parser: `edit(data)` takes the next bytes and
     returns the edited bytes of the complete lines so far; `end()` returns the rest. With `require_header`, a
     header without mysqldump's SQL_MODE line raises IntegrityError (an unknown mysqldump: the restore would
-    not be strict); otherwise such a stream passes unedited."""
+    not be strict); otherwise such a stream passes unedited. The rows of tables with generated columns and of
+    the tables in `relax` (name -> why) are inserted without strict mode; `relaxed` tells which, and why."""
 
-    def __init__(self, injected: bytes = b"", rewrite: LineRewrite | None = None, require_header: bool = True) -> None:
+    def __init__(
+        self,
+        injected: bytes = b"",
+        rewrite: LineRewrite | None = None,
+        require_header: bool = True,
+        relax: Mapping[str, str] | None = None,
+    ) -> None:
         self._injected, self._rewrite, self._require_header = injected, rewrite, require_header
+        self._relax = dict(relax or {})
+        self.relaxed: dict[str, str] = {}
         self._pending = b""
         self._in_header, self._header_bytes = True, 0
         self._modes: str | None = None  # the header's modes, once seen
-        self._in_create, self._generated = False, False
+        self._in_create, self._table = False, ""
 
     def edit(self, data: bytes) -> bytes:
         """Return the edited form of the complete lines in what was given so far."""
@@ -139,24 +156,33 @@ class StrictDumpEditor:
 
     def _create_line(self, line: bytes) -> bytes:
         if not self._in_create:
-            self._in_create, self._generated = True, False
-        self._generated = self._generated or GENERATED in line
+            self._in_create, self._table = True, table_of_create(line) or ""
+        if GENERATED in line:
+            self.relaxed[self._table] = GENERATED_COLUMNS
         edited = self._rewrite(line) if self._rewrite is not None else line
         if line.startswith(b")") and line.rstrip().endswith(b";"):
             self._in_create = False
+            if self._table in self._relax:
+                self.relaxed.setdefault(self._table, self._relax[self._table])
             if self._modes is not None:
-                edited += rows_mode_line(self._modes, self._generated)
+                edited += rows_mode_line(self._modes, self._table in self.relaxed)
         return edited
 
 
 class DumpFilter(io.RawIOBase):
     """A readable stream of mysqldump's output with the edits of a StrictDumpEditor made to it."""
 
-    def __init__(self, source: IO[bytes], injected: bytes = b"", rewrite: LineRewrite | None = None) -> None:
+    def __init__(
+        self,
+        source: IO[bytes],
+        injected: bytes = b"",
+        rewrite: LineRewrite | None = None,
+        relax: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self._source = source
-        self._editor = StrictDumpEditor(injected, rewrite)
-        self._pending = b""
+        self._editor = StrictDumpEditor(injected, rewrite, relax=relax)
+        self._pending = memoryview(b"")
         self._ended = False
 
     def check(self) -> None:
@@ -166,6 +192,11 @@ class DumpFilter(io.RawIOBase):
                 "mysqldump's output has no SQL_MODE header line to make the restore strict (an unknown mysqldump?)"
             )
 
+    @property
+    def relaxed(self) -> dict[str, str]:
+        """The tables whose rows the dump inserts without strict mode, and why."""
+        return dict(self._editor.relaxed)
+
     def readable(self) -> bool:
         return True
 
@@ -174,12 +205,12 @@ class DumpFilter(io.RawIOBase):
             read = getattr(self._source, "read1", self._source.read)
             chunk = bytes(read(CHUNK))
             if chunk:
-                self._pending = self._editor.edit(chunk)
+                self._pending = memoryview(self._editor.edit(chunk))
             else:
-                self._pending, self._ended = self._editor.end(), True
+                self._pending, self._ended = memoryview(self._editor.end()), True
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        self._pending = self._pending[size:]  # a view: no copy of the rest
         return size
 
 

@@ -11,6 +11,7 @@ from backup_pipelines.engines.mysql import create_database_sql
 from backup_pipelines.engines.mysql_enums import ColumnRewrite, LostColumn, enum_members, rewrite_column_line
 from backup_pipelines.engines.mysql_fingerprint import normalise_definition, sample_ranges
 from backup_pipelines.engines.mysql_stream import (
+    GENERATED_COLUMNS,
     DumpFilter,
     StrictDumpEditor,
     StrictDumpWriter,
@@ -156,3 +157,10 @@ def test_the_restore_target_is_created_with_the_recorded_collation() -> None:
     stats = {"database_character_set": "utf8mb4", "database_collation": "utf8mb4_unicode_ci"}
     assert create_database_sql("x", stats) == "create database `x` character set utf8mb4 collate utf8mb4_unicode_ci"
     assert create_database_sql("x", {}) == "create database `x` character set utf8mb4"
+
+
+def test_the_editor_relaxes_the_tables_it_is_told_of_and_says_why() -> None:
+    editor = StrictDumpEditor(relax={"plain": "ENUM error values", "absent": "not in the dump"})
+    edited = editor.edit(DUMP) + editor.end()
+    assert edited.count(RELAXED) == 2 and STRICT not in edited
+    assert editor.relaxed == {"plain": "ENUM error values", "gen": GENERATED_COLUMNS}
