@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.history import SIZE_CHECK, backup_history
+from assets.history import QUARANTINED, SIZE_CHECK, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
 from assets.metadata import backup_metadata, restore_metadata, verify_metadata
 from assets.partitions import partitions_for
@@ -14,8 +14,10 @@ from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.durations import format_duration
+from backup_pipelines.errors import StorageError
 from backup_pipelines.manifest import SNAPSHOT_KINDS, ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
+from backup_pipelines.quarantine import describe, quarantine_backup, size_anomaly_reason
 from backup_pipelines.repository import BackupRecord
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
@@ -85,6 +87,32 @@ def size_check(stored: StoredBackup, history: list[Measurement], thresholds: Ano
         metadata=metadata,
         description="; ".join(f.message for f in verdict.findings) or verdict.note or "in line with history",
     )
+
+
+def quarantine_blocked(manifest: Manifest, stored: StoredBackup, check: dg.AssetCheckResult) -> str:
+    """Quarantine a backup whose blocking size check failed with ERROR, in every repository holding it; return
+    the reason. Raise StorageError (naming the command that does it by hand) if no repository takes the mark."""
+    record = stored.record
+    reason = size_anomaly_reason(check.description or "")
+    try:
+        quarantine_backup(manifest, record.dataset, record.backup_id, reason)
+    except StorageError as error:
+        raise StorageError(
+            f"backup {record.backup_id} failed its size check but could not be quarantined ({error}); run: "
+            f"backup-pipelines quarantine {record.dataset} {record.backup_id} --reason '...'"
+        ) from error
+    return reason
+
+
+def drill_record(context: dg.AssetExecutionContext, manifest: Manifest, record: BackupRecord) -> BackupRecord:
+    """Return the backup a restore test should test: `record`, or the dataset's newest good backup when
+    `record` is quarantined (a quarantined backup is never the drill's choice). Raise StorageError if the
+    dataset has no backup that is not quarantined."""
+    if not record.quarantined:
+        return record
+    good = find_backup(manifest, record.dataset)
+    context.log.warning(f"{describe(record)}; restore-testing the newest good backup {good.backup_id} instead")
+    return good
 
 
 def retry_policy(retries: int, delay: timedelta) -> dg.RetryPolicy | None:
@@ -184,9 +212,11 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         except Exception as error:
             notifier.ping(name, "fail", f"{context.partition_key}: {error}")
             raise
-        history = backup_history(context.instance, keys.backup, dataset.anomaly.history)
+        overrides = quarantine_overrides(context.instance, [name]).get(name, {})
+        history = backup_history(context.instance, keys.backup, dataset.anomaly.history, overrides)
         check = size_check(stored, history, dataset.anomaly)
         blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        quarantined = quarantine_blocked(manifest.load(), stored, check) if blocked else None
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
         recent_sizes = [[round(m.created_at), m.bytes_stored] for m in reversed(history)]
         recent_sizes.append([round(time.time()), stored.record.bytes_stored])
@@ -194,6 +224,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             **backup_metadata(stored),
             "size_check": "pass" if check.passed else check.severity.value,
             "recent_sizes": dg.MetadataValue.json(recent_sizes),
+            **({QUARANTINED: dg.MetadataValue.text(quarantined)} if quarantined else {}),
         }
         if has_copies:
             return dg.MaterializeResult(metadata=metadata, check_results=[check])
@@ -252,7 +283,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
     ) -> dg.MaterializeResult:
         loaded = manifest.load()
-        record = _record_for(context, loaded, keys)
+        record = drill_record(context, loaded, _record_for(context, loaded, keys))
         report = restore_test_backup(loaded, name, record, *age_identity.credentials())
         rto_seconds = dataset.rto.total_seconds()
         measured = report.restore_seconds + report.validation_seconds

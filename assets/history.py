@@ -1,7 +1,16 @@
-"""Reading what earlier runs recorded, from the Dagster event log: backup measurements and the newest backup."""
+"""Reading what earlier runs recorded, from the Dagster event log: backup measurements and the newest backup.
+
+Quarantine (backup_pipelines.quarantine) as Dagster sees it: a backup materialization whose blocking size
+check failed records the reason as metadata `quarantined`; a later quarantine or release by an operator (the
+CLI, pointed at this instance by $DAGSTER_HOME) is kept per dataset in the instance's key-value store
+(`quarantine_key`), read for every dataset in one query. The repositories stay the authority for restores;
+this copy lets the RPO check, the status dashboard and the anomaly history skip quarantined backups without
+listing repositories on every sensor tick.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +21,10 @@ from assets.keys import DatasetKeys
 from backup_pipelines.anomaly import Measurement
 
 SIZE_CHECK = "size_anomaly"
+QUARANTINED = "quarantined"  # materialization metadata: the reason a backup was quarantined when it was made
+QUARANTINE_KEY_PREFIX = "backup_pipelines/quarantine/"
+OVERRIDES_KEPT = 200  # quarantine decisions remembered per dataset
+WALK_BACK = 25  # materializations looked at to find the newest backup that is not quarantined
 
 
 def _value(metadata: Any, key: str, default: Any = None) -> Any:
@@ -34,14 +47,54 @@ def measurement_from(metadata: Any, timestamp: float = 0.0) -> Measurement:
     )
 
 
-def backup_history(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int) -> list[Measurement]:
-    """Return the measurements of the newest `limit` backups of `key` (newest first), leaving out backups
-    whose own size check found an ERROR, so one bad backup does not become the new normal."""
+def quarantine_key(name: str) -> str:
+    """Return the instance key-value key holding the operators' quarantine decisions of dataset `name`."""
+    return f"{QUARANTINE_KEY_PREFIX}{name}"
+
+
+def quarantine_overrides(instance: dg.DagsterInstance, names: list[str]) -> dict[str, dict[str, str | None]]:
+    """Return, in one query, each dataset's quarantine decisions recorded after its backups were made:
+    backup id -> reason, or None for a released backup."""
+    keys = {quarantine_key(name): name for name in names}
+    values = instance.run_storage.get_cursor_values(set(keys))
+    return {keys[key]: dict(json.loads(value)) for key, value in values.items() if value}
+
+
+def record_quarantine(instance: dg.DagsterInstance, name: str, backup_id: str, reason: str | None) -> None:
+    """Remember in the instance that backup `backup_id` of `name` was quarantined with `reason` (None:
+    released), so the event-log views follow the repositories."""
+    decisions = quarantine_overrides(instance, [name]).get(name, {})
+    decisions.pop(backup_id, None)
+    decisions[backup_id] = reason
+    kept = dict(list(decisions.items())[-OVERRIDES_KEPT:])
+    instance.run_storage.set_cursor_values({quarantine_key(name): json.dumps(kept)})
+
+
+def quarantine_reason(metadata: Any, overrides: dict[str, str | None]) -> str | None:
+    """Return why the backup a materialization recorded is quarantined now, or None if it is not: an
+    operator's later decision wins over what the backup run recorded."""
+    backup_id = _value(metadata, "backup_id")
+    if backup_id in overrides:
+        return overrides[backup_id]
+    reason = _value(metadata, QUARANTINED)
+    return str(reason) if reason else None
+
+
+def backup_history(
+    instance: dg.DagsterInstance, key: dg.AssetKey, limit: int, overrides: dict[str, str | None] | None = None
+) -> list[Measurement]:
+    """Return the measurements of the newest `limit` backups of `key` (newest first), leaving out quarantined
+    backups and those whose own size check found an ERROR (unless an operator released them), so one bad
+    backup does not become the baseline the next one is compared with."""
+    overrides = overrides or {}
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=limit * 2).records
     history = []
     for record in records:
         materialization = record.asset_materialization
-        if materialization is None or _value(materialization.metadata, "size_check") == "ERROR":
+        if materialization is None or quarantine_reason(materialization.metadata, overrides):
+            continue
+        released = overrides.get(_value(materialization.metadata, "backup_id"), "") is None
+        if _value(materialization.metadata, "size_check") == "ERROR" and not released:
             continue
         history.append(measurement_from(materialization.metadata, record.timestamp))
     return history[:limit]
@@ -54,21 +107,48 @@ class LatestBackup:
     created_at: float
     partition: str | None
     metadata: dict[str, Any]
+    quarantined_newer: str | None = None  # why the newer backup(s) passed over are quarantined
+
+
+def _latest_from(timestamp: float, materialization: dg.AssetMaterialization) -> LatestBackup:
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    created = metadata.get("created_at")
+    created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else timestamp
+    return LatestBackup(created_at, materialization.partition, metadata)
+
+
+def newest_good_backup(
+    instance: dg.DagsterInstance, name: str, overrides: dict[str, str | None], reason: str
+) -> LatestBackup | None:
+    """Return the newest backup materialization of `name` that is not quarantined, looking back at most
+    WALK_BACK backups, with `reason` (why the newest is quarantined) attached; None if there is none."""
+    key = DatasetKeys(name).backup
+    for record in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=WALK_BACK).records:
+        materialization = record.asset_materialization
+        if materialization is not None and not quarantine_reason(materialization.metadata, overrides):
+            found = _latest_from(record.timestamp, materialization)
+            return LatestBackup(found.created_at, found.partition, found.metadata, reason)
+    return None
 
 
 def latest_backups(instance: dg.DagsterInstance, names: list[str]) -> dict[str, LatestBackup | None]:
-    """Return, in one query, each dataset's newest backup materialization (None if it has none)."""
+    """Return each dataset's newest backup materialization that is not quarantined (None if it has none).
+
+    Two queries for all datasets (newest materializations, quarantine decisions); only a dataset whose newest
+    backup is quarantined costs one more, to find the newest good one before it."""
     keys = {DatasetKeys(name).backup: name for name in names}
     events = instance.get_latest_materialization_events(list(keys))
+    overrides = quarantine_overrides(instance, names)
     latest: dict[str, LatestBackup | None] = {}
     for key, name in keys.items():
         event = events.get(key)
         materialization = event.asset_materialization if event is not None else None
-        if materialization is None:
+        if event is None or materialization is None:
             latest[name] = None
             continue
-        metadata = {k: v.value for k, v in materialization.metadata.items()}
-        created = metadata.get("created_at")
-        created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else event.timestamp  # type: ignore[union-attr]
-        latest[name] = LatestBackup(created_at, materialization.partition, metadata)
+        reason = quarantine_reason(materialization.metadata, overrides.get(name, {}))
+        if reason:
+            latest[name] = newest_good_backup(instance, name, overrides.get(name, {}), reason)
+        else:
+            latest[name] = _latest_from(event.timestamp, materialization)
     return latest

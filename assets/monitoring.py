@@ -19,7 +19,7 @@ STAGES = {"backup": "backup", "copy": "copy", "verify": "verify", "restore_test"
 
 
 def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None], now: float) -> list[Freshness]:
-    """Return every active dataset's freshness from its newest recorded backup."""
+    """Return every active dataset's freshness from its newest recorded backup that is not quarantined."""
     items = []
     for name, dataset in manifest.active_datasets().items():
         backup = latest.get(name)
@@ -30,6 +30,7 @@ def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None]
                 backup.created_at if backup else None,
                 backup.partition if backup else None,
                 now,
+                backup.quarantined_newer if backup else None,
             )
         )
     return items

@@ -1,6 +1,7 @@
 """Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,10 @@ def merge_restore_measurements(
         entry = restored.get(DatasetKeys(name).restore_test)
         if entry is not None:
             base = result.get(name, Measured())
-            result[name] = Measured(
-                base.newest_backup,
-                base.newest_backup_uri,
-                base.repository,
-                entry[0],
-                float(entry[1].get("measured_rto_seconds", 0.0)),
+            result[name] = replace(
+                base,
+                last_restore_test_at=entry[0],
+                measured_rto_seconds=float(entry[1].get("measured_rto_seconds", 0.0)),
             )
     return result
 

@@ -7,8 +7,11 @@
     backup-pipelines prune [DATASET] [--dry-run]       apply retention to the repositories (dry run: plan only)
     backup-pipelines runbook [--output FILE]           the DR runbook from the manifest and the latest measurements
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
+    backup-pipelines quarantine DATASET BACKUP_ID (--reason TEXT | --release)
 
-`list`, `restore` and `restore-commands` need no Dagster instance: they read the repositories directly.
+`list`, `restore`, `restore-commands` and `quarantine` need no Dagster instance: they read the repositories
+directly. A quarantined backup (a blocking check failed on it) is listed with its reason but never chosen as
+the newest: restoring it takes its --backup-id.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
 from backup_pipelines.operations import find_backup, holder_of, restore_backup
 from backup_pipelines.prune import prune_dataset
+from backup_pipelines.quarantine import describe, quarantine_backup, release_backup
 from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
 
@@ -54,10 +58,36 @@ def _list(arguments: argparse.Namespace) -> int:
         for repository_name in manifest.dataset(name).repositories:
             repository = open_repository(manifest, repository_name)
             for record in repository.list_backups(name):
+                mark = f"  QUARANTINED: {record.quarantine_reason}" if record.quarantined else ""
                 print(
                     f"{name:<20} {record.partition_key:<17} {record.backup_id:<24} "
                     f"{record.created_at[:19]:<20} {record.bytes_stored:>12,}  {repository.uri(record.object_path)}"
+                    f"{mark}"
                 )
+    return 0
+
+
+def _warn_if_quarantined(record: BackupRecord) -> None:
+    if record.quarantined:
+        print(f"warning: {describe(record)}", file=sys.stderr)
+
+
+def _quarantine(arguments: argparse.Namespace) -> int:
+    manifest = load_manifest(arguments.manifest)
+    if arguments.release:
+        where = release_backup(manifest, arguments.dataset, arguments.backup_id)
+        print(f"released {arguments.backup_id} of {arguments.dataset} from quarantine in: {', '.join(where)}")
+    else:
+        where = quarantine_backup(manifest, arguments.dataset, arguments.backup_id, arguments.reason)
+        print(f"quarantined {arguments.backup_id} of {arguments.dataset} in: {', '.join(where)} ({arguments.reason})")
+    if os.environ.get("DAGSTER_HOME") and not arguments.repositories_only:
+        import dagster as dg
+
+        from assets.history import record_quarantine
+
+        reason = None if arguments.release else arguments.reason
+        record_quarantine(dg.DagsterInstance.get(), arguments.dataset, arguments.backup_id, reason)
+        print("recorded in the Dagster instance ($DAGSTER_HOME): the RPO check and dashboard follow it")
     return 0
 
 
@@ -69,6 +99,7 @@ def _select(arguments: argparse.Namespace, manifest: Manifest) -> tuple[BackupSt
 def _restore_commands(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     repository, record = _select(arguments, manifest)
+    _warn_if_quarantined(record)
     print(
         f"# {arguments.dataset} backup {record.backup_id} (partition {record.partition_key}, "
         f"{record.bytes_stored:,} bytes, sha256 {record.sha256})"
@@ -81,6 +112,7 @@ def _restore_commands(arguments: argparse.Namespace) -> int:
 def _restore(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     record = find_backup(manifest, arguments.dataset, arguments.partition, arguments.backup_id)
+    _warn_if_quarantined(record)
     target = arguments.output or arguments.database
     if arguments.skip_privileges:
         print(
@@ -115,7 +147,8 @@ def _prune(arguments: argparse.Namespace) -> int:
         for record, reasons in report.kept:
             print(f"  keep    {record.backup_id}  {record.partition_key:<17} {', '.join(reasons)}")
         for record in report.expired:
-            print(f"  {'expire' if report.dry_run else 'deleted':<7} {record.backup_id}  {record.partition_key}")
+            mark = "  (quarantined)" if record.quarantined else ""
+            print(f"  {'expire' if report.dry_run else 'deleted':<7} {record.backup_id}  {record.partition_key}{mark}")
     return 0
 
 
@@ -161,7 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("dataset", nargs="?")
     prune.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     prune.set_defaults(run=_prune)
-    listing = commands.add_parser("list", help="list committed backups")
+    quarantine = commands.add_parser("quarantine", help="quarantine a backup, or release it (--release)")
+    quarantine.add_argument("dataset")
+    quarantine.add_argument("backup_id")
+    judgement = quarantine.add_mutually_exclusive_group(required=True)
+    judgement.add_argument("--reason", help="why the backup must not be taken as the newest good one")
+    judgement.add_argument("--release", action="store_true", help="make it a normal backup again")
+    quarantine.add_argument(
+        "--repositories-only", action="store_true", help="do not record it in the Dagster instance ($DAGSTER_HOME)"
+    )
+    quarantine.set_defaults(run=_quarantine)
+    listing = commands.add_parser("list", help="list committed backups (quarantined ones with their reason)")
     listing.add_argument("dataset", nargs="?")
     listing.set_defaults(run=_list)
     for name, function, helptext in (

@@ -1,6 +1,7 @@
 """RPO freshness: is the newest committed backup of each dataset younger than its RPO, and which alerts follow.
 
 A backup's time is when its snapshot was taken (`created_at`), not when some partition was last materialized.
+Quarantined backups (backup_pipelines.quarantine) do not count: the caller passes the newest good backup.
 The alert planner is a pure state machine: one alert when a dataset goes stale, one when it recovers, and
 optionally a reminder every `reminder` while it stays stale; never one per sensor tick.
 """
@@ -24,6 +25,7 @@ class Freshness:
     newest_backup_at: float | None
     partition: str | None
     now: float
+    quarantined_newer: str | None = None  # why newer backups are quarantined (they do not count)
 
     @property
     def age_seconds(self) -> float | None:
@@ -37,11 +39,16 @@ class Freshness:
 
     def describe(self) -> str:
         rpo = format_duration(timedelta(seconds=self.rpo_seconds))
+        quarantined = f"; newer backups are quarantined ({self.quarantined_newer})" if self.quarantined_newer else ""
         if self.newest_backup_at is None:
-            return f"{self.dataset} has no backup (RPO {rpo})"
+            return f"{self.dataset} has no {'good ' if quarantined else ''}backup (RPO {rpo}){quarantined}"
         age = describe_duration(self.age_seconds or 0)
         state = "older than" if self.stale else "within"
-        return f"newest backup of {self.dataset} (partition {self.partition}) is {age} old, {state} its RPO of {rpo}"
+        good = "good " if quarantined else ""
+        return (
+            f"newest {good}backup of {self.dataset} (partition {self.partition}) is {age} old, {state} its RPO "
+            f"of {rpo}{quarantined}"
+        )
 
 
 def plan_alerts(

@@ -8,7 +8,7 @@ prune leaves every remaining backup intact and the next run finishes the job. `d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from backup_pipelines.manifest import Manifest
@@ -98,8 +98,10 @@ def _plan(
 ) -> list[Decision]:
     retention = manifest.dataset(name).retention
     policy = policy_of(manifest, name)
+    quarantined = {backup_id for backup_id, copies in holdings.items() if any(c.quarantined for _, c in copies)}
     candidates = [
-        Candidate(backup_id, record.created, verified=backup_id in tested) for backup_id, record in records.items()
+        Candidate(backup_id, record.created, backup_id in tested, quarantined=backup_id in quarantined)
+        for backup_id, record in records.items()
     ]
     first = plan_retention(candidates, policy, now, retention.min_age)
     expiring = {decision.backup for decision in first if not decision.keep}
@@ -110,5 +112,5 @@ def _plan(
         dates = [repository.locked_until(copy) for repository, copy in holdings[backup_id]]
         active = [date for date in dates if date is not None]
         locks[backup_id] = max(active) if active else None
-    candidates = [Candidate(c.backup, c.time, c.verified, locks.get(c.backup)) for c in candidates]
+    candidates = [replace(c, locked_until=locks.get(c.backup)) for c in candidates]
     return plan_retention(candidates, policy, now, retention.min_age)

@@ -25,6 +25,12 @@ Worked example (`keep_daily: 2, keep_weekly: 2`), backups at 2026-12-31 23:00, 2
 `plan_retention` then adds this project's safety rules on top (they only ever keep more): the newest backup,
 the newest verified-and-restore-tested backup, every backup younger than a minimum age, and every backup
 under an active object lock are never expired.
+
+Quarantined backups (a blocking check failed on them, see `backup_pipelines.quarantine`) are left out of the
+policy: no keep rule counts or keeps them, and they are neither "the newest" nor "the newest verified"
+backup. Only the minimum age and an object lock keep one, so it expires once older than the minimum age
+(unless the policy is empty, which keeps everything). A dataset whose every backup is quarantined keeps the
+newest of them.
 """
 
 from __future__ import annotations
@@ -122,23 +128,27 @@ class Candidate:
     time: datetime
     verified: bool = False
     locked_until: datetime | None = None
+    quarantined: bool = False
 
 
 def plan_retention(
     candidates: Sequence[Candidate], policy: Policy, now: datetime, min_age: timedelta = timedelta(0)
 ) -> list[Decision]:
-    """Return the policy's decisions with the safety rules applied: never expire the newest backup, the
-    newest verified (and restore-tested) backup, a backup younger than `min_age`, or a locked backup."""
-    decisions = apply_policy([(c.backup, c.time) for c in candidates], policy, now)
+    """Return the policy's decisions, newest first, with the safety rules applied: never expire the newest
+    backup, the newest verified (and restore-tested) backup, a backup younger than `min_age`, or a locked
+    backup. Quarantined candidates are left out of the policy and of "newest" (see the module docstring)."""
+    decisions = _policy_decisions(candidates, policy, now)
     by_name = {c.backup: c for c in candidates}
-    verified = [d for d in decisions if by_name[d.backup].verified]
+    good = [d for d in decisions if not by_name[d.backup].quarantined]
+    newest = (good or decisions)[0].backup if decisions else None
+    verified = [d for d in good if by_name[d.backup].verified]
     newest_verified = verified[0].backup if verified else None
     current = _utc(now)
     result = []
-    for index, decision in enumerate(decisions):
+    for decision in decisions:
         reasons = list(decision.reasons)
         candidate = by_name[decision.backup]
-        if index == 0:
+        if decision.backup == newest:
             reasons.append("safety: newest backup")
         if decision.backup == newest_verified:
             reasons.append("safety: newest verified backup")
@@ -148,3 +158,12 @@ def plan_retention(
             reasons.append("safety: object lock")
         result.append(Decision(decision.backup, decision.time, tuple(dict.fromkeys(reasons))))
     return result
+
+
+def _policy_decisions(candidates: Sequence[Candidate], policy: Policy, now: datetime) -> list[Decision]:
+    """Return `apply_policy` over the candidates that are not quarantined, merged (newest first) with a bare
+    decision for each quarantined one: kept only when the policy is empty."""
+    decisions = apply_policy([(c.backup, c.time) for c in candidates if not c.quarantined], policy, now)
+    reasons = ("policy is empty",) if policy.is_empty() else ()
+    decisions += [Decision(c.backup, _utc(c.time), reasons) for c in candidates if c.quarantined]
+    return sorted(decisions, key=lambda decision: (decision.time, decision.backup), reverse=True)

@@ -7,7 +7,9 @@ reads well printed, in a wiki, or in a terminal at 3 a.m.
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,6 +29,7 @@ class Measured:
     repository: BackupStore | None = None
     last_restore_test_at: float | None = None
     measured_rto_seconds: float | None = None
+    quarantined: tuple[BackupRecord, ...] = ()  # backups newer than `newest_backup` that are quarantined
 
 
 OBJECT_SETUP = "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=..."
@@ -34,32 +37,43 @@ SNAPSHOT_SETUP = "export AWS_PROFILE=...  # an account allowed to restore snapsh
 
 
 def restore_commands(repository: BackupStore, record: BackupRecord, database: str = "restored") -> list[str]:
-    """Return the shell commands that restore `record` with standard tools only (cp or aws s3 cp,
-    sha256sum, age, zstd, pg_restore), as docs/restore.md explains them."""
+    """Return the shell commands that restore `record` with standard tools only, as docs/restore.md explains
+    them: a bash script that stops at the first failure, works in a new temporary folder, fetches the backup's
+    objects (cp or aws s3 cp; a PostgreSQL backup's globals.sql companion too), checks each against its
+    recorded sha256, decodes them (age, zstd) and restores into the new database (or file) `database` with the
+    kind's tool, names quoted for the shell and, inside MySQL statements, with backticks."""
     if isinstance(repository, SnapshotStore):
         return snapshot_restore_commands(repository, record, database)
     if isinstance(repository, ResticRepository):
         return [
+            "set -euo pipefail",
             f"export RESTIC_REPOSITORY={shlex.quote(repository.location)} RESTIC_PASSWORD=...  # its password",
-            f"restic snapshots --tag bp-id={record.backup_id}",
-            f"restic restore {record.object_name} --target {shlex.quote(database)}",
+            f"restic snapshots --tag bp-id={shlex.quote(record.backup_id)}",
+            f"mkdir {shlex.quote(database)}  # a new folder",
+            f"restic restore {shlex.quote(record.object_name)} --target {shlex.quote(database)} --verify",
         ]
-    uri = repository.uri(record.object_path)
-    fetch = (
-        f"aws s3 cp {shlex.quote(uri)} backup.obj" if uri.startswith("s3://") else f"cp {shlex.quote(uri)} backup.obj"
-    )
-    raw = record.object_name.removeprefix(f"{record.backup_id}.").removesuffix(".age").removesuffix(".zst")
-    plain = f"backup.{raw}"
-    if record.encrypted:
-        decode = f'age -d -i "$AGE_IDENTITY_FILE" backup.obj | zstd -d -q -o {plain}'
-    else:
-        decode = f"zstd -d -q backup.obj -o {plain}"
-    return [
-        fetch,
-        f"echo '{record.sha256}  backup.obj' | sha256sum -c -",
-        decode,
-        *LAST_STEPS[record.kind](plain, database),
-    ]
+    objects = [("backup.obj", record.object_path, record.sha256, f"backup.{_plain_extension(record.object_name)}")]
+    if "globals.sql" in record.companions:
+        objects.append(
+            ("globals.obj", record.companion_path("globals.sql"), record.companions["globals.sql"]["sha256"], "globals.sql")
+        )
+    commands = ["set -euo pipefail", 'cd "$(mktemp -d)"  # a new, empty folder: no file of an earlier attempt is reused']
+    for local, path, _, _ in objects:
+        uri = repository.uri(path)
+        verb = "aws s3 cp --quiet" if uri.startswith("s3://") else "cp"
+        commands.append(f"{verb} {shlex.quote(uri)} {local}")
+    commands += [f"echo '{sha256}  {local}' | sha256sum -c -" for local, _, sha256, _ in objects]
+    for local, _, _, plain in objects:
+        if record.encrypted:
+            commands.append(f'age -d -i "$AGE_IDENTITY_FILE" {local} | zstd -d -q -o {shlex.quote(plain)}')
+        else:
+            commands.append(f"zstd -d -q {local} -o {shlex.quote(plain)}")
+    return [*commands, *LAST_STEPS[record.kind](record, objects[0][3], database)]
+
+
+def _plain_extension(object_name: str) -> str:
+    """Return the extension of what a stored object holds once decoded: `dump` for `<id>.dump.zst.age`."""
+    return object_name.split(".", 1)[-1].removesuffix(".age").removesuffix(".zst")
 
 
 def snapshot_restore_commands(store: SnapshotStore, record: BackupRecord, target: str) -> list[str]:
@@ -94,29 +108,73 @@ def snapshot_restore_commands(store: SnapshotStore, record: BackupRecord, target
     ]
 
 
-LAST_STEPS = {
-    "postgres": lambda plain, database: [
+MYSQL_CONNECTION = '--host="$DB_HOST" --port="$DB_PORT" --user="$DB_USER"'
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def mysql_identifier(name: str) -> str:
+    """Return `name` quoted as a MySQL identifier: in backticks, each backtick doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _postgres_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    dbname = shlex.quote(f"--dbname={database}")
+    target = shlex.quote(f"target={database}")
+    if "globals.sql" not in record.companions:
+        return [
+            f"pg_restore --list {plain} > /dev/null",
+            "# no globals.sql companion (an older backup): createdb + pg_restore; the roles must exist already",
+            f"createdb --template=template0 {shlex.quote(database)}",
+            f"pg_restore --exit-on-error {dbname} {plain}",
+        ]
+    return [
         f"pg_restore --list {plain} > /dev/null",
-        f"createdb {shlex.quote(database)}",
-        f"pg_restore --no-owner --exit-on-error --dbname={shlex.quote(database)} {plain}",
-    ],
-    "mysql": lambda plain, database: [
-        f"tail -n 1 {plain}  # must be: -- Dump completed ...",
-        f"mysql -e 'create database {database} character set utf8mb4'",
-        f"mysql --default-character-set=utf8mb4 {database} < {plain}",
-    ],
-    "sqlite": lambda plain, database: [
-        f"sqlite3 {plain} 'pragma integrity_check'",
-        f"mv {plain} {shlex.quote(database)}.sqlite",
-    ],
-    "command": lambda plain, database: [
-        f"# {plain} is exactly what the dataset's command wrote: give it to the tool's own restore command",
-    ],
+        f"psql -X -v ON_ERROR_STOP=1 -v {target} -f globals.sql postgres  # roles, then CREATE DATABASE",
+        f"pg_restore --exit-on-error {dbname} {plain}  # with owners and privileges",
+        f"psql -X -v ON_ERROR_STOP=1 -v {target} -v restored=1 -f globals.sql postgres  # database properties",
+    ]
+
+
+def _mysql_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    character_set = str(record.source_stats.get("database_character_set") or "utf8mb4")
+    collation = str(record.source_stats.get("database_collation") or "")
+    if not PLAIN_NAME.match(character_set) or (collation and not PLAIN_NAME.match(collation)):
+        raise ValueError(f"backup {record.backup_id} records an unexpected character set {character_set!r}")
+    create = f"CREATE DATABASE {mysql_identifier(database)} CHARACTER SET {character_set}"
+    create += f" COLLATE {collation}" if collation else ""
+    return [
+        f"tail -n 1 {plain} | grep -q '^-- Dump completed'  # a complete dump",
+        "DB_HOST=... DB_PORT=3306 DB_USER=...  # the server to restore onto; export MYSQL_PWD=<its password> first",
+        f"mysql {MYSQL_CONNECTION} -e {shlex.quote(create)}",
+        f"mysql {MYSQL_CONNECTION} --default-character-set=utf8mb4 {shlex.quote(database)} < {plain}",
+    ]
+
+
+def _sqlite_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    target = shlex.quote(f"{database}.sqlite")
+    return [
+        f"test \"$(sqlite3 {plain} 'pragma integrity_check')\" = ok",
+        f"test ! -e {target} && mv {plain} {target}  # (use an absolute path: this folder is a temporary one)",
+    ]
+
+
+def _command_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    return [
+        f"echo \"$PWD/{plain}\"  # exactly what the dataset's command wrote: give it to the tool's own restore command",
+    ]
+
+
+LAST_STEPS: dict[str, Callable[[BackupRecord, str, str], list[str]]] = {
+    "postgres": _postgres_steps,
+    "mysql": _mysql_steps,
+    "sqlite": _sqlite_steps,
+    "command": _command_steps,
 }
 
 
 def measured_from_repositories(manifest: Manifest) -> dict[str, Measured]:
-    """Return each active dataset's newest committed backup, read from its repositories (first that has one)."""
+    """Return each active dataset's newest committed backup that is not quarantined, read from its repositories
+    (first that has one), with the quarantined backups newer than it."""
     from backup_pipelines.repository import open_repository
 
     measured = {}
@@ -124,9 +182,11 @@ def measured_from_repositories(manifest: Manifest) -> dict[str, Measured]:
         for repository_name in dataset.repositories:
             repository = open_repository(manifest, repository_name)
             records = repository.list_backups(name)
-            if records:
-                newest = records[-1]
-                measured[name] = Measured(newest, repository.uri(newest.object_path), repository)
+            good = [record for record in records if not record.quarantined]
+            if good:
+                newest = good[-1]
+                newer = tuple(record for record in records if record.quarantined and record.created > newest.created)
+                measured[name] = Measured(newest, repository.uri(newest.object_path), repository, quarantined=newer)
                 break
     return measured
 
@@ -195,6 +255,8 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             "```",
             "",
         ]
+        lines += [f"Quarantined, not offered above: `{q.backup_id}` ({q.quarantine_reason})." for q in item.quarantined]
+        lines += [""] if item.quarantined else []
         tables = record.source_stats.get("tables", {})
         if tables:
             lines += ["Row counts at backup time (the restored copy must match):", ""]

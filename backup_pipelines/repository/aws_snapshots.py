@@ -31,6 +31,8 @@ TAG_CREATED = "bp-created"
 TAG_TESTED = "bp-restore-tested"
 TAG_COPY_OF = "bp-copy-of"
 TAG_PENDING = "bp-pending-id"
+TAG_QUARANTINE = "bp-quarantine"  # the reason, in the characters RDS allows in a tag value
+TAG_QUARANTINED_AT = "bp-quarantined-at"
 FAILED_STATES = ("failed", "error", "deleting", "deleted")
 NOT_FOUND_RETRIES = 5  # how often "not found" is asked again about a resource AWS has just created
 GIB = 1 << 30
@@ -223,6 +225,24 @@ class SnapshotStore(BackupStore):
         except AWS_ERRORS as error:
             raise StorageError(f"cannot tag {identifier} in {self.region}: {describe_error(error)}") from error
 
+    def remove_tags(self, kind: str, identifier: str, keys: list[str]) -> None:
+        """Remove the tags `keys` from the `kind` snapshot `identifier` (missing ones are fine)."""
+        try:
+            if kind in RDS_FAMILIES:
+                arn = self.describe_snapshot(kind, identifier)[RDS_FAMILIES[kind].arn_field]
+                self.client("rds").remove_tags_from_resource(ResourceName=arn, TagKeys=keys)
+            else:
+                self.client("ec2").delete_tags(Resources=[identifier], Tags=[{"Key": key} for key in keys])
+        except AWS_ERRORS as error:
+            raise StorageError(f"cannot untag {identifier} in {self.region}: {describe_error(error)}") from error
+
+    def set_quarantine(self, record: BackupRecord, reason: str | None, at: str | None = None) -> None:
+        """Tag the snapshot bp-quarantine (the reason) and bp-quarantined-at, or remove both tags to release."""
+        if reason is None:
+            self.remove_tags(record.kind, record.object_name, [TAG_QUARANTINE, TAG_QUARANTINED_AT])
+        else:
+            self.add_tags(record.kind, record.object_name, quarantine_tags(reason, at))
+
     def commit(self, kind: str, identifier: str, backup_id: str) -> None:
         """Make a complete, checked snapshot a backup: tag it bp-id."""
         self.add_tags(kind, identifier, {TAG_ID: backup_id})
@@ -283,6 +303,8 @@ class SnapshotStore(BackupStore):
             )
         tags = pending_tags(record.dataset, record.partition_key, record.backup_id, record.created)
         tags[TAG_COPY_OF] = source.uri(original.object_name)
+        if original.quarantine_reason is not None:  # a copy of a quarantined backup is quarantined too
+            tags.update(quarantine_tags(original.quarantine_reason, original.quarantined_at))
         identifier = self._copy_in_progress(original) or self._start_copy(source, original, snapshot, tags)
         try:
             self.wait_snapshot(original.kind, identifier, f"copy {identifier} in {self.region}")
@@ -360,6 +382,13 @@ def is_encrypted(kind: str, snapshot: dict[str, Any]) -> bool:
     return bool(snapshot.get(field))
 
 
+def quarantine_tags(reason: str, at: str | None) -> dict[str, str]:
+    """Return the tags marking a snapshot quarantined: the reason with the characters RDS refuses in a tag
+    value (such as % , ; and parentheses) replaced by spaces, at most 256 characters."""
+    allowed = " ".join(re.sub(r"[^\w\s.:/=+\-@]", " ", reason).split())[:256]
+    return {TAG_QUARANTINE: allowed or "quarantined", TAG_QUARANTINED_AT: at or datetime.now(UTC).isoformat()}
+
+
 def _ours(tags: dict[str, str], dataset: str | None) -> bool:
     return TAG_ID in tags and TAG_DATASET in tags and (dataset is None or tags[TAG_DATASET] == dataset)
 
@@ -403,4 +432,6 @@ def record_from(kind: str, snapshot: dict[str, Any], tags: dict[str, str]) -> Ba
         compression="",
         encrypted=is_encrypted(kind, snapshot),
         source_stats=stats,
+        quarantine_reason=tags.get(TAG_QUARANTINE),
+        quarantined_at=tags.get(TAG_QUARANTINED_AT),
     )

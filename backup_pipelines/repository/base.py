@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from backup_pipelines.errors import StorageError
+
 SIDECAR_SUFFIX = ".json"
 RESTORE_TESTED_SUFFIX = ".restore-tested"
 
@@ -137,6 +139,11 @@ class BackupStore(ABC):
     def mark_restore_tested(self, record: BackupRecord, details: dict[str, Any]) -> None:
         """Record that `record` passed verify and a real restore test."""
 
+    def set_quarantine(self, record: BackupRecord, reason: str | None, at: str | None = None) -> None:
+        """Mark `record` quarantined with `reason` (at time `at`, an ISO string), or release it (`reason` None).
+        Raise StorageError if the repository refuses the change (or, as here, cannot carry the mark)."""
+        raise StorageError(f"repository {self.name} cannot mark backups quarantined")
+
     def find_backup(self, dataset: str, backup_id: str) -> BackupRecord | None:
         """Return the committed backup `backup_id` of `dataset`, or None."""
         for record in self.list_backups(dataset):
@@ -192,6 +199,16 @@ class Repository(BackupStore):
         records = [BackupRecord.from_json(self.read_bytes(path)) for path in self.list_paths(prefix, SIDECAR_SUFFIX)]
         live = [record for record in records if include_expiring or record.expired_at is None]
         return sorted(live, key=lambda record: (record.created_at, record.partition_key, record.backup_id))
+
+    def set_quarantine(self, record: BackupRecord, reason: str | None, at: str | None = None) -> None:
+        """Rewrite `record`'s sidecar (one atomic put) with the quarantine mark set or cleared. The sidecar is
+        read again first, so a backup whose deletion has begun is left alone (a tombstone stays one); raise
+        StorageError if the backup is gone."""
+        current = BackupRecord.from_json(self.read_bytes(record.sidecar_path))
+        if current.expired_at is not None:
+            return
+        at = (at or datetime.now(UTC).isoformat()) if reason is not None else None
+        self.put_bytes(record.sidecar_path, replace(current, quarantine_reason=reason, quarantined_at=at).to_json())
 
     def restore_tested(self, dataset: str) -> set[str]:
         """Return the ids of the backups of `dataset` whose restore test passed (markers in the repository)."""
