@@ -21,6 +21,7 @@ from psycopg import sql
 from backup_pipelines.engines.base import Dump, Feed, RestoreReport
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
 from backup_pipelines.engines.postgres_fingerprint import (
+    ROW_METHOD,
     SAMPLES,
     Scope,
     sequence_moved_forward,
@@ -159,11 +160,13 @@ def collect_stats(
     row_counts: bool,
     sequences: dict[str, Any] | None = None,
     recorded_ranges: dict[str, list[list[int]]] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics as seen by `connection`'s transaction: server version, size,
     encoding, exact row count of every in-scope table, number of large objects, the value of every
     validation query that compares with the source, and (unless turned off) the content fingerprint, with
-    `sequences` read earlier when given and the sampled tables' `recorded_ranges` when restoring."""
+    `sequences` read earlier when given and, when restoring, the sampled tables' `recorded_ranges` and the
+    rows' digest `method` recorded at backup time."""
 
     def one(query: Any) -> Any:
         row = connection.execute(query).fetchone()
@@ -196,6 +199,7 @@ def collect_stats(
                 sequences=sequences,
                 database=dataset.source.globals,
                 scope=object_scope(dataset),
+                method=method,
             )
         )
     return stats
@@ -319,6 +323,7 @@ class PostgresEngine:
                         dataset,
                         dataset.verification.compare_row_counts,
                         recorded_ranges=record.source_stats.get(SAMPLES),
+                        method=record.source_stats.get(ROW_METHOD),
                     )
                     outcomes = compare_stats(record.source_stats, restored, dataset.verification)
                     if dataset.verification.fingerprint:

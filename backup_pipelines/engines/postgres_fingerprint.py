@@ -30,7 +30,28 @@ from backup_pipelines.manifest import TableSample
 
 SAMPLES = "fingerprint_samples"
 Scope = Callable[[str | None, str | None], bool]
-ROW_DIGEST = "count(*)::text || ':' || coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)"
+ROW_METHOD = "row_digest"  # source_stats key: how rows were digested ("hash" or "md5"), the restore does the same
+MD5_ROW = "('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint"
+# Types whose extended hash distinguishes exactly what their text output distinguishes: hashed as values.
+HASHED_TYPES = {
+    "smallint",
+    "integer",
+    "bigint",
+    "boolean",
+    "bytea",
+    "date",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "time without time zone",
+    "uuid",
+    "oid",
+    '"char"',
+}
+C_COLLATED_TYPES = {"text", "character varying", "name"}  # hashed byte for byte under the C collation
+COLUMNS_SQL = """
+    select a.attname, format_type(a.atttypid, null) from pg_attribute a
+    join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped order by a.attnum"""
 SCOPE = """
     {column} not in ('pg_catalog', 'information_schema') and {column} not like 'pg\\_toast%'
     and {column} not like 'pg\\_temp%'
@@ -139,8 +160,13 @@ DATABASE_QUERY = f"""
     from pg_database d where d.datname = current_database()"""
 DATABASE_ITEMS = ("owner", "privileges", "comment", "encoding", "locale", "settings", "role settings")
 
+ROW_DESCRIPTIONS = {
+    "hash": "count and sum of a 64-bit hash of each row's values (PostgreSQL's extended hash; text output for "
+    "types whose hash is looser than their text)",
+    "md5": "count and sum of the first 64 bits of the md5 of each row's text",
+}
 METHOD = (
-    "rows: count and sum of md5-64 of each row's text (every table{sampled}); sequences: last_value/is_called "
+    "rows: {rows} (every table{sampled}); sequences: last_value/is_called "
     "(moved forward accepted); large objects: oid, owner, privileges, md5 of content; schema objects: "
     "definition, owner, privileges, comment of every schema, table, column, view, sequence, index, constraint, "
     "trigger, policy, function, type, default privilege and extension; database: owner, privileges, comment, "
@@ -157,6 +183,7 @@ def take_fingerprint(
     sequences: dict[str, Any] | None = None,
     database: bool = True,
     scope: Scope | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Return `{FINGERPRINT: items, FINGERPRINT_METHOD: sentence, SAMPLES: key ranges}` of the database
     `connection` is on, as its current transaction sees it. `tables` are the in-scope (schema, table) pairs;
@@ -165,8 +192,11 @@ def take_fingerprint(
     read earlier (`sequence_values`), read now when None. The database's own properties are items only with
     `database` (they are restored only with the globals script). `scope(schema, table)` says whether an
     object belongs to the dump (schema None: a cluster-wide one such as an extension; table None: a
-    schema-level one); `tables` and `sequences` must already be in scope."""
+    schema-level one); `tables` and `sequences` must already be in scope. Rows are digested by `method`
+    (the one recorded at backup time, on the restore side), else by "hash" where the server has
+    hash_record_extended (PostgreSQL 14+), else "md5"."""
     connection.execute("set search_path = pg_catalog")
+    row_method = method or ("hash" if connection.info.server_version >= 140000 else "md5")
     items: dict[str, Any] = {}
     ranges: dict[str, list[list[int]]] = {}
     for schema, table in tables:
@@ -177,8 +207,9 @@ def take_fingerprint(
             chosen = (recorded_ranges or {}).get(name)
             ranges[name] = chosen if chosen is not None else _choose_ranges(connection, schema, table, sample)
             where = _range_filter(sample.key, ranges[name])
-        query = sql.SQL("select " + ROW_DIGEST + " from {}.{} t{}").format(
-            sql.Identifier(schema), sql.Identifier(table), where
+        row_hash = _row_hash(connection, schema, table, row_method)
+        query = sql.SQL("select count(*)::text || ':' || coalesce(sum(({})::numeric), 0) from {}.{} t{}").format(
+            row_hash, sql.Identifier(schema), sql.Identifier(table), where
         )
         items[f"rows {name}" + (" (sampled)" if sample is not None else "")] = _one(connection, query)
     items.update(sequence_values(connection, scope) if sequences is None else sequences)
@@ -193,7 +224,27 @@ def take_fingerprint(
         items[f"database {label}"] = value or ""
     connection.execute("reset search_path")
     sampled = f"; sampled in key ranges: {', '.join(sorted(ranges))}" if ranges else ""
-    return {FINGERPRINT: items, FINGERPRINT_METHOD: METHOD.format(sampled=sampled), SAMPLES: ranges}
+    described = METHOD.format(sampled=sampled, rows=ROW_DESCRIPTIONS[row_method])
+    return {FINGERPRINT: items, FINGERPRINT_METHOD: described, SAMPLES: ranges, ROW_METHOD: row_method}
+
+
+def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, method: str) -> sql.Composable:
+    """Return the SQL expression giving one row's 64-bit hash: with "hash", PostgreSQL's own extended hash of
+    the row's values (types listed in HASHED_TYPES as they are, text types under the C collation, every other
+    type as its text output, so a type whose hash is looser than its text is judged by its text); with
+    "md5", the first 64 bits of the md5 of the row's text."""
+    columns = connection.execute(COLUMNS_SQL, (schema, table)).fetchall()
+    if method == "md5" or not columns:
+        return sql.SQL(MD5_ROW)
+    parts = []
+    for column, type_name in columns:
+        value = sql.SQL("t.{}").format(sql.Identifier(column))
+        if type_name in C_COLLATED_TYPES:
+            value = sql.SQL('{} collate "C"').format(value)
+        elif type_name not in HASHED_TYPES:
+            value = sql.SQL("{}::text").format(value)
+        parts.append(value)
+    return sql.SQL("hash_record_extended(row({}), 0)").format(sql.SQL(", ").join(parts))
 
 
 def _one(connection: psycopg.Connection[Any], query: Any) -> Any:
