@@ -188,10 +188,13 @@ def find_backup(
 ) -> BackupRecord:
     """Return a committed backup of dataset `name`, looked up in its repositories (no Dagster needed):
     the one with `backup_id` if given, else the newest of `partition_key` if given, else the newest.
+    Without `backup_id`, quarantined backups are passed over (backup_pipelines.quarantine): taking one needs
+    its id.
 
     Raise StorageError if no repository holds a matching backup.
     """
     unreachable: list[str] = []
+    passed_over: list[BackupRecord] = []
     for _, records in _listings(manifest, name, unreachable):
         matching = [
             record
@@ -199,12 +202,16 @@ def find_backup(
             if (backup_id is None or record.backup_id == backup_id)
             and (partition_key is None or record.partition_key == partition_key)
         ]
+        passed_over += [record for record in matching if record.quarantined and backup_id is None]
+        matching = [record for record in matching if backup_id is not None or not record.quarantined]
         if matching:
             return matching[-1]
     if backup_id:
         wanted = f"backup {backup_id}" + (f" in partition {partition_key}" if partition_key else "")
     else:
         wanted = f"a committed backup of partition {partition_key}" if partition_key else "any committed backup"
+    if passed_over:
+        wanted += f" that is not quarantined (quarantined, restorable with --backup-id: {passed_over[-1].backup_id})"
     raise _not_found(name, wanted, unreachable)
 
 
