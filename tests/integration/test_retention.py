@@ -89,7 +89,9 @@ def test_prune_deletes_from_every_repository(retention_manifest, s3_endpoint: S3
     for name in ("local", "s3"):
         assert ids(open_repository(manifest, name).list_backups("app_db")) == ids([history[0], history[2]])
     keys = [item["Key"] for item in s3_endpoint.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert len(keys) == 4  # two backups left: data and sidecar each
+    # two backups left: the dump, its globals.sql companion and the sidecar each; nothing of the expired ones
+    assert len(keys) == 6
+    assert {key.rsplit("/", 1)[-1].split(".")[0] for key in keys} == ids([history[0], history[2]])
     assert report.bytes_freed == 2 * sum(r.bytes_stored for r in report.expired)
 
 
