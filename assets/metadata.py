@@ -8,6 +8,7 @@ import dagster as dg
 
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.engines import RestoreReport
+from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD
 from backup_pipelines.manifest import SNAPSHOT_KINDS
 from backup_pipelines.operations import CopyCheck, StoredBackup
 from backup_pipelines.repository import BackupRecord
@@ -50,7 +51,11 @@ def backup_metadata(stored: StoredBackup) -> dict[str, Any]:
     }
     if tables:
         metadata["source_row_counts"] = _row_count_table(tables)
-    metadata["source_stats"] = dg.MetadataValue.json({k: v for k, v in stats.items() if k != "tables"})
+    kept_out = {"tables", FINGERPRINT, FINGERPRINT_METHOD, "fingerprint_samples"}
+    metadata["source_stats"] = dg.MetadataValue.json({k: v for k, v in stats.items() if k not in kept_out})
+    if FINGERPRINT in stats:  # the digests themselves stay in the sidecar: thousands of items are no metadata
+        metadata["fingerprint_items"] = dg.MetadataValue.int(len(stats[FINGERPRINT]))
+        metadata["fingerprint_method"] = dg.MetadataValue.text(str(stats.get(FINGERPRINT_METHOD, "")))
     if record.kind == "files":
         metadata.update(
             {
@@ -107,4 +112,7 @@ def restore_metadata(record: BackupRecord, report: RestoreReport, rto_seconds: f
         "checks_passed": dg.MetadataValue.int(len(report.outcomes) - len(report.failures)),
         "checks_total": dg.MetadataValue.int(len(report.outcomes)),
         "comparisons": dg.MetadataValue.json(outcomes),
+        "compared": dg.MetadataValue.text(
+            str(record.source_stats.get(FINGERPRINT_METHOD) or "counts and validation queries (no content fingerprint)")
+        ),
     }

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from backup_pipelines.engines.base import CheckOutcome, Dump, Feed, RestoreReport, restore_to_file
+from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
+from backup_pipelines.engines.sqlite_fingerprint import take_fingerprint
 from backup_pipelines.engines.validation import compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import IntegrityError, SourceUnavailableError
 from backup_pipelines.execute import Command, tool_version
@@ -23,8 +25,8 @@ TABLES_SQL = "select name from sqlite_master where type = 'table' and name not l
 
 
 def collect_stats(connection: sqlite3.Connection, dataset: SqliteDataset) -> dict[str, Any]:
-    """Return the database's table count, every table's row count and the values of the validation queries
-    that compare with the source."""
+    """Return the database's table count, every table's row count, the values of the validation queries
+    that compare with the source and (unless turned off) the content fingerprint."""
     tables = [row[0] for row in connection.execute(TABLES_SQL)]
     stats: dict[str, Any] = {"sqlite_version": sqlite3.sqlite_version, "table_count": len(tables)}
     if dataset.verification.compare_row_counts:
@@ -37,6 +39,8 @@ def collect_stats(connection: sqlite3.Connection, dataset: SqliteDataset) -> dic
         for query in dataset.verification.queries
         if query.expect.same_as_source
     }
+    if dataset.verification.fingerprint:
+        stats.update(take_fingerprint(connection, tables))
     return stats
 
 
@@ -110,6 +114,8 @@ class SqliteEngine:
             with closing(sqlite3.connect(path)) as connection:
                 restored = collect_stats(connection, dataset)
                 outcomes += compare_stats(record.source_stats, restored, dataset.verification)
+                if dataset.verification.fingerprint:
+                    outcomes += compare_fingerprints(record.source_stats, restored)
 
                 def run(query: str) -> Any:
                     row = connection.execute(query).fetchone()
@@ -117,6 +123,7 @@ class SqliteEngine:
 
                 outcomes += run_validation_queries(run, dataset.verification, record.source_stats)
             validation_seconds = time.monotonic() - started
+        restored.pop(FINGERPRINT, None)  # the report keeps the comparison's outcomes, not every digest
         report = RestoreReport(
             "temporary SQLite file (deleted)", restore_seconds, validation_seconds, record.bytes_raw, outcomes, restored
         )
