@@ -20,6 +20,7 @@ from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import find_backup, restore_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import ResticRepository, open_repository
+from backup_pipelines.repository.restic_walk import read_walk, walk_ids
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22"]
@@ -39,6 +40,7 @@ def files_manifest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repository: dict[str, Any], **source: Any
 ) -> Manifest:
     monkeypatch.setenv("TEST_RESTIC_PASSWORD", "restic-test-password")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the walk cache stays in the test's folder
     make_tree(tmp_path / "etc")
     data = {
         "partition_start": "2026-11-01",
@@ -77,7 +79,8 @@ def test_files_round_trip_incremental_with_modes(tmp_path: Path, monkeypatch: py
     [check] = verify_backup(manifest, "configs", third)
     assert check.archive["restic_check"] == "no errors found"
     report = restore_test_backup(manifest, "configs", third)
-    assert [o.name for o in report.outcomes] == ["file count", "total bytes", "sample digest"] and not report.failures
+    assert [o.name for o in report.outcomes] == ["file count", "total bytes", "sample digest", "content fingerprint"]
+    assert not report.failures
     restored = restore_backup(
         manifest, "configs", find_backup(manifest, "configs", PARTITIONS[0]), str(tmp_path / "out")
     )
@@ -138,8 +141,11 @@ def test_files_into_a_restic_repository_on_s3_with_retention(
     assert restore_test_backup(manifest, "configs", records[0]).failures == []
     report = prune_dataset(manifest, "configs")  # keep_last 1 + the newest restore-tested one
     assert {r.backup_id for r in report.expired} == {records[1].backup_id}
-    left = open_repository(manifest, "restic").list_backups("configs")
+    repository = open_repository(manifest, "restic")
+    left = repository.list_backups("configs")
     assert {r.backup_id for r in left} == {records[0].backup_id, records[2].backup_id}
+    assert isinstance(repository, ResticRepository)  # the expired backup's walk went with it, not the others'
+    assert [bool(walk_ids(repository, record.backup_id)) for record in records] == [True, False, True]
 
 
 def test_files_datasets_get_the_same_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,9 +157,9 @@ def test_files_datasets_get_the_same_assets(tmp_path: Path, monkeypatch: pytest.
     )
     assert result.success
     [backup] = result.asset_materializations_for_node("backup__configs")
-    assert backup.metadata["location"].value.startswith("restic:")
+    assert str(backup.metadata["location"].value).startswith("restic:")
     [restore] = result.asset_materializations_for_node("restore_test__configs")
-    assert restore.metadata["checks_passed"].value == 3
+    assert restore.metadata["checks_passed"].value == 4  # the three numbers and the content fingerprint
 
 
 def test_file_tree_snapshots_are_copied_to_a_second_restic_repository(
@@ -177,6 +183,9 @@ def test_file_tree_snapshots_are_copied_to_a_second_restic_repository(
     assert set(locations) == {"restic", "offsite"}
     [copied] = open_repository(manifest, "offsite").list_backups("configs")
     assert copied.backup_id == record.backup_id and copied.source_stats["sample"] == record.source_stats["sample"]
+    offsite = open_repository(manifest, "offsite")
+    assert isinstance(offsite, ResticRepository) and read_walk(offsite, record.backup_id) is not None
+    assert restore_test_backup(manifest, "configs", record).failures == []
     assert [check.repository for check in verify_backup(manifest, "configs", record)] == ["restic", "offsite"]
 
 
