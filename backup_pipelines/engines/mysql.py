@@ -32,7 +32,7 @@ from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD
 from backup_pipelines.engines.mysql_enums import ColumnRewrite, lost_columns, refuse, tables_with_enum_error_values
 from backup_pipelines.engines.mysql_stream import DumpFilter, StrictDumpWriter, alter_database_line, plain_name
 from backup_pipelines.engines.validation import compare_stats, jsonable, run_validation_queries
-from backup_pipelines.errors import IntegrityError, SourceUnavailableError
+from backup_pipelines.errors import IntegrityError, RestoreTargetExistsError, SourceUnavailableError
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
 from backup_pipelines.manifest import Manifest, MysqlDataset, MysqlServerConfig, read_secret
 from backup_pipelines.repository.base import BackupRecord
@@ -302,9 +302,21 @@ class MysqlEngine:
         dataset = self._dataset(manifest, name)
         server_name = server_name or dataset.restore_test.server or dataset.source.server
         server, password = mysql_server(manifest, server_name), _password(manifest, server_name)
-        with closing(connect(server, password)) as admin, admin.cursor() as cursor:
-            cursor.execute(create_database_sql(target, {}))  # the stored dump sets the source's defaults
-        run_restore_tool(mysql_restore_command(server, target, password), strict_feed(feed))
+        with closing(connect(server, password)) as admin:
+            with admin.cursor() as cursor:
+                cursor.execute("select 1 from information_schema.schemata where schema_name = %s", (target,))
+                if cursor.fetchone() is not None:
+                    raise RestoreTargetExistsError(
+                        f"database {target!r} already exists on {server.host}:{server.port}: a restore never "
+                        "overwrites; choose another name"
+                    )
+                cursor.execute(create_database_sql(target, {}))  # the stored dump sets the source's defaults
+            try:
+                run_restore_tool(mysql_restore_command(server, target, password), strict_feed(feed))
+            except BaseException:  # never leave a half-restored database under the target's name
+                with admin.cursor() as cursor:
+                    cursor.execute(f"drop database if exists {_quote(target)}")
+                raise
         return f"mysql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:

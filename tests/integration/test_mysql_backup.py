@@ -11,9 +11,9 @@ import pytest
 
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
-from backup_pipelines.errors import SourceUnavailableError, ValidationFailedError
+from backup_pipelines.errors import BackupError, RestoreTargetExistsError, SourceUnavailableError, ValidationFailedError
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
+from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.sandbox import free_port
 from tests.conftest import MYSQL_PASSWORD_ENV, write_manifest
 
@@ -81,6 +81,25 @@ def test_mysql_round_trip_with_routines_triggers_and_utf8(tmp_path: Path, mariad
     with mariadb.connect() as connection, connection.cursor() as cursor:
         cursor.execute("show databases like 'bp_restore_%'")
         assert cursor.fetchall() == ()
+
+
+def test_a_mysql_restore_never_overwrites_and_a_failed_one_leaves_no_database(
+    tmp_path: Path, mariadb: Any, age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = mysql_manifest(tmp_path, mariadb, age_keys)
+    monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
+    record = run_backup(manifest, "shop", PARTITION).record
+    restore_backup(manifest, "shop", record, "shop_restored_once")
+    with pytest.raises(RestoreTargetExistsError, match="'shop_restored_once' already exists"):
+        restore_backup(manifest, "shop", record, "shop_restored_once")
+    stored = manifest.resolve_path(str(tmp_path / "repo")) / record.object_path
+    stored.write_bytes(stored.read_bytes()[:-100])  # damaged: the checksum fails part-way through the replay
+    with pytest.raises(BackupError):
+        restore_backup(manifest, "shop", record, "shop_half")
+    with mariadb.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("show databases like 'shop_half'")
+        assert cursor.fetchall() == ()
+        cursor.execute("drop database shop_restored_once")
 
 
 def test_row_counts_are_consistent_with_the_dump_under_concurrent_writes(
