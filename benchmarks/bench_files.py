@@ -50,6 +50,7 @@ def main() -> int:
         folder = Path(work)
         build_tree(folder / "tree", arguments.size_gb, arguments.files)
         os.environ["BENCH_RESTIC_PASSWORD"] = "bench"
+        os.environ["XDG_CACHE_HOME"] = str(folder / "cache")  # our walk cache, removed with the folder
         from backup_pipelines.manifest import load_manifest
         from backup_pipelines.operations import run_backup
         from backup_pipelines.repository import ResticRepository, open_repository

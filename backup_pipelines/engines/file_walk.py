@@ -164,7 +164,7 @@ def hash_entries(
     by_inode: dict[str, str] = {}
     hashed: list[Entry] = []
     for entry in entries:
-        if entry.path not in chosen or entry.type != "file":  # a fifo in its place must not block the read
+        if entry.path not in chosen or entry.type != "file" or entry.sha256 is not None:  # (a fifo would block)
             hashed.append(entry)
             continue
         digest = known.get(_unchanged_key(entry))

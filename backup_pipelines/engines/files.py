@@ -24,7 +24,9 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +69,7 @@ from backup_pipelines.repository.restic_walk import (
 from backup_pipelines.threads import Worker
 
 LOG = logging.getLogger("backup_pipelines")
+REMOTE_WALK_MIN_BYTES = 256_000_000  # sha256 reads ~0.5 GB/s here; a restic dump costs about half a second
 
 
 @functools.cache
@@ -95,9 +98,12 @@ def restic_summary(output: str, location: str) -> dict[str, Any]:
     raise StorageError(f"restic backup into {location} printed no summary")
 
 
-def _previous_entries(repository: ResticRepository, name: str) -> list[Entry]:
-    """Return the last walk's entries: from this machine's cache, else from the repository, else none."""
-    data = read_cached_walk(name, repository.location) or read_latest_walk(repository, HOST, name)
+def _previous_entries(repository: ResticRepository, name: str, to_hash: int) -> list[Entry]:
+    """Return the last walk's entries: from this machine's cache, else from the repository when the files to
+    hash hold at least REMOTE_WALK_MIN_BYTES (reading them would cost more than a `restic dump`), else none."""
+    data = read_cached_walk(name, repository.location)
+    if not data and to_hash >= REMOTE_WALK_MIN_BYTES:
+        data = read_latest_walk(repository, HOST, name)
     if not data:
         return []
     try:
@@ -106,13 +112,32 @@ def _previous_entries(repository: ResticRepository, name: str) -> list[Entry]:
         return []
 
 
+class PendingWalk:
+    """A walk whose budgeted files are hashed on first use, once: in the thread that stores the walk, while
+    restic reads the same files for the tree's snapshot."""
+
+    def __init__(self, partial: Walk, chosen: set[bytes], previous: list[Entry]) -> None:
+        self.partial, self._chosen, self._previous = partial, chosen, previous
+        self._lock = threading.Lock()
+        self._done: tuple[Walk, bytes] | None = None
+
+    def result(self) -> tuple[Walk, bytes]:
+        """Return the finished walk and its encoding (hashing on the first call)."""
+        with self._lock:
+            if self._done is None:
+                entries = hash_entries(self.partial.entries, self._chosen, previous=self._previous)
+                finished = replace(self.partial, entries=entries)
+                self._done = (finished, encode_walk(finished))
+            return self._done
+
+
 def store_both(
-    repository: ResticRepository, name: str, backup_id: str, walk_data: bytes, arguments: list[str]
+    repository: ResticRepository, name: str, backup_id: str, pending: PendingWalk, arguments: list[str]
 ) -> dict[str, Any]:
     """Store the walk and back up the tree into `repository` as two restic runs at once; return the tree
     backup's summary. If the walk cannot be stored, forget the tree's snapshot and raise StorageError."""
     repository.ensure_initialized()
-    walker = Worker(lambda: store_walk(repository, HOST, name, backup_id, walk_data), f"walk-{name}")
+    walker = Worker(lambda: store_walk(repository, HOST, name, backup_id, pending.result()[1]), f"walk-{name}")
     walker.start()
     try:
         summary = restic_summary(repository.run(*arguments, timeout=None), repository.location)
@@ -167,14 +192,20 @@ class FilesEngine:
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         return {"restic": restic_version()}
 
-    def take_walk(self, dataset: FilesDataset, roots: list[bytes], previous: list[Entry]) -> Walk:
-        """Walk the source tree and hash what the dataset's verification asks for (see `paths_to_hash`)."""
+    def take_walk(
+        self, dataset: FilesDataset, name: str, roots: list[bytes], repository: ResticRepository
+    ) -> PendingWalk:
+        """Walk the source tree and hash the old sample now (the snapshot's tags need its digest); the other
+        files the dataset's verification asks for (see `paths_to_hash`) are hashed by the returned walk. Digests
+        of files unchanged since the last walk (`_previous_entries`) are reused."""
         source = dataset.source
         entries = walk(roots, source.exclude)
         budget = source.hash_budget_bytes if dataset.verification.fingerprint else 0
         chosen, all_hashed = paths_to_hash(entries, budget, source.sample_files)
-        entries = hash_entries(entries, chosen, previous=previous)
-        return Walk(roots, list(source.exclude), all_hashed, budget, entries)
+        to_hash = sum(entry.size for entry in entries if entry.path in chosen and entry.type == "file")
+        previous = _previous_entries(repository, name, to_hash)
+        entries = hash_entries(entries, set(legacy_sample(entries, source.sample_files)), previous=previous)
+        return PendingWalk(Walk(roots, list(source.exclude), all_hashed, budget, entries), chosen, previous)
 
     def backup(
         self,
@@ -195,10 +226,11 @@ class FilesEngine:
         moment = (started_at or datetime.now(UTC)).astimezone(UTC)
         backup_id = new_backup_id(moment)
         repositories[0].ensure_initialized()
-        recorded = self.take_walk(dataset, roots, _previous_entries(repositories[0], name))
-        specials = special_report(recorded.entries)
-        _report_specials(name, recorded.entries, specials)
-        legacy = legacy_numbers(recorded.entries, dataset.source.sample_files)
+        pending = self.take_walk(dataset, name, roots, repositories[0])
+        entries = pending.partial.entries
+        specials = special_report(entries)
+        _report_specials(name, entries, specials)
+        legacy = legacy_numbers(entries, dataset.source.sample_files)
         tags = [
             f"{TAG_DATASET}{name}",
             f"{TAG_PARTITION}{partition_key}",
@@ -208,13 +240,13 @@ class FilesEngine:
             f"{TAG_SAMPLE}{legacy['sample']}",
             TAG_WALKED,
         ]
-        walk_data = encode_walk(recorded)
         arguments = restic_backup_arguments(tags, dataset.source.exclude, roots, moment)
         summaries, locations = [], {}
         for repository in repositories:
-            summary = store_both(repository, name, backup_id, walk_data, arguments)
+            summary = store_both(repository, name, backup_id, pending, arguments)
             summaries.append(summary)
             locations[repository.name] = repository.uri(summary["snapshot_id"])
+        recorded, walk_data = pending.result()
         write_cached_walk(name, repositories[0].location, walk_data)
         summary = summaries[0]
         hashed = [entry for entry in recorded.entries if entry.sha256 is not None]
@@ -322,11 +354,14 @@ class FilesEngine:
         self, manifest: Manifest, name: str, repository: ResticRepository, record: BackupRecord, target: str
     ) -> str:
         """Restore the snapshot under the new folder `target` (never into an existing one), then put back what
-        restic 0.14 alters (symlink targets that are not UTF-8) from the recorded walk."""
+        restic 0.14 alters (symlink targets that are not UTF-8) from the recorded walk. The restore goes into a
+        temporary sibling folder renamed to `target` once whole (see `engines.base.new_folder`)."""
+        from backup_pipelines.engines.base import new_folder
+
         path = os.path.abspath(target)
-        os.makedirs(path, exist_ok=False)
-        repository.run("restore", record.object_name, f"--target={path}", timeout=None)
-        data = read_walk(repository, record.backup_id)
-        if data:
-            repair_restored(decode_walk(data).entries, os.fsencode(path))
+        with new_folder(path) as folder:
+            repository.run("restore", record.object_name, f"--target={folder}", timeout=None)
+            data = read_walk(repository, record.backup_id)
+            if data:
+                repair_restored(decode_walk(data).entries, os.fsencode(folder))
         return path
