@@ -57,13 +57,6 @@ def store_walk(repository: ResticRepository, host: str, dataset: str, backup_id:
         ) from error
 
 
-def walk_snapshots(repository: ResticRepository, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Return the walk snapshots (restic's JSON), optionally of one dataset."""
-    arguments = ["snapshots", "--json", "--tag", f"{TAG_WALK_DATASET}{dataset}"] if dataset else ["snapshots", "--json"]
-    snapshots = json.loads(repository.run(*arguments, timeout=300) or "[]") or []
-    return [snapshot for snapshot in snapshots if walk_backup_id(snapshot) is not None]
-
-
 def walk_backup_id(snapshot: dict[str, Any]) -> str | None:
     """Return the backup id a walk snapshot belongs to, or None for any other snapshot."""
     for tag in snapshot.get("tags") or []:
