@@ -14,9 +14,11 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, unquote
 
 from backup_pipelines.errors import CommandFailedError, StorageError
 from backup_pipelines.execute import Command, run
+from backup_pipelines.repository import restic_walk
 from backup_pipelines.repository.base import BackupRecord, BackupStore
 
 TAG_DATASET = "bp-dataset="
@@ -26,6 +28,8 @@ TAG_FILES = "bp-files="
 TAG_BYTES = "bp-bytes="
 TAG_SAMPLE = "bp-sample="
 TAG_TESTED = "bp-restore-tested"
+TAG_QUARANTINE = "bp-quarantine="  # the reason, percent-encoded (restic splits tags at commas)
+TAG_QUARANTINED_AT = "bp-quarantined-at="
 HOST = "backup-pipelines"
 LOCK_WAIT_SECONDS = 900  # how long a run waits for another run's restic lock on a shared repository
 LOG = logging.getLogger("backup_pipelines")
@@ -65,7 +69,13 @@ class ResticRepository(BackupStore):
                 f"restic {arguments[0]} on {self.location} failed: {error.stderr.strip()[-1500:]}"
             ) from error
 
-    def run_unlocked(self, *arguments: str, timeout: float | None = None, extra: dict[str, str] | None = None) -> str:
+    def run_unlocked(
+        self,
+        *arguments: str,
+        timeout: float | None = None,
+        extra: dict[str, str] | None = None,
+        input_bytes: bytes | None = None,
+    ) -> str:
         """Run restic; return its stdout. Datasets sharing a repository run at once (one backs up while another's
         retention prunes) and restic refuses a conflicting lock, so a locked repository is tried again with
         backoff for up to LOCK_WAIT_SECONDS (the installed restic 0.14 has no --retry-lock). Raise
@@ -74,7 +84,7 @@ class ResticRepository(BackupStore):
         delay = 1.0
         while True:
             try:
-                return run(self.command(*arguments, extra=extra), timeout=timeout)
+                return run(self.command(*arguments, extra=extra), input_bytes=input_bytes, timeout=timeout)
             except CommandFailedError as error:
                 if "repository is already locked" not in error.stderr or time.monotonic() + delay > deadline:
                     raise
@@ -111,8 +121,12 @@ class ResticRepository(BackupStore):
         return sorted(records, key=lambda record: (record.created_at, record.partition_key, record.backup_id))
 
     def delete_backup(self, record: BackupRecord) -> None:
-        """Forget the snapshot (atomic in restic); `finish_deletes` reclaims the space."""
+        """Forget the snapshot (atomic in restic), then the walk recorded with it (a file tree's second snapshot,
+        see `restic_walk`); `finish_deletes` reclaims the space."""
         self.run("forget", record.object_name, timeout=600)
+        walks = restic_walk.walk_ids(self, record.backup_id)
+        if walks:
+            self.run("forget", *walks, timeout=600)
 
     def copy_from(self, source: ResticRepository, record: BackupRecord) -> str:
         """Copy `record`'s snapshot from `source` into this repository (restic copy); return its new location.
@@ -124,10 +138,13 @@ class ResticRepository(BackupStore):
             if current is None:
                 raise StorageError(f"backup {record.backup_id} is not in {source.location}")
             extra = {"RESTIC_FROM_REPOSITORY": source.location, "BP_RESTIC_FROM_PASSWORD": source.password}
-            self.run(
+            have_walk = restic_walk.walk_ids(self, record.backup_id)
+            walks = [] if have_walk else restic_walk.walk_ids(source, record.backup_id)
+            self.run(  # the walk first: the tree snapshot, copied last, makes the copy exist
                 "copy",
                 "--from-password-command",
                 "printenv BP_RESTIC_FROM_PASSWORD",
+                *walks,
                 current.object_name,
                 timeout=None,
                 extra=extra,
@@ -142,6 +159,10 @@ class ResticRepository(BackupStore):
         return self.environment.get("RESTIC_PASSWORD", "")
 
     def finish_deletes(self) -> None:
+        """Forget walks left by interrupted file-tree backups (`restic_walk.orphan_walk_ids`), then prune."""
+        orphans = restic_walk.orphan_walk_ids(self)
+        if orphans:
+            self.run("forget", *orphans, timeout=600)
         self.run("prune", timeout=3600)
 
     def restore_tested(self, dataset: str) -> set[str]:
@@ -155,6 +176,28 @@ class ResticRepository(BackupStore):
         """Tag the snapshot (restic gives it a new snapshot id; the backup id tag stays)."""
         self.run("tag", "--add", TAG_TESTED, record.object_name, timeout=300)
 
+    def set_quarantine(self, record: BackupRecord, reason: str | None, at: str | None = None) -> None:
+        """Replace the snapshot's quarantine tags (`restic tag`; the snapshot gets a new id, the backup id tag
+        stays): add them with `reason`, or only remove them when releasing."""
+        snapshot = next((s for s in self.snapshots(record.dataset) if _has_id(s, record.backup_id)), None)
+        if snapshot is None:
+            raise StorageError(f"backup {record.backup_id} of {record.dataset} is not in {self.location}")
+        old = [t for t in snapshot.get("tags") or [] if t.startswith((TAG_QUARANTINE, TAG_QUARANTINED_AT))]
+        new = [] if reason is None else quarantine_tags(reason, at or datetime.now(UTC).isoformat())
+        arguments = [argument for tag in old if tag not in new for argument in ("--remove", tag)]
+        arguments += [argument for tag in new if tag not in old for argument in ("--add", tag)]
+        if arguments:
+            self.run("tag", *arguments, str(snapshot["id"]), timeout=300)
+
+
+def quarantine_tags(reason: str, at: str) -> list[str]:
+    """Return the restic tags that mark a snapshot quarantined with `reason` (no commas: restic splits there)."""
+    return [TAG_QUARANTINE + quote(reason, safe=" :;()/=+-_.@'<>[]"), TAG_QUARANTINED_AT + at]
+
+
+def _has_id(snapshot: dict[str, Any], backup_id: str) -> bool:
+    return tag_value(list(snapshot.get("tags") or []), TAG_ID) == backup_id
+
 
 def _record(snapshot: dict[str, Any]) -> BackupRecord | None:
     tags = list(snapshot.get("tags") or [])
@@ -163,6 +206,7 @@ def _record(snapshot: dict[str, Any]) -> BackupRecord | None:
         return None
     created = parse_restic_time(str(snapshot["time"]))
     total = int(tag_value(tags, TAG_BYTES) or 0)
+    reason = tag_value(tags, TAG_QUARANTINE)
     return BackupRecord(
         dataset=dataset,
         partition_key=tag_value(tags, TAG_PARTITION) or "",
@@ -182,6 +226,8 @@ def _record(snapshot: dict[str, Any]) -> BackupRecord | None:
             "sample": tag_value(tags, TAG_SAMPLE) or "",
             "paths": list(snapshot.get("paths") or []),
         },
+        quarantine_reason=None if reason is None else unquote(reason),
+        quarantined_at=tag_value(tags, TAG_QUARANTINED_AT) if reason is not None else None,
     )
 
 
