@@ -6,6 +6,8 @@ no network, no tool is touched until a run starts.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -16,9 +18,12 @@ from assets.jobs import build_jobs
 from assets.monitoring import build_failure_sensor, build_rpo_check, build_rpo_sensor
 from assets.reports import backup_status, dr_runbook, reports_job, reports_schedule
 from assets.retention import RetentionResource, build_retention_asset, build_retention_job
+from backup_pipelines.errors import ManifestError
 from backup_pipelines.manifest import load_manifest
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
+# Dagster sets this while `dagster definitions validate` (and `dg check defs`) imports the code location.
+VALIDATION_CLI_ENV = "DAGSTER_IS_DEFS_VALIDATION_CLI"
 # The rpo_alerts sensor records each RPO check as it changes; the watch job re-evaluates all of them daily.
 WATCH_CRON = "0 5 * * *"
 
@@ -69,4 +74,28 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     )
 
 
-defs = build_definitions()
+class InvalidManifestError(dg.DagsterError):
+    """The code location cannot load: the manifest has problems, and the message lists them (nothing else).
+
+    A DagsterError is shown by Dagster as it is, not wrapped in a DagsterUserCodeLoadError, so the UI's
+    code-location error starts with the problems.
+    """
+
+
+def load_code_location() -> dg.Definitions:
+    """Return the Definitions of the configured manifest, making a bad manifest's problems the first thing shown.
+
+    Under `dagster definitions validate` the problems are printed alone on stderr and the process exits 1:
+    Dagster would otherwise bury them in its log lines and a stack trace. Everywhere else (the UI's code
+    server, `dagster job execute`) an InvalidManifestError carrying only the problems is raised.
+    """
+    try:
+        return build_definitions()
+    except ManifestError as error:
+        if os.environ.get(VALIDATION_CLI_ENV):
+            print(error.report(), file=sys.stderr)
+            raise SystemExit(1) from None
+        raise InvalidManifestError(error.report()) from None
+
+
+defs = load_code_location()

@@ -30,6 +30,10 @@ class ManifestError(BackupError):
         self.problems = problems
         super().__init__("\n".join(problem.render(file) for problem in problems))
 
+    def report(self) -> str:
+        """Return the problems under a one-line header saying how many there are, as shown to operators."""
+        return f"manifest {self.file} has {len(self.problems)} problem(s):\n{self}"
+
 
 class MissingSecretError(BackupError):
     """A secret the manifest refers to (an environment variable or a key file) is not available."""

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from backup_pipelines.manifest.policies import DatasetAlerts, DatasetBase
 from backup_pipelines.manifest.storage import AwsAccess
-from backup_pipelines.manifest.types import Owner, Schedule, StrictModel
+from backup_pipelines.manifest.types import Owner, Schedule, StrictInt, StrictModel
 
 
 class SnapshotDatasetBase(DatasetBase):
@@ -40,7 +40,7 @@ class RestoreLogin(StrictModel):
     database: str = Field(min_length=1, description="Database to query on the restored instance.")
     user: str = Field(min_length=1, description="A user of the source instance (e.g. its master user).")
     password_env: str = Field(description="Env var holding that user's password; never inline.")
-    query_timeout_seconds: int = Field(
+    query_timeout_seconds: StrictInt = Field(
         600, ge=1, le=86400, description="A validation query running longer fails (the instance is deleted anyway)."
     )
 

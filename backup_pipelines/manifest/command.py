@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from backup_pipelines.manifest.policies import DatasetBase
-from backup_pipelines.manifest.types import StrictModel
+from backup_pipelines.manifest.types import StrictInt, StrictModel
 
 
 class CommandSource(StrictModel):
@@ -19,7 +19,9 @@ class CommandSource(StrictModel):
     )
     extension: str = Field("bin", pattern=r"^[a-z0-9]+$", description="File extension of the raw dump.")
     working_directory: str | None = Field(None, description="Folder to run in; relative to the manifest's folder.")
-    timeout_seconds: int | None = Field(None, ge=1, description="Kill the command after this long.")
+    timeout_seconds: StrictInt | None = Field(
+        None, ge=1, le=7 * 86400, description="Kill the command after this long (at most a week)."
+    )
 
 
 class CommandDataset(DatasetBase):

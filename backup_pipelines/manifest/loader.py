@@ -21,7 +21,25 @@ from backup_pipelines.manifest.types import (
     UNION_PARENTS,
     UNION_TAGS,
     WATCH_KINDS,
+    recipient_problem,
 )
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _ManifestLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe YAML loader, except that a date or time that does not exist (2026-13-01) stays a string, so
+    the field it is in reports it instead of the whole file failing with a traceback."""
+
+    def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_ManifestLoader.add_constructor(TIMESTAMP_TAG, _ManifestLoader.construct_lenient_timestamp)
 
 
 def read_secret(variable: str, needed_by: str) -> str:
@@ -54,26 +72,111 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
 
 
 def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
-    """Given the YAML text of a manifest and the name to report it under, return the validated Manifest."""
-    try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ManifestError(file, [Problem("", f"not valid YAML: {error}", line)]) from error
+    """Given the YAML text of a manifest and the name to report it under, return the validated Manifest.
+
+    Relative paths checked at load time (recipients_file) are resolved against the file's folder, or the
+    current folder for text without a file. Raise ManifestError listing every problem found.
+    """
+    root, data = _read_yaml(text, file)
     if not isinstance(data, dict):
         raise ManifestError(file, [Problem("", "the manifest must be a mapping with datasets and repositories")])
-    problems = _cross_reference_problems(data)
+    base_dir = Path(file).resolve().parent if file != "<manifest>" else Path.cwd()
+    problems = _duplicate_key_problems(root, "", set())
+    problems += _cross_reference_problems(data) + _recipients_file_problems(data, base_dir)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as error:
         problems = [_problem_from(item) for item in error.errors()] + problems
     if problems:
-        root = yaml.compose(text, Loader=SAFE_LOADER)  # node positions, only to put line numbers in errors
         raise ManifestError(file, [_with_line(problem, root) for problem in problems])
     if file != "<manifest>":
         manifest._path = Path(file).resolve()
     return manifest
+
+
+def _read_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
+    """Parse the YAML text once; return its node tree (positions, duplicate keys) and its data.
+
+    Raise ManifestError with the line if the text is not YAML.
+    """
+    loader = _ManifestLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ManifestError(file, [Problem("", f"not valid YAML: {error}", line)]) from error
+    except RecursionError as error:
+        raise ManifestError(file, [Problem("", "not usable YAML: nested too deeply")]) from error
+    finally:
+        loader.dispose()
+
+
+def _duplicate_key_problems(node: yaml.Node | None, path: str, seen: set[int]) -> list[Problem]:
+    """Return a problem for every key written twice in one mapping, anywhere under `node` (YAML would keep
+    only the last one silently), naming the key's path and both lines."""
+    if node is None or id(node) in seen:  # aliases share nodes, and may even loop
+        return []
+    seen.add(id(node))
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        first_lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if key.tag == MERGE_TAG or not isinstance(key, yaml.ScalarNode):
+                continue
+            where = f"{path}.{key.value}" if path else str(key.value)
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) in first_lines:
+                first = first_lines[(key.tag, key.value)]
+                message = f"duplicate key {key.value!r} on lines {first} and {line}: YAML would keep only the last"
+                problems.append(Problem(where, message, line))
+            first_lines.setdefault((key.tag, key.value), line)
+            problems += _duplicate_key_problems(value, where, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_key_problems(item, f"{path}.{index}" if path else str(index), seen)
+    return problems
+
+
+def _recipients_file_problems(data: dict[str, Any], base_dir: Path) -> list[Problem]:
+    """Return the problems of every enabled encryption block's recipients_file: missing, unreadable, empty,
+    or holding a line that is not an age public key (a secret key above all)."""
+    blocks = [("encryption", data.get("encryption"))] + [
+        (f"datasets.{name}.encryption", _mapping(dataset).get("encryption"))
+        for name, dataset in _mapping(data.get("datasets")).items()
+    ]
+    problems = []
+    for where, block in blocks:
+        settings = _mapping(block)
+        name = settings.get("recipients_file")
+        if settings.get("enabled", True) is not False and isinstance(name, str) and name:
+            problems += _recipients_file_lines(f"{where}.recipients_file", name, base_dir)
+    return problems
+
+
+def _recipients_file_lines(where: str, name: str, base_dir: Path) -> list[Problem]:
+    path = Path(os.path.expanduser(name))
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return [Problem(where, f"age recipients file {path} does not exist (relative to the manifest's folder)")]
+    except (OSError, UnicodeDecodeError) as error:
+        return [Problem(where, f"cannot read the age recipients file {path}: {error}")]
+    problems = []
+    recipients = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        recipients += 1
+        problem = recipient_problem(line)
+        if problem:
+            problems.append(Problem(where, f"{path} line {number}: {problem}"))
+    if not recipients:
+        problems.append(Problem(where, f"the age recipients file {path} lists no recipient"))
+    return problems
 
 
 def manifest_json_schema() -> dict[str, Any]:
@@ -227,6 +330,9 @@ def _tag_name(location: list[str]) -> str:
 
 
 def _with_line(problem: Problem, root: yaml.Node | None) -> Problem:
+    """Return the problem with the line of the deepest node its path reaches, unless it has a line already."""
+    if problem.line is not None:
+        return problem
     node = root
     for part in problem.path.split(".") if problem.path else []:
         node = _child(node, part)

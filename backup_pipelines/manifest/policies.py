@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-import pyrage
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from backup_pipelines.manifest.types import Duration, Name, Owner, Schedule, StrictModel
+from backup_pipelines.durations import format_duration
+from backup_pipelines.manifest.types import (
+    MAX_KEEP,
+    AgeRecipient,
+    Duration,
+    Name,
+    Owner,
+    Schedule,
+    StrictInt,
+    StrictModel,
+    schedule_period,
+)
 
 
 class Expectation(StrictModel):
@@ -41,7 +51,7 @@ class TableSample(StrictModel):
     each covering `range_fraction` of its share, instead of every row."""
 
     key: str = Field(min_length=1, description="An indexed integer column (the primary key) to take ranges of.")
-    ranges: int = Field(16, ge=1, le=1000, description="How many key ranges to digest.")
+    ranges: StrictInt = Field(16, ge=1, le=1000, description="How many key ranges to digest.")
     range_fraction: float = Field(
         0.05, gt=0, le=1, description="Share of each range's slice of the key span that is digested."
     )
@@ -71,31 +81,33 @@ class Encryption(StrictModel):
     """age encryption of the stored backup. On unless `enabled: false` is written explicitly."""
 
     enabled: bool = Field(True, description="Encrypt with age; turning it off must be explicit.")
-    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...).")
+    recipients: list[AgeRecipient] = Field(default_factory=list, description="age public keys (age1...).")
     recipients_file: str | None = Field(
-        None, description="File of age public keys, one per line (relative to the manifest's folder)."
+        None,
+        description="File of age public keys, one per line, # comments allowed (relative to the manifest's "
+        "folder); it must exist when the manifest is loaded.",
     )
-
-    @field_validator("recipients")
-    @classmethod
-    def _parse_recipients(cls, recipients: list[str]) -> list[str]:
-        for recipient in recipients:
-            try:
-                pyrage.x25519.Recipient.from_str(recipient)
-            except Exception as error:  # pyrage raises its own RecipientError
-                raise ValueError(f"not an age X25519 recipient: {recipient!r} ({error})") from error
-        return recipients
 
 
 class Retention(StrictModel):
     """Grandfather-father-son retention with restic's `forget` semantics (enforced by the prune job)."""
 
-    keep_last: int | None = Field(None, ge=1, description="Keep the newest N backups.")
-    keep_hourly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N hours.")
-    keep_daily: int | None = Field(None, ge=1, description="Keep the newest backup of each of N days.")
-    keep_weekly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N ISO weeks.")
-    keep_monthly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N months.")
-    keep_yearly: int | None = Field(None, ge=1, description="Keep the newest backup of each of N years.")
+    keep_last: StrictInt | None = Field(None, ge=1, le=MAX_KEEP, description="Keep the newest N backups.")
+    keep_hourly: StrictInt | None = Field(
+        None, ge=1, le=MAX_KEEP, description="Keep the newest backup of each of N hours."
+    )
+    keep_daily: StrictInt | None = Field(
+        None, ge=1, le=MAX_KEEP, description="Keep the newest backup of each of N days."
+    )
+    keep_weekly: StrictInt | None = Field(
+        None, ge=1, le=MAX_KEEP, description="Keep the newest backup of each of N ISO weeks."
+    )
+    keep_monthly: StrictInt | None = Field(
+        None, ge=1, le=MAX_KEEP, description="Keep the newest backup of each of N months."
+    )
+    keep_yearly: StrictInt | None = Field(
+        None, ge=1, le=MAX_KEEP, description="Keep the newest backup of each of N years."
+    )
     keep_within: Duration | None = Field(None, description="Keep every backup younger than this (from the newest).")
     min_age: Duration = Field(
         timedelta(hours=1), description="Never expire a backup younger than this, whatever the rules say."
@@ -118,21 +130,23 @@ class RestoreTestConfig(StrictModel):
 class Compliance(StrictModel):
     """The 3-2-1 rule a dataset must meet (the live source counts as one copy)."""
 
-    copies: int = Field(3, ge=1, description="Copies of the data, counting the live source.")
-    media: int = Field(2, ge=1, description="Distinct media among the backup copies.")
-    offsite: int = Field(1, ge=0, description="Copies in repositories marked offsite.")
-    immutable: int = Field(0, ge=0, description="Copies in repositories that cannot be deleted early (Object Lock).")
+    copies: StrictInt = Field(3, ge=1, le=20, description="Copies of the data, counting the live source.")
+    media: StrictInt = Field(2, ge=1, le=20, description="Distinct media among the backup copies.")
+    offsite: StrictInt = Field(1, ge=0, le=20, description="Copies in repositories marked offsite.")
+    immutable: StrictInt = Field(
+        0, ge=0, le=20, description="Copies in repositories that cannot be deleted early (Object Lock)."
+    )
 
 
 class AnomalyThresholds(StrictModel):
     """When a backup's size, rows or duration is anomalous against the dataset's own history."""
 
-    history: int = Field(10, ge=1, le=200, description="How many earlier successful backups to compare with.")
-    min_history: int = Field(3, ge=1, description="Fewer earlier backups than this: pass with a note.")
+    history: StrictInt = Field(10, ge=1, le=200, description="How many earlier successful backups to compare with.")
+    min_history: StrictInt = Field(3, ge=1, le=200, description="Fewer earlier backups than this: pass with a note.")
     drop_below: float = Field(0.5, gt=0, lt=1, description="ERROR when bytes fall below this x the median.")
-    spike_above: float = Field(3.0, gt=1, description="WARN when bytes exceed this x the median.")
+    spike_above: float = Field(3.0, gt=1, le=1000, description="WARN when bytes exceed this x the median.")
     table_loss_above: float = Field(0.5, gt=0, lt=1, description="ERROR when a table loses more than this share.")
-    duration_above: float = Field(3.0, gt=1, description="WARN when the backup takes over this x the median.")
+    duration_above: float = Field(3.0, gt=1, le=1000, description="WARN when the backup takes over this x the median.")
 
 
 class DatasetAlerts(StrictModel):
@@ -158,7 +172,7 @@ class WebhookChannel(StrictModel):
 
     type: Literal["webhook"] = Field(description="Channel type.")
     url_env: str = Field(description="Env var holding the URL (it may carry a key).")
-    retries: int = Field(3, ge=0, le=10, description="Retries on a network error or a 5xx answer.")
+    retries: StrictInt = Field(3, ge=0, le=10, description="Retries on a network error or a 5xx answer.")
     timeout_seconds: float = Field(10, gt=0, le=120, description="Timeout of one attempt.")
 
 
@@ -186,7 +200,10 @@ class DatasetBase(StrictModel):
     enabled: bool = Field(True, description="Disabled datasets are validated but get no assets.")
     schedule: Schedule = Field(description="hourly, daily, or a cron expression (UTC).")
     start: date | None = Field(None, description="First partition; default: the manifest's partition_start.")
-    rpo: Duration = Field(description="Recovery point objective: the newest backup is never older.")
+    rpo: Duration = Field(
+        description="Recovery point objective: the newest backup is never older. At least the schedule's longest "
+        "time between runs (1h for hourly, 1d for daily), else it could never be met."
+    )
     rto: Duration = Field(description="Recovery time objective: a restore test must finish within it.")
     retention: Retention = Field(description="How many backups to keep (restic forget semantics).")
     repositories: list[Name] = Field(min_length=1, description="Names under `repositories`; first = primary.")
@@ -195,11 +212,28 @@ class DatasetBase(StrictModel):
     restore_test: RestoreTestConfig = Field(default_factory=RestoreTestConfig, description="Restore-test target.")
     anomaly: AnomalyThresholds = Field(default_factory=AnomalyThresholds, description="Anomaly thresholds.")
     compliance: Compliance = Field(default_factory=Compliance, description="The 3-2-1 rule to meet.")
-    retries: int = Field(0, ge=0, le=10, description="Retry a failed backup this many times (exponential backoff).")
+    retries: StrictInt = Field(
+        0, ge=0, le=10, description="Retry a failed backup this many times (exponential backoff)."
+    )
     retry_delay: Duration = Field(timedelta(minutes=1), description="Wait before the first retry; doubles each time.")
     alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
     owners: list[Owner] = Field(default_factory=list, description='"team:name" or an e-mail address.')
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
+
+    @field_validator("rpo")
+    @classmethod
+    def _rpo_can_be_met(cls, rpo: timedelta, info: ValidationInfo) -> timedelta:
+        schedule = info.data.get("schedule")  # absent when the schedule itself is invalid
+        if schedule is None:
+            return rpo
+        period = schedule_period(schedule)
+        if rpo < period:
+            raise ValueError(
+                f"rpo {format_duration(rpo)} can never be met: the schedule {schedule!r} leaves up to "
+                f"{format_duration(period)} between runs; make rpo at least {format_duration(period)} or run "
+                "more often"
+            )
+        return rpo
 
     @property
     def server_name(self) -> str | None:

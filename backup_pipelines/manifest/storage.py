@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from backup_pipelines.manifest.types import StrictModel
+from backup_pipelines.manifest.types import StrictInt, StrictModel
 
 
 class Placement(StrictModel):
@@ -34,7 +34,7 @@ class ObjectLock(StrictModel):
     """S3 Object Lock: every object is written with a retention date; nobody can delete it earlier."""
 
     mode: Literal["governance", "compliance"] = Field(description="S3 Object Lock mode.")
-    days: int = Field(ge=1, le=36500, description="Days each object stays locked after it is written.")
+    days: StrictInt = Field(ge=1, le=36500, description="Days each object stays locked after it is written.")
 
 
 class S3RepositoryConfig(Placement):
@@ -47,7 +47,7 @@ class S3RepositoryConfig(Placement):
     endpoint_url: str | None = Field(None, description="Custom endpoint (MinIO, Ceph, a local test server).")
     access_key_id_env: str | None = Field(None, description="Env var holding the access key id.")
     secret_access_key_env: str | None = Field(None, description="Env var holding the secret access key.")
-    part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart upload part size in MiB.")
+    part_size_mb: StrictInt = Field(16, ge=5, le=5120, description="Multipart upload part size in MiB.")
     server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(None, description="SSE mode.")
     kms_key_id: str | None = Field(None, description="KMS key id when server_side_encryption is aws:kms.")
     object_lock: ObjectLock | None = Field(None, description="Write every object locked (bucket needs Object Lock).")
@@ -93,8 +93,8 @@ class AwsSnapshotRepositoryConfig(AwsAccess, Placement):
         description="KMS key (id or ARN) in this region for copies made into it; needed for encrypted copies "
         "from another region, since KMS keys are regional.",
     )
-    wait_minutes: int = Field(120, ge=1, le=1440, description="How long to wait for a snapshot, copy or restore.")
-    poll_seconds: int = Field(30, ge=1, le=600, description="How often to ask AWS while waiting.")
+    wait_minutes: StrictInt = Field(120, ge=1, le=1440, description="How long to wait for a snapshot, copy or restore.")
+    poll_seconds: StrictInt = Field(30, ge=1, le=600, description="How often to ask AWS while waiting.")
 
     def medium_name(self) -> str:
         return self.medium or "aws-snapshot"
@@ -111,7 +111,7 @@ class PostgresServerConfig(StrictModel):
 
     kind: Literal["postgres"] = Field(description="Server kind.")
     host: str = Field("127.0.0.1", description="Host name, IP address, or a Unix socket directory.")
-    port: int = Field(5432, ge=1, le=65535, description="TCP port.")
+    port: StrictInt = Field(5432, ge=1, le=65535, description="TCP port.")
     user: str = Field(description="Role used for dumps (needs read access) and restore tests (CREATEDB).")
     password_env: str | None = Field(None, description="Env var holding the password; never inline.")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
@@ -126,7 +126,7 @@ class MysqlServerConfig(StrictModel):
 
     kind: Literal["mysql"] = Field(description="Server kind.")
     host: str = Field("127.0.0.1", description="Host name or IP address.")
-    port: int = Field(3306, ge=1, le=65535, description="TCP port.")
+    port: StrictInt = Field(3306, ge=1, le=65535, description="TCP port.")
     user: str = Field(description="Account for dumps (SELECT, SHOW VIEW, TRIGGER, EVENT, RELOAD) and restore tests.")
     password_env: str | None = Field(None, description="Env var holding the password; never inline.")
     dump_binary: str = Field("mysqldump", description="The dump tool (mysqldump or mariadb-dump).")

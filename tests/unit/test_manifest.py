@@ -79,7 +79,7 @@ def test_bad_cron_schedule_is_one_clear_message() -> None:
 
 
 def test_cron_schedule_is_accepted() -> None:
-    manifest = parse_manifest(yaml.safe_dump(with_dataset(schedule="0 */6 * * *")))
+    manifest = parse_manifest(yaml.safe_dump(with_dataset(schedule="0 */6 * * *", rpo="6h")))
     assert manifest.dataset("orders").schedule == "0 */6 * * *"
 
 
@@ -103,7 +103,7 @@ def test_encryption_can_be_turned_off_only_explicitly() -> None:
 
 def test_malformed_recipient_is_rejected() -> None:
     [message] = errors_of(with_dataset(encryption={"recipients": ["age1notakey"]}))
-    assert "datasets.orders.encryption.recipients" in message and "not an age X25519 recipient" in message
+    assert "datasets.orders.encryption.recipients.0" in message and "not an age X25519 public key" in message
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -139,11 +139,16 @@ def test_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
         read_secret("PG_PASSWORD", "servers.pg.password_env")
 
 
-def test_missing_recipients_file_is_reported_at_run_time(tmp_path: Path) -> None:
-    data = with_dataset(encryption={"recipients_file": "keys/missing.txt"})
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+def test_recipients_file_removed_after_loading_is_reported_at_run_time(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "recipients.txt").write_text(f"# the backup team\n{RECIPIENT}\n")
+    (tmp_path / "m.yaml").write_text(
+        yaml.safe_dump(with_dataset(encryption={"recipients_file": "keys/recipients.txt"}))
+    )
     manifest = load_manifest(tmp_path / "m.yaml")
-    with pytest.raises(MissingSecretError, match=r"missing\.txt"):
+    assert manifest.recipients_for("orders") == [RECIPIENT]
+    (tmp_path / "keys" / "recipients.txt").unlink()
+    with pytest.raises(MissingSecretError, match=r"recipients\.txt"):
         manifest.recipients_for("orders")
 
 
@@ -155,8 +160,20 @@ def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
         load_manifest(tmp_path / "bad.yaml")
 
 
-def test_example_manifest_is_valid_and_mirrors_the_seed() -> None:
-    manifest = load_manifest(ROOT / "backup_manifest.yaml")
+@pytest.fixture
+def example_manifest(tmp_path: Path) -> Path:
+    """The example manifest, copied beside the age recipients file the demo generates (`.local/` is not
+    committed, and recipients files are checked at load time)."""
+    keys = tmp_path / ".local" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "age-recipients.txt").write_text(RECIPIENT + "\n")
+    copy = tmp_path / "backup_manifest.yaml"
+    copy.write_text((ROOT / "backup_manifest.yaml").read_text())
+    return copy
+
+
+def test_example_manifest_is_valid_and_mirrors_the_seed(example_manifest: Path) -> None:
+    manifest = load_manifest(example_manifest)
     assert list(manifest.active_datasets()) == ["postgres_main", "shop_mysql", "configs", "secrets", "notes_sqlite"]
     assert {d.kind for d in manifest.active_datasets().values()} == {"postgres", "mysql", "files", "command", "sqlite"}
     assert manifest.datasets["postgres_main"].schedule == "hourly"
@@ -189,8 +206,10 @@ def test_cli_validate_exits_1_listing_every_error(tmp_path: Path, capsys: pytest
     assert "2 problem(s)" in stderr and "datasets.orders.rpo" in stderr and "m.yaml" in stderr
 
 
-def test_cli_validate_and_schema_succeed_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["--manifest", str(ROOT / "backup_manifest.yaml"), "validate"]) == 0
+def test_cli_validate_and_schema_succeed_on_the_example(
+    example_manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["--manifest", str(example_manifest), "validate"]) == 0
     assert "valid: 5 datasets (5 backed up)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
