@@ -41,4 +41,22 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The example manifest encrypts to the demo's age key pair (.local/keys, git-ignored) and the manifest refuses a
+# missing recipients file: make the pair if there is none, so the code location loads on a fresh clone.
+if [ ! -f .local/keys/age-identity.txt ]; then
+  .venv/bin/python - <<'PY'
+from pathlib import Path
+
+from backup_pipelines.crypto import generate_key_pair
+
+keys = Path(".local/keys")
+keys.mkdir(parents=True, exist_ok=True)
+pair = generate_key_pair()
+identity = keys / "age-identity.txt"
+identity.write_text(pair.identity_file_text())
+identity.chmod(0o600)
+(keys / "age-recipients.txt").write_text(pair.recipient + "\n")
+print(f"setup: generated the demo's age key pair in {keys}")
+PY
+fi
 echo "setup: ready ($(.venv/bin/dagster --version 2>/dev/null | head -1), $(zstd --version | head -1 | cut -c1-40), age $(age --version))"

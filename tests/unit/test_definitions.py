@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,8 +79,11 @@ def test_restore_drill_schedule_requests_the_newest_complete_partition(defs: dg.
 
 def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
     text = (ROOT / "backup_manifest.yaml").read_text()
-    text = text.replace("schedule: hourly", 'schedule: "0 */6 * * *"')
+    text = text.replace("schedule: hourly\n    rpo: 2h", 'schedule: "0 */6 * * *"\n    rpo: 7h')
     (tmp_path / "m.yaml").write_text(text)
+    keys = tmp_path / ".local" / "keys"  # the manifest's recipients file, relative to its folder
+    keys.mkdir(parents=True)
+    shutil.copy(ROOT / ".local" / "keys" / "age-recipients.txt", keys)
     names = {job.name for job in build_definitions(tmp_path / "m.yaml").jobs or []}
     assert {name.split("_cron_")[0] for name in names if "_cron_" in name} == {"backup", "restore_drill", "protect"}
     assert {"watch", "reports"} <= names and not any(name.endswith("_hourly") for name in names)
