@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from backup_pipelines.file_names import invalid_pattern
 from backup_pipelines.manifest.policies import DatasetBase
-from backup_pipelines.manifest.types import StrictModel
+from backup_pipelines.manifest.types import StrictInt, StrictModel
 
 
 class FilesSource(StrictModel):
@@ -20,16 +20,18 @@ class FilesSource(StrictModel):
         description="restic --exclude patterns (restic 0.14 rules: `*`, `?`, `[...]` within one path component, "
         "`**` across components, `\\` escapes a glob character, a leading `!` includes again).",
     )
-    sample_files: int = Field(
+    sample_files: StrictInt = Field(
         200,
         ge=0,
+        le=10_000_000,
         description="Files in the snapshot's sample digest (tag bp-sample; 0: all of them): the only content a "
         "restore test compares when verification.fingerprint is false, and what it compares for backups made "
         "before walks were recorded. These files are hashed at backup as well as the budgeted ones.",
     )
-    hash_budget_bytes: int | None = Field(
+    hash_budget_bytes: StrictInt | None = Field(
         1_000_000_000,
         ge=0,
+        le=1 << 50,
         description="With verification.fingerprint, the sha256 of every regular file is compared while their "
         "bytes (hard links counted once) stay within this budget per restore test; above it a deterministic "
         "sample of files up to the budget is hashed (chosen by the sha1 of their path) and every other file is "
