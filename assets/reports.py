@@ -167,8 +167,15 @@ def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) ->
     measured = merge_restore_measurements(context.instance, loaded, measured_from_repositories(loaded))
     text = render_runbook(loaded, measured, time.time())
     path = write_report(loaded, "dr_runbook.md", text)
+    problems = [f"{name}: {problem}" for name, item in measured.items() for problem in item.problems]
+    for problem in problems:  # an unreachable repository or a damaged sidecar: the runbook says so, per dataset
+        context.log.warning(problem)
     return dg.MaterializeResult(
-        metadata={"runbook": dg.MetadataValue.path(str(path)), "preview": dg.MetadataValue.md(text[:20_000])}
+        metadata={
+            "runbook": dg.MetadataValue.path(str(path)),
+            "preview": dg.MetadataValue.md(text[:20_000]),
+            "problems": dg.MetadataValue.json(problems),
+        }
     )
 
 

@@ -56,6 +56,15 @@ def _report_metadata(report: PruneReport) -> dict[str, Any]:
             ]
         ),
         "finished_interrupted": dg.MetadataValue.json(report.finished_interrupted),
+        "leftovers": dg.MetadataValue.json(
+            [
+                {"repository": repository, "kind": item.kind, "uri": item.uri, "bytes": item.size}
+                for repository, item in report.leftovers
+            ]
+        ),
+        "damaged_sidecars": dg.MetadataValue.json(
+            [{"repository": repository, "uri": item.uri, "reason": item.reason} for repository, item in report.damaged]
+        ),
     }
 
 
@@ -90,9 +99,11 @@ def build_retention_asset(manifest: Manifest, name: str) -> dg.AssetsDefinition:
                     )
                 )
         context.log.info(
-            f"{name}: kept {len(report.kept)}, expired {len(report.expired)}, freed {report.bytes_freed:,} bytes"
-            + (" (dry run: nothing deleted)" if report.dry_run else "")
+            f"{name}: kept {len(report.kept)}, expired {len(report.expired)}, {len(report.leftovers)} leftover(s), "
+            f"freed {report.bytes_freed:,} bytes" + (" (dry run: nothing deleted)" if report.dry_run else "")
         )
+        for _, damaged in report.damaged:  # never deleted automatically: its object may be the only copy
+            context.log.warning(f"{damaged.describe()}: kept, repair or remove it by hand")
         return dg.MaterializeResult(metadata=_report_metadata(report))
 
     return retention

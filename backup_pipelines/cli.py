@@ -4,7 +4,7 @@
     backup-pipelines schema                            print the manifest's JSON Schema
     backup-pipelines list [DATASET]                    list committed backups, read from the repositories
     backup-pipelines restore-commands DATASET          print the standard-tool commands to restore a backup
-    backup-pipelines prune [DATASET] [--dry-run]       apply retention to the repositories (dry run: plan only)
+    backup-pipelines prune [DATASET] [--dry-run]       apply retention, remove leftovers (dry run: plan only)
     backup-pipelines runbook [--output FILE]           the DR runbook from the manifest and the latest measurements
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
     backup-pipelines quarantine DATASET BACKUP_ID (--reason TEXT | --release)
@@ -22,13 +22,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from backup_pipelines.crypto import IDENTITY_FILE_ENV
 from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
 from backup_pipelines.operations import find_backup, holder_of, restore_backup
-from backup_pipelines.prune import prune_dataset
+from backup_pipelines.prune import DEFAULT_LEFTOVER_AGE, PruneReport, prune_dataset
 from backup_pipelines.quarantine import describe, quarantine_backup, release_backup
 from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
@@ -54,17 +55,42 @@ def _list(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     names = [arguments.dataset] if arguments.dataset else list(manifest.active_datasets())
     print(f"{'dataset':<20} {'partition':<17} {'backup id':<24} {'created (UTC)':<20} {'stored':>12}  location")
+    unreachable: dict[str, str] = {}
+    problems = 0
     for name in names:
         for repository_name in manifest.dataset(name).repositories:
-            repository = open_repository(manifest, repository_name)
-            for record in repository.list_backups(name):
-                mark = f"  QUARANTINED: {record.quarantine_reason}" if record.quarantined else ""
-                print(
-                    f"{name:<20} {record.partition_key:<17} {record.backup_id:<24} "
-                    f"{record.created_at[:19]:<20} {record.bytes_stored:>12,}  {repository.uri(record.object_path)}"
-                    f"{mark}"
-                )
+            problems += _list_one(manifest, name, repository_name, unreachable)
+    if problems:
+        print(f"error: {problems} problem(s): see the UNREACHABLE, DAMAGED and MISSING lines above", file=sys.stderr)
+        return 1
     return 0
+
+
+def _list_one(manifest: Manifest, name: str, repository_name: str, unreachable: dict[str, str]) -> int:
+    """Print dataset `name`'s backups in one repository, marking the quarantined ones and those whose object is
+    gone (MISSING), then its damaged sidecars; or one UNREACHABLE line. Return the number of problems."""
+    listing = None
+    if repository_name not in unreachable:
+        try:
+            repository = open_repository(manifest, repository_name)
+            listing = repository.scan(name)
+        except BackupError as error:
+            unreachable[repository_name] = str(error)
+    if listing is None:
+        print(f"{name:<20} UNREACHABLE repository {repository_name}: {unreachable[repository_name]}")
+        return 1
+    for record in listing.records:
+        mark = f"  QUARANTINED: {record.quarantine_reason}" if record.quarantined else ""
+        if listing.is_missing(record):
+            mark += f"  MISSING: {', '.join(repository.uri(path) for path in listing.missing[record.backup_id])}"
+        print(
+            f"{name:<20} {record.partition_key:<17} {record.backup_id:<24} "
+            f"{record.created_at[:19]:<20} {record.bytes_stored:>12,}  {repository.uri(record.object_path)}"
+            f"{mark}"
+        )
+    for damaged in listing.damaged:
+        print(f"{name:<20} {damaged.describe()}")
+    return len(listing.damaged) + len(listing.missing)
 
 
 def _warn_if_quarantined(record: BackupRecord) -> None:
@@ -137,19 +163,43 @@ def _restore(arguments: argparse.Namespace) -> int:
 def _prune(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
     names = [arguments.dataset] if arguments.dataset else list(manifest.active_datasets())
+    age = timedelta(hours=arguments.leftover_age_hours)
+    problems = 0
     for name in names:
-        report = prune_dataset(manifest, name, dry_run=arguments.dry_run)
-        verb = "would expire" if report.dry_run else "expired"
-        print(
-            f"{name}: keep {len(report.kept)}, {verb} {len(report.expired)}, "
-            f"{'would free' if report.dry_run else 'freed'} {report.bytes_freed:,} bytes"
-        )
-        for record, reasons in report.kept:
-            print(f"  keep    {record.backup_id}  {record.partition_key:<17} {', '.join(reasons)}")
-        for record in report.expired:
-            mark = "  (quarantined)" if record.quarantined else ""
-            print(f"  {'expire' if report.dry_run else 'deleted':<7} {record.backup_id}  {record.partition_key}{mark}")
+        try:
+            report = prune_dataset(manifest, name, dry_run=arguments.dry_run, leftover_age=age)
+        except BackupError as error:  # one dataset's repository down: prune the others, then fail
+            print(f"{name}: error: {error}")
+            problems += 1
+            continue
+        _print_prune(report)
+        problems += len(report.damaged) + len(report.leftovers_failed)
+    if problems:
+        print(f"error: {problems} problem(s): see the error and DAMAGED lines above", file=sys.stderr)
+        return 1
     return 0
+
+
+def _print_prune(report: PruneReport) -> None:
+    verb = "would expire" if report.dry_run else "expired"
+    leftovers = f", {len(report.leftovers)} leftover(s)" if report.leftovers else ""
+    print(
+        f"{report.dataset}: keep {len(report.kept)}, {verb} {len(report.expired)}{leftovers}, "
+        f"{'would free' if report.dry_run else 'freed'} {report.bytes_freed:,} bytes"
+    )
+    for record, reasons in report.kept:
+        print(f"  keep    {record.backup_id}  {record.partition_key:<17} {', '.join(reasons)}")
+    for record in report.expired:
+        mark = "  (quarantined)" if record.quarantined else ""
+        print(f"  {'expire' if report.dry_run else 'deleted':<7} {record.backup_id}  {record.partition_key}{mark}")
+    for _, leftover in report.leftovers:
+        print(f"  {'remove' if report.dry_run else 'removed':<7} {leftover.describe()}")
+    for _, leftover, reason in report.leftovers_failed:
+        print(f"  error   could not remove {leftover.uri}: {reason}")
+    for _, record in report.missing:
+        print(f"  MISSING objects of {record.backup_id}  {record.partition_key}: restore it from another copy")
+    for _, damaged in report.damaged:
+        print(f"  {damaged.describe()} (kept with its objects: repair or remove it by hand)")
 
 
 def _runbook(arguments: argparse.Namespace) -> int:
@@ -165,7 +215,10 @@ def _runbook(arguments: argparse.Namespace) -> int:
         print(f"runbook written to {arguments.output}")
     else:
         print(text)
-    return 0
+    problems = [problem for item in measured.values() for problem in item.problems]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="apply retention to the repositories (see --dry-run)")
     prune.add_argument("dataset", nargs="?")
     prune.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    prune.add_argument(
+        "--leftover-age-hours",
+        type=float,
+        default=DEFAULT_LEFTOVER_AGE.total_seconds() / 3600,
+        help="remove leftovers of interrupted work (temporary files, objects without a sidecar, empty folders, "
+        "unfinished uploads) not changed for this long (default: %(default)s; longer than any backup runs)",
+    )
     prune.set_defaults(run=_prune)
     quarantine = commands.add_parser("quarantine", help="quarantine a backup, or release it (--release)")
     quarantine.add_argument("dataset")

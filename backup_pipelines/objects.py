@@ -15,7 +15,8 @@ def store_companions(
 ) -> dict[str, dict[str, Any]]:
     """Store each companion object (`{label: raw bytes}`) of backup `backup_id` in `directory`, compressed and
     encrypted like the backup itself; return what the record keeps of each. Raise like `encode` or the
-    repository's writer; nothing is visible before the sidecar is written anyway."""
+    repository's writer, after removing the companions already stored (nothing is visible before the sidecar
+    is written anyway, but they would take space)."""
     stored: dict[str, dict[str, Any]] = {}
     for label, data in companions.items():
         object_name = f"{backup_id}.{label}.zst" + (".age" if recipients else "")
@@ -25,6 +26,8 @@ def store_companions(
             writer.commit()
         except BaseException:
             writer.abort()
+            done = [f"{directory}/{details['object_name']}" for details in stored.values()]
+            repository.discard([f"{directory}/{object_name}", *done])  # a commit may fail after storing
             raise
         stored[label] = {
             "object_name": object_name,

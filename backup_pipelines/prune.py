@@ -4,16 +4,27 @@ Lists every repository (not only what Dagster remembers), merges the backups by 
 `retention.plan_retention` (policy plus safety rules), and deletes each expired backup from every repository
 holding it. Deleting is tombstone, data, marker, sidecar (see `BackupStore.delete_backup`), so an interrupted
 prune leaves every remaining backup intact and the next run finishes the job. `dry_run` only plans.
+
+It also removes what interrupted work left in object repositories once older than `leftover_age` (so no
+running backup can own it): temporary files, objects without a sidecar, empty folders, unfinished multipart
+uploads (see `repository.inventory`). A damaged sidecar is reported, never acted on: its object may be the
+only copy of something.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from backup_pipelines.errors import StorageError
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
+from backup_pipelines.repository import BackupRecord, BackupStore, DamagedSidecar, Leftover, Repository, open_repository
 from backup_pipelines.retention import Candidate, Decision, Policy, plan_retention
+
+LOG = logging.getLogger("backup_pipelines")
+# Leftovers younger than this are left alone: longer than any backup runs, so none of them is still being written.
+DEFAULT_LEFTOVER_AGE = timedelta(hours=24)
 
 
 @dataclass
@@ -27,6 +38,10 @@ class PruneReport:
     deleted: dict[str, list[str]] = field(default_factory=dict)
     bytes_freed: int = 0
     finished_interrupted: list[str] = field(default_factory=list)
+    leftovers: list[tuple[str, Leftover]] = field(default_factory=list)  # (repository, leftover) removed/to remove
+    leftovers_failed: list[tuple[str, Leftover, str]] = field(default_factory=list)  # (repository, leftover, why)
+    damaged: list[tuple[str, DamagedSidecar]] = field(default_factory=list)  # (repository, sidecar): never touched
+    missing: list[tuple[str, BackupRecord]] = field(default_factory=list)  # (repository, backup with objects gone)
 
     def expired_partitions(self, remaining: set[str]) -> list[str]:
         """Partitions that lost their last backup in this prune."""
@@ -47,11 +62,19 @@ def policy_of(manifest: Manifest, name: str) -> Policy:
     )
 
 
-def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dry_run: bool = False) -> PruneReport:
-    """Apply dataset `name`'s retention to its repositories; return what was kept (and why) and expired.
+def prune_dataset(
+    manifest: Manifest,
+    name: str,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    leftover_age: timedelta = DEFAULT_LEFTOVER_AGE,
+) -> PruneReport:
+    """Apply dataset `name`'s retention to its repositories; return what was kept (and why) and expired, and
+    remove the leftovers not changed for `leftover_age` (a dry run lists them; both count their bytes).
 
-    Raise StorageError if a repository cannot be listed or a deletion fails (what was deleted before stays
-    deleted and consistent; a rerun finishes the rest).
+    Raise StorageError if a repository cannot be listed or a backup's deletion fails (what was deleted before
+    stays deleted and consistent; a rerun finishes the rest). A leftover that cannot be removed is noted in
+    the report's `leftovers_failed`, not raised.
     """
     now = now or datetime.now(UTC)
     dataset = manifest.dataset(name)
@@ -60,7 +83,12 @@ def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dr
     tested: set[str] = set()
     report = PruneReport(name, dry_run)
     for repository in repositories:
-        for record in repository.list_backups(name, include_expiring=True):
+        listing = repository.scan(name, include_expiring=True)
+        report.damaged += [(repository.name, damaged) for damaged in listing.damaged]
+        report.missing += [(repository.name, record) for record in listing.records if listing.is_missing(record)]
+        if isinstance(repository, Repository):
+            report.leftovers += [(repository.name, item) for item in repository.leftovers(name, now - leftover_age)]
+        for record in listing.records:
             if record.expired_at is not None:  # an interrupted prune: finish it
                 report.finished_interrupted.append(record.backup_id)
                 if not dry_run:
@@ -85,7 +113,27 @@ def prune_dataset(manifest: Manifest, name: str, now: datetime | None = None, dr
             report.bytes_freed += copy.bytes_stored
     for store in stores_changed.values():
         store.finish_deletes()
+    _remove_leftovers(report, {repository.name: repository for repository in repositories})
     return report
+
+
+def _remove_leftovers(report: PruneReport, repositories: dict[str, BackupStore]) -> None:
+    """Remove the report's leftovers (unless a dry run) and count their bytes as freed; one that cannot be
+    removed moves to `leftovers_failed` with a warning, one that stopped being a leftover is dropped."""
+    kept: list[tuple[str, Leftover]] = []
+    for repository_name, leftover in report.leftovers:
+        repository = repositories[repository_name]
+        assert isinstance(repository, Repository), "only object repositories report leftovers"
+        try:
+            if not report.dry_run and not repository.remove_leftover(leftover):
+                continue
+        except StorageError as error:
+            LOG.warning(f"could not remove the leftover {leftover.uri}: {error}")
+            report.leftovers_failed.append((repository_name, leftover, str(error)))
+            continue
+        kept.append((repository_name, leftover))
+        report.bytes_freed += leftover.size
+    report.leftovers = kept
 
 
 def _plan(

@@ -7,17 +7,22 @@ restore it into a scratch target and judge the result. The rest of the code neve
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
-from backup_pipelines.errors import CommandFailedError
+from backup_pipelines.errors import CommandFailedError, RestoreTargetExistsError
 from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository.base import BackupRecord, BackupStore
+from backup_pipelines.repository.inventory import PARTIAL_MARK
 
 Feed = Callable[[IO[bytes]], None]
 
@@ -168,8 +173,65 @@ def run_restore_tool(command: Command, feed: Feed) -> None:
 
 
 def restore_to_file(target: str, feed: Feed) -> str:
-    """Write the raw archive to the new file `target` (never overwriting one); return its absolute path."""
+    """Write the raw archive to the new file `target` (never overwriting one); return its absolute path.
+
+    The archive goes to a temporary name in the same folder, is flushed to disk, and only then takes the name
+    `target`; a failed or interrupted restore removes it, so `target` never holds part of an archive. Raise
+    RestoreTargetExistsError if `target` exists, or what `feed` raised."""
     path = Path(target).resolve()
-    with open(path, "xb") as output:
-        feed(output)
+    _refuse_existing(path)
+    temporary = path.with_name(f".{path.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+    try:
+        with open(temporary, "xb") as output:
+            feed(output)
+            output.flush()
+            os.fsync(output.fileno())
+        _link_without_overwriting(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
     return str(path)
+
+
+@contextlib.contextmanager
+def new_folder(target: str) -> Iterator[Path]:
+    """Yield a new temporary folder beside the new folder `target` to restore into; on success rename it to
+    `target`, on failure remove it with its contents, so `target` is whole or absent. Raise
+    RestoreTargetExistsError if `target` exists (before or at the rename)."""
+    path = Path(target).resolve()
+    _refuse_existing(path)
+    temporary = path.with_name(f".{path.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+    temporary.mkdir()
+    try:
+        yield temporary
+        _refuse_existing(path)
+        os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _refuse_existing(path: Path) -> None:
+    if os.path.lexists(path):
+        raise RestoreTargetExistsError(f"{path} already exists: a restore never overwrites, choose a new name")
+
+
+def _link_without_overwriting(source: Path, target: Path) -> None:
+    """Give `source` the name `target` unless `target` appeared meanwhile (a hard link fails then; a plain
+    rename, used where links are unsupported, checks just before)."""
+    try:
+        os.link(source, target)
+    except FileExistsError as error:
+        raise RestoreTargetExistsError(f"{target} appeared during the restore: not overwritten") from error
+    except OSError:
+        _refuse_existing(target)
+        os.rename(source, target)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -15,12 +15,16 @@ from backup_pipelines.manifest import (
     read_secret,
 )
 from backup_pipelines.repository.base import BackupRecord, BackupStore, ObjectWriter, Repository, new_backup_id
+from backup_pipelines.repository.inventory import DamagedSidecar, Leftover, Listing
 from backup_pipelines.repository.local import LocalRepository
 from backup_pipelines.repository.restic import ResticRepository
 
 __all__ = [
     "BackupRecord",
     "BackupStore",
+    "DamagedSidecar",
+    "Leftover",
+    "Listing",
     "ObjectWriter",
     "Repository",
     "ResticRepository",

@@ -15,7 +15,10 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_pipelines.errors import StorageError
-from backup_pipelines.repository.base import BackupRecord, ObjectWriter, Repository
+from backup_pipelines.repository.base import BackupRecord, MissingObjectError, ObjectWriter, Repository
+from backup_pipelines.repository.inventory import UNFINISHED_UPLOAD, Leftover, StoredObject
+
+NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
 def _describe(error: BaseException) -> str:
@@ -75,7 +78,8 @@ class S3ObjectWriter(ObjectWriter):
 
     def _raise_upload_error(self) -> None:
         if self.error is not None:
-            raise StorageError(f"upload of {self.repository.uri(self.key)} failed: {_describe(self.error)}")
+            where = f"s3://{self.repository.bucket}/{self.key}"  # self.key is already the full key
+            raise StorageError(f"upload of {where} failed: {_describe(self.error)}")
 
     def _finish_uploader(self) -> None:
         if self.uploader is not None and self.uploader.is_alive():
@@ -165,7 +169,10 @@ class S3Repository(Repository):
         try:
             return getattr(self.client, operation)(Bucket=self.bucket, Key=Key, **arguments)
         except (BotoCoreError, ClientError) as error:
-            raise StorageError(f"S3 {operation} on s3://{self.bucket}/{Key} failed: {_describe(error)}") from error
+            message = f"S3 {operation} on s3://{self.bucket}/{Key} failed: {_describe(error)}"
+            if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in NOT_FOUND:
+                raise MissingObjectError(message) from error
+            raise StorageError(message) from error
 
     def open_writer(self, path: str) -> ObjectWriter:
         return S3ObjectWriter(self, self.key(path))
@@ -184,17 +191,83 @@ class S3Repository(Repository):
         finally:
             stream.close()
 
-    def list_paths(self, prefix: str, suffix: str) -> list[str]:
-        full_prefix = self.key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-        strip = len(self.prefix) + 1 if self.prefix else 0
+    def _full_prefix(self, prefix: str) -> str:
+        return self.key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+
+    def _relative(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object under `prefix` from ListObjectsV2 (one request per 1,000 keys)."""
+        full_prefix = self._full_prefix(prefix)
         found = []
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
-                found += [item["Key"][strip:] for item in page.get("Contents", []) if item["Key"].endswith(suffix)]
+                found += [
+                    StoredObject(self._relative(item["Key"]), int(item["Size"]), item["LastModified"])
+                    for item in page.get("Contents", [])
+                ]
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"cannot list s3://{self.bucket}/{full_prefix}: {_describe(error)}") from error
-        return sorted(found)
+        return sorted(found, key=lambda item: item.path)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.call("head_object", Key=self.key(path))
+        except MissingObjectError:
+            return False
+        return True
+
+    def leftovers(self, dataset: str, older_than: datetime) -> list[Leftover]:
+        """The leftovers of `Repository.leftovers`, plus multipart uploads under `<dataset>/` never completed
+        nor aborted whose last part (or start) is older than `older_than`: a running upload sends a part every
+        few seconds, so it never looks stale."""
+        found = super().leftovers(dataset, older_than)
+        full_prefix = self._full_prefix(f"{dataset}/")
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            uploads = [
+                upload
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix)
+                for upload in page.get("Uploads", [])
+            ]
+        except (BotoCoreError, ClientError) as error:
+            where = f"s3://{self.bucket}/{full_prefix}"
+            raise StorageError(f"cannot list the unfinished uploads of {where}: {_describe(error)}") from error
+        for upload in uploads:
+            size, last = self._upload_parts(upload["Key"], upload["UploadId"])
+            modified = max([upload["Initiated"], *last])
+            if modified < older_than:
+                path = self._relative(upload["Key"])
+                uri = f"{self.uri(path)} (upload {upload['UploadId'][:16]})"
+                found.append(Leftover(UNFINISHED_UPLOAD, path, uri, size, modified, upload["UploadId"]))
+        return found
+
+    def _upload_parts(self, key: str, upload_id: str) -> tuple[int, list[datetime]]:
+        """Return the bytes an unfinished upload holds and the time of its newest part (if any)."""
+        size, newest = 0, list[datetime]()
+        paginator = self.client.get_paginator("list_parts")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                for part in page.get("Parts", []):
+                    size += int(part["Size"])
+                    newest = [max([*newest, part["LastModified"]])]
+        except (BotoCoreError, ClientError) as error:
+            code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+            if code != "NoSuchUpload":  # else finished or aborted meanwhile
+                raise StorageError(f"cannot list the parts of s3://{self.bucket}/{key}: {_describe(error)}") from error
+        return size, newest
+
+    def remove_leftover(self, leftover: Leftover) -> bool:
+        """Remove a leftover; an unfinished upload is aborted (gone already counts as removed)."""
+        if leftover.upload_id is None:
+            return super().remove_leftover(leftover)
+        try:
+            self.call("abort_multipart_upload", Key=self.key(leftover.path), UploadId=leftover.upload_id)
+        except MissingObjectError:
+            return False
+        return True
 
     def delete(self, path: str) -> None:
         self.call("delete_object", Key=self.key(path))
