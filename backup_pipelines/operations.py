@@ -6,19 +6,18 @@ reaches the dataset's engine and repositories only through their dispatch points
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
+from backup_pipelines.archive_check import ArchiveCheck
 from backup_pipelines.crypto import fingerprint, load_identities
 from backup_pipelines.engines import STORING_ENGINES, RestoreReport, engine_for
 from backup_pipelines.engines.base import restore_to_file
-from backup_pipelines.errors import BackupError, IntegrityError, StorageError, ValidationFailedError
-from backup_pipelines.execute import PIPE, Process
+from backup_pipelines.errors import BackupError, CommandFailedError, IntegrityError, StorageError, ValidationFailedError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.objects import decoding_feed, read_companions, store_companions
 from backup_pipelines.repository import (
@@ -29,7 +28,7 @@ from backup_pipelines.repository import (
     open_object_repository,
     open_repository,
 )
-from backup_pipelines.stream import decode, encode, read_tail
+from backup_pipelines.stream import decode, encode
 
 LOG = logging.getLogger("backup_pipelines")
 
@@ -75,16 +74,27 @@ def run_backup(
     path = f"{name}/{partition_key}/{object_name}"
     started = time.monotonic()
     writer = repository.open_writer(path)
+    check = ArchiveCheck(engine.archive_check_command(manifest, name))
+    failed = True
     try:
         with engine.dump(manifest, name) as dump:
             log.info(f"backing up {name} partition {partition_key} to {repository.uri(path)}")
-            result = encode(dump.stream, writer, recipients)
+            result = encode(dump.stream, writer, recipients, tap=check)
             source_stats = dump.finish()
+        source_stats["archive_check"] = _whole_archive(engine, name, check)
         writer.commit()
+        failed = False
     except BaseException:
         writer.abort()
+        repository.discard([path])  # a commit can fail after the object was stored (a lost reply, an fsync)
         raise
-    companions = store_companions(repository, f"{name}/{partition_key}", backup_id, dump.companions, recipients)
+    finally:
+        check.close(failed)
+    try:
+        companions = store_companions(repository, f"{name}/{partition_key}", backup_id, dump.companions, recipients)
+    except BaseException:
+        repository.discard([path])
+        raise
     record = BackupRecord(
         dataset=name,
         partition_key=partition_key,
@@ -104,8 +114,22 @@ def run_backup(
         tool_versions={**engine.tool_versions(manifest, name), "age": "pyrage (age v1 format)"},
         companions=companions,
     )
-    repository.commit_record(record)
+    try:
+        repository.commit_record(record)
+    except BaseException:  # the sidecar first: it may have been written even though its write failed
+        companion_paths = [record.companion_path(label) for label in record.companions]
+        repository.discard([record.sidecar_path, path, *companion_paths])
+        raise
     return StoredBackup(record, {repository.name: repository.uri(record.object_path)})
+
+
+def _whole_archive(engine: Any, name: str, check: ArchiveCheck) -> dict[str, Any]:
+    """Return the archive check's summary of the dump just written. Raise IntegrityError when the check says
+    the dump is not whole: a source tool that stopped early, even with exit status 0."""
+    try:
+        return dict(engine.summarize_archive_listing(check.finish()))
+    except (CommandFailedError, IntegrityError) as error:
+        raise IntegrityError(f"the dump of {name} is not whole, so it was not committed: {error}") from error
 
 
 def _own_stores(manifest: Manifest, name: str) -> list[Any]:
@@ -125,7 +149,7 @@ def _listings(
     for repository_name in manifest.dataset(name).repositories:
         try:
             repository = open_repository(manifest, repository_name)
-            records = repository.list_backups(name)
+            records = repository.scan(name).usable  # a backup whose object is gone here comes from the next copy
         except StorageError as error:
             LOG.warning(f"repository {repository_name} of {name} is unreachable, trying the next one: {error}")
             unreachable.append(f"{repository_name} ({error})")
@@ -272,38 +296,24 @@ def _decode_into_archive_check(
 ) -> CopyCheck:
     engine = engine_for(record.kind)
     uri = repository.uri(record.object_path)
-    stored = repository.open_object(record.object_path)
-    lister = Process(engine.archive_check_command(manifest, name), stdin=PIPE, stdout=PIPE)
-    listing: list[bytes] = []
-
-    from backup_pipelines.threads import Worker
-
-    reader = Worker(lambda: listing.append(read_tail(lister.stdout)), "archive-listing")
-    reader.start()
+    check = ArchiveCheck(engine.archive_check_command(manifest, name))
+    failed = True
     try:
-        result = decode(stored, lister.stdin, identities, record.sha256, consumer_may_stop_early=True)
-        _close_quietly(lister.stdin)
-        reader.result()
-        lister.check()
-    except BaseException:
-        lister.kill()
-        reader.join()
-        raise
+        with repository.open_object(record.object_path) as stored:
+            result = decode(stored, check, identities, record.sha256)
+        try:
+            archive = engine.summarize_archive_listing(check.finish())
+        except CommandFailedError as error:
+            raise IntegrityError(f"{uri} is not whole: {error}") from error
+        failed = False
     finally:
-        lister.close()
-        stored.close()
-    archive = engine.summarize_archive_listing(b"".join(listing).decode(errors="replace"))
+        check.close(failed)
     if record.companions:
         archive["companions"] = sorted(read_companions(repository, record, identities))
     locked_until = repository.locked_until(record)
     if locked_until is not None:
         archive["object_lock_until"] = locked_until.isoformat()
     return CopyCheck(repository.name, uri, result.bytes_stored, result.bytes_raw, result.sha256, archive)
-
-
-def _close_quietly(stream: IO[bytes]) -> None:
-    with contextlib.suppress(BrokenPipeError):
-        stream.close()
 
 
 def restore_test_backup(

@@ -30,6 +30,7 @@ class Measured:
     last_restore_test_at: float | None = None
     measured_rto_seconds: float | None = None
     quarantined: tuple[BackupRecord, ...] = ()  # backups newer than `newest_backup` that are quarantined
+    problems: tuple[str, ...] = ()  # repositories that could not be read, damaged sidecars met on the way
 
 
 OBJECT_SETUP = "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=..."
@@ -49,15 +50,17 @@ def restore_commands(repository: BackupStore, record: BackupRecord, database: st
             "set -euo pipefail",
             f"export RESTIC_REPOSITORY={shlex.quote(repository.location)} RESTIC_PASSWORD=...  # its password",
             f"restic snapshots --tag bp-id={shlex.quote(record.backup_id)}",
-            f"mkdir {shlex.quote(database)}  # a new folder",
-            f"restic restore {shlex.quote(record.object_name)} --target {shlex.quote(database)} --verify",
+            f"mkdir -- {shlex.quote(database)}  # a new folder (any name, even one starting with a dash)",
+            f"restic restore {shlex.quote(record.object_name)} {shlex.quote('--target=' + database)} --verify",
+            "# restic 0.14 skips sockets and writes symlink targets that are not UTF-8 with U+FFFD: "
+            "`backup-pipelines restore` puts those back from the walk "
+            f"(restic dump latest --tag bp-walk={shlex.quote(record.backup_id)} /walk.jsonl)",
         ]
     objects = [("backup.obj", record.object_path, record.sha256, f"backup.{_plain_extension(record.object_name)}")]
     if "globals.sql" in record.companions:
-        objects.append(
-            ("globals.obj", record.companion_path("globals.sql"), record.companions["globals.sql"]["sha256"], "globals.sql")
-        )
-    commands = ["set -euo pipefail", 'cd "$(mktemp -d)"  # a new, empty folder: no file of an earlier attempt is reused']
+        globals_sha256 = record.companions["globals.sql"]["sha256"]
+        objects.append(("globals.obj", record.companion_path("globals.sql"), globals_sha256, "globals.sql"))
+    commands = ["set -euo pipefail", 'cd "$(mktemp -d)"  # a new, empty folder ($OLDPWD: where you started)']
     for local, path, _, _ in objects:
         uri = repository.uri(path)
         verb = "aws s3 cp --quiet" if uri.startswith("s3://") else "cp"
@@ -151,17 +154,25 @@ def _mysql_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
 
 
 def _sqlite_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
-    target = shlex.quote(f"{database}.sqlite")
+    target = _beside_caller(f"{database}.sqlite")
     return [
         f"test \"$(sqlite3 {plain} 'pragma integrity_check')\" = ok",
-        f"test ! -e {target} && mv {plain} {target}  # (use an absolute path: this folder is a temporary one)",
+        f"test ! -e {target}  # never overwrite",
+        f"cp {plain} {target}",
     ]
 
 
 def _command_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    target = _beside_caller(f"{database}.{plain.removeprefix('backup.')}")
     return [
-        f"echo \"$PWD/{plain}\"  # exactly what the dataset's command wrote: give it to the tool's own restore command",
+        f"test ! -e {target}  # never overwrite",
+        f"cp {plain} {target}  # exactly what the dataset's command wrote: give it to the tool's own restore command",
     ]
+
+
+def _beside_caller(path: str) -> str:
+    """Return `path` for the shell: absolute as it is, else in the folder the commands were started from."""
+    return shlex.quote(path) if path.startswith("/") else f'"$OLDPWD"/{shlex.quote(path)}'
 
 
 LAST_STEPS: dict[str, Callable[[BackupRecord, str, str], list[str]]] = {
@@ -174,20 +185,36 @@ LAST_STEPS: dict[str, Callable[[BackupRecord, str, str], list[str]]] = {
 
 def measured_from_repositories(manifest: Manifest) -> dict[str, Measured]:
     """Return each active dataset's newest committed backup that is not quarantined, read from its repositories
-    (first that has one), with the quarantined backups newer than it."""
+    (first that has one, passing over backups whose object is gone), with the quarantined backups newer than
+    it, and the problems found in every repository of the dataset: one that cannot be read (tried once per
+    call, then noted for each of its datasets) or a damaged sidecar. A problem never stops the others."""
+    from dataclasses import replace
+
+    from backup_pipelines.errors import BackupError
     from backup_pipelines.repository import open_repository
 
-    measured = {}
+    measured: dict[str, Measured] = {}
+    unreachable: dict[str, str] = {}
     for name, dataset in manifest.active_datasets().items():
+        problems: list[str] = []
         for repository_name in dataset.repositories:
-            repository = open_repository(manifest, repository_name)
-            records = repository.list_backups(name)
+            try:
+                repository = open_repository(manifest, repository_name)
+                listing = repository.scan(name) if repository_name not in unreachable else None
+            except BackupError as error:
+                unreachable[repository_name], listing = str(error), None
+            if listing is None:
+                problems.append(f"repository {repository_name} is unreachable: {unreachable[repository_name]}")
+                continue
+            problems += [f"repository {repository_name}: {damaged.describe()}" for damaged in listing.damaged]
+            records = listing.usable
             good = [record for record in records if not record.quarantined]
-            if good:
+            if good and name not in measured:  # the other repositories are still read, for their problems
                 newest = good[-1]
                 newer = tuple(record for record in records if record.quarantined and record.created > newest.created)
                 measured[name] = Measured(newest, repository.uri(newest.object_path), repository, quarantined=newer)
-                break
+        if problems:
+            measured[name] = replace(measured.get(name, Measured()), problems=tuple(problems))
     return measured
 
 
@@ -242,6 +269,7 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             f"- Encrypted to: {keys}",
             "",
         ]
+        lines += [f"**Problem:** {problem}" for problem in item.problems] + ([""] if item.problems else [])
         if record is None or item.repository is None:
             lines += ["No committed backup found: there is nothing to restore. Check the backup runs.", ""]
             continue

@@ -181,8 +181,22 @@ def _splice_all(source: IO[bytes], target: IO[bytes]) -> int:
     return count
 
 
-def encode(source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZSTD_LEVEL) -> EncodeResult:
-    """Stream `source` through zstd and (if `recipients`) age into `sink`; return sizes and checksum.
+def _copy_to_both(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
+    """Move everything from `source` to `target` and to `tap`; return the byte count."""
+    count = 0
+    while chunk := _read_chunk(source):
+        count += len(chunk)
+        target.write(chunk)
+        tap.write(chunk)
+    return count
+
+
+def encode(
+    source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZSTD_LEVEL, tap: Sink | None = None
+) -> EncodeResult:
+    """Stream `source` through zstd and (if `recipients`) age into `sink`; return sizes and checksum. With
+    `tap`, every raw byte is also written to it in the same pass (an archive check reading the dump as it is
+    stored).
 
     The sha256 is that of the bytes given to `sink`, i.e. of the stored object. Raise CommandFailedError if
     zstd fails, or whatever the sink raises; the caller must then abort the sink.
@@ -193,7 +207,7 @@ def encode(source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZS
 
     def pump() -> None:
         try:
-            raw_count[0] = _splice_all(source, zstd.stdin)
+            raw_count[0] = _splice_all(source, zstd.stdin) if tap is None else _copy_to_both(source, zstd.stdin, tap)
         finally:
             zstd.stdin.close()
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -98,6 +100,12 @@ def pg_dump_command(
 def pg_restore_list_command(server: PostgresServerConfig) -> Command:
     """Return the command that lists the table of contents of a custom-format archive read from stdin."""
     return Command((binary("pg_restore", server), "--list"))
+
+
+def pg_archive_check_command(server: PostgresServerConfig) -> Command:
+    """Return the command that reads a custom-format archive from stdin to its last byte (every data block
+    decoded by pg_restore) and prints its table of contents, then `data: complete` (see pg_archive_check)."""
+    return Command((sys.executable, str(Path(__file__).with_name("pg_archive_check.py")), binary("pg_restore", server)))
 
 
 def postgres_server(manifest: Manifest, name: str) -> PostgresServerConfig:
@@ -279,10 +287,13 @@ class PostgresEngine:
 
     def archive_check_command(self, manifest: Manifest, name: str) -> Command:
         _, _, server = self._dataset(manifest, name)
-        return pg_restore_list_command(server)
+        return pg_archive_check_command(server)
 
     def summarize_archive_listing(self, listing: str) -> dict[str, Any]:
-        entries = [line for line in listing.splitlines() if line.strip() and not line.startswith(";")]
+        lines = listing.splitlines()
+        if "data: complete" not in lines:
+            raise IntegrityError("the archive is not whole: pg_restore could not read it to the end")
+        entries = [line for line in lines if line.strip() and not line.startswith(";") and line != "data: complete"]
         if not entries:
             raise IntegrityError("pg_restore --list found no entry in the archive")
         return {

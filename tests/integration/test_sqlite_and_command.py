@@ -17,7 +17,7 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.engines.fingerprint import compare_fingerprints
 from backup_pipelines.engines.sqlite import collect_stats as sqlite_stats
-from backup_pipelines.errors import CommandFailedError, SourceUnavailableError, ValidationFailedError
+from backup_pipelines.errors import CommandFailedError, IntegrityError, SourceUnavailableError, ValidationFailedError
 from backup_pipelines.manifest import Manifest, SqliteDataset
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup, verify_backup
 from tests.conftest import write_manifest
@@ -217,15 +217,17 @@ def test_a_failing_command_fails_with_its_stderr_and_commits_nothing(tmp_path: P
     assert stored(tmp_path) == []
 
 
-def test_a_restored_copy_the_validator_rejects_fails_the_restore_test(tmp_path: Path, age_keys: KeyPair) -> None:
+def test_output_the_validator_rejects_is_never_committed(tmp_path: Path, age_keys: KeyPair) -> None:
+    """The validator reads the output as it is stored, before the commit: the command exited 0, yet nothing
+    that would fail its restore test becomes a backup."""
     manifest = manifest_for(
         tmp_path,
         age_keys,
         {"vault": command_dataset(tmp_path, ["sh", "-c", "echo not-a-tar-archive"], ["tar", "-tf", "-"])},
     )
-    record = run_backup(manifest, "vault", PARTITION).record
-    with pytest.raises(ValidationFailedError, match="validate command: expected exit 0, restored copy has tar exited"):
-        restore_test_backup(manifest, "vault", record)
+    with pytest.raises(IntegrityError, match="the dump of vault is not whole, so it was not committed: tar exited"):
+        run_backup(manifest, "vault", PARTITION)
+    assert stored(tmp_path) == []
 
 
 def test_sqlite_and_command_datasets_get_the_same_assets(tmp_path: Path, age_keys: KeyPair) -> None:
