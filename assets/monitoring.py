@@ -2,12 +2,16 @@
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 from assets.history import LatestBackup, latest_backups
 from assets.keys import DatasetKeys
+from assets.pools import STAGES, PoolWait, dataset_of_step, pool_waits
+from assets.run_doctor import acts_here, diagnose, repair
 from backup_pipelines.freshness import Freshness, plan_alerts
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.notify import Alert
@@ -15,7 +19,11 @@ from resources import ManifestResource, NotifierResource
 
 RPO_CHECK = "rpo_fresh"
 CHECK_REPORTS_PER_TICK = 100
-STAGES = {"backup": "backup", "copy": "copy", "verify": "verify", "restore_test": "restore test"}
+# A step waiting longer than this for a slot of its `db-<server>` pool is logged at WARNING and alerted once.
+POOL_WAIT_WARNING = timedelta(minutes=5)
+# The rpo_alerts cursor maps dataset names to their alert state; this entry (not a dataset name) holds the pool
+# waits already alerted.
+POOL_WAITS_CURSOR_KEY = "~pool_waits"
 
 
 def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None], now: float) -> list[Freshness]:
@@ -104,8 +112,13 @@ def report_check_changes(
     return reported
 
 
-def build_rpo_sensor(manifest: Manifest) -> dg.SensorDefinition:
-    """A sensor that alerts once when a dataset goes stale, once when it recovers, and on the reminder."""
+def build_rpo_sensor(manifest: Manifest, pool_wait_warning: timedelta = POOL_WAIT_WARNING) -> dg.SensorDefinition:
+    """A sensor that alerts once when a dataset goes stale, once when it recovers, and on the reminder.
+
+    Each tick also looks after the pools: a step (or queued run) waiting longer than `pool_wait_warning` for a
+    `db-<server>` slot is logged at WARNING with the runs holding the slots, and alerted once; on an instance
+    whose runs all run on this host (SQLite), a run whose processes are all gone is marked failed and its slots
+    freed, as `backup-pipelines doctor` does."""
     names = list(manifest.active_datasets())
     reminder = manifest.alerts.reminder
 
@@ -113,10 +126,12 @@ def build_rpo_sensor(manifest: Manifest) -> dg.SensorDefinition:
         name="rpo_alerts",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts when a dataset's newest backup is older than its RPO, and when it recovers.",
+        description="Alerts when a dataset's newest backup is older than its RPO, and when it recovers; warns of "
+        "backups blocked on a pool and fails runs whose processes died (local instance).",
     )
     def rpo_alerts(context: dg.SensorEvaluationContext, manifest: ManifestResource, notifier: NotifierResource) -> Any:
         state = json.loads(context.cursor) if context.cursor else {}
+        alerted_waits = state.pop(POOL_WAITS_CURSOR_KEY, [])
         current = current_freshness(manifest.load(), latest_backups(context.instance, names), time.time())
         alerts, new_state = plan_alerts(state, current, reminder)
         for name, entry in new_state.items():
@@ -126,13 +141,74 @@ def build_rpo_sensor(manifest: Manifest) -> dg.SensorDefinition:
         for alert in alerts:
             sender.send(alert)
         recorded = report_check_changes(context.instance, current, new_state, CHECK_REPORTS_PER_TICK)
-        context.update_cursor(json.dumps(new_state))
         stale = sum(1 for entry in new_state.values() if entry["stale"])
+        repaired = _repair_dead_runs(context)
+        waits, wait_alerts = watch_pools(context, alerted_waits, pool_wait_warning, manifest.load().alerts.dagster_url)
+        for alert in wait_alerts:
+            sender.send(alert)
+        new_state[POOL_WAITS_CURSOR_KEY] = waits
+        context.update_cursor(json.dumps(new_state))
         return dg.SkipReason(
-            f"{stale} of {len(current)} datasets stale; {len(alerts)} alerts sent; {recorded} RPO checks recorded"
+            f"{stale} of {len(current)} datasets stale; {len(alerts)} alerts sent; {recorded} RPO checks recorded; "
+            f"{len(waits)} blocked on a pool; {repaired} dead runs failed"
         )
 
     return rpo_alerts
+
+
+def watch_pools(
+    context: dg.SensorEvaluationContext, alerted: list[str], threshold: timedelta, dagster_url: str
+) -> tuple[list[str], list[Alert]]:
+    """Log at WARNING every pool wait longer than `threshold`, naming the holders; return the keys of those
+    waits (to remember) and an alert for each not in `alerted` yet."""
+    now = time.time()
+    long_waits = [wait for wait in pool_waits(context.instance) if now - wait.since >= threshold.total_seconds()]
+    alerts = []
+    for wait in long_waits:
+        context.log.warning(f"blocked on a pool: {wait.describe(now)}")
+        if wait.key not in alerted:
+            alerts += pool_wait_alerts(context.instance, wait, now, dagster_url)
+    return [wait.key for wait in long_waits], alerts
+
+
+def pool_wait_alerts(instance: dg.DagsterInstance, wait: PoolWait, now: float, dagster_url: str) -> list[Alert]:
+    """One alert per dataset delayed by `wait` (one for the run when no dataset is known)."""
+    run = instance.get_run_by_id(wait.run_id)
+    what = f"{wait.step_key.split('__')[0]} " if wait.step_key else ""
+    return [
+        Alert(
+            kind="finding",
+            dataset=dataset,
+            title=f"{dataset}: {what}blocked on pool {wait.pool}",
+            message=wait.describe(now),
+            partition=run.tags.get("dagster/partition") if run else None,
+            run_url=f"{dagster_url.rstrip('/')}/runs/{wait.run_id}",
+            details={
+                "run_id": wait.run_id,
+                "pool": wait.pool,
+                "waiting_seconds": round(now - wait.since),
+                "holders": [run_id for run_id, _, _ in wait.holders],
+            },
+        )
+        for dataset in wait.datasets(run) or ["all"]
+    ]
+
+
+def _repair_dead_runs(context: dg.SensorEvaluationContext) -> int:
+    """On an instance whose runs all run on this host, fail the runs whose processes are gone and free their
+    slots (and those of ended runs); return how many runs were failed."""
+    if not acts_here(context.instance):
+        return 0
+    report = diagnose(context.instance)
+    if not report.dead and not [ended for ended in report.ended if not ended.running]:
+        return 0
+    repair(context.instance, report)
+    for diagnosis in report.dead:
+        context.log.warning(f"{diagnosis.describe()}: marked failed, its slots freed")
+    for ended in report.ended:
+        if not ended.running:
+            context.log.warning(f"{ended.describe()}: slots freed")
+    return len(report.failed)
 
 
 def failure_alerts(run: Any, failures: list[tuple[str, str]], dagster_url: str) -> list[Alert]:
@@ -140,9 +216,7 @@ def failure_alerts(run: Any, failures: list[tuple[str, str]], dagster_url: str) 
     partition = run.tags.get("dagster/partition")
     by_dataset: dict[str, list[str]] = {}
     for step_key, error in failures:
-        stage, _, dataset = step_key.partition("__")
-        if stage not in STAGES or not dataset:
-            stage, dataset = "run", "all"
+        stage, dataset = dataset_of_step(step_key) or ("run", "all")
         by_dataset.setdefault(dataset, []).append(f"{STAGES.get(stage, stage)} failed: {error}")
     run_url = f"{dagster_url.rstrip('/')}/runs/{run.run_id}"
     return [
@@ -170,14 +244,42 @@ def build_failure_sensor(manifest: Manifest, jobs: list[Any]) -> dg.SensorDefini
     )
     def backup_failure_alerts(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
         failures = [(event.step_key or "run", _error_text(event)) for event in context.get_step_failure_events()]
-        if not failures:
-            failures = [("run", context.failure_event.message or "run failed")]
+        if not failures:  # the run died or was failed from outside: blame the steps it did not finish
+            message = context.failure_event.message or "run failed"
+            steps = unfinished_steps(context.instance, context.dagster_run) or ["run"]
+            failures = [(step_key, message) for step_key in steps]
         sender = notifier.notifier(context.log)
         dagster_url = notifier.manifest.load().alerts.dagster_url
         for alert in failure_alerts(context.dagster_run, failures, dagster_url):
             sender.send(alert)
 
     return backup_failure_alerts
+
+
+def unfinished_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """Return the dataset steps of `run` that did not finish: those started and never ended (a killed worker
+    leaves them so), else those of its plan that never ended (a run failed before its steps ran)."""
+    started: dict[str, None] = {}
+    ended = set()
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = None
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            started.pop(event.step_key, None)
+            ended.add(event.step_key)
+    steps = list(started)
+    if not steps:
+        plan = (
+            instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+            if run.execution_plan_snapshot_id
+            else None
+        )
+        planned = run.step_keys_to_execute or ([step.key for step in plan.steps] if plan else [])
+        steps = [key for key in planned if key not in ended]
+    return [key for key in steps if dataset_of_step(key)]
 
 
 def _error_text(event: Any) -> str:

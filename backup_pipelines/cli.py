@@ -8,6 +8,7 @@
     backup-pipelines runbook [--output FILE]           the DR runbook from the manifest and the latest measurements
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
     backup-pipelines quarantine DATASET BACKUP_ID (--reason TEXT | --release)
+    backup-pipelines doctor [--dry-run]                fail runs whose processes died, free the pool slots they hold
 
 `list`, `restore`, `restore-commands` and `quarantine` need no Dagster instance: they read the repositories
 directly. A quarantined backup (a blocking check failed on it) is listed with its reason but never chosen as
@@ -221,6 +222,45 @@ def _runbook(arguments: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _doctor(arguments: argparse.Namespace) -> int:
+    """List the in-progress runs of the Dagster instance with their processes, fail the dead ones and free
+    their pool slots and those of ended runs (not with --dry-run), and list the steps waiting on a pool."""
+    if not os.environ.get("DAGSTER_HOME"):
+        raise BackupError("doctor reads the Dagster instance: set DAGSTER_HOME")
+    import dagster as dg
+
+    from assets.pools import pool_waits
+    from assets.run_doctor import acts_here, diagnose, repair
+
+    instance = dg.DagsterInstance.get()
+    report = diagnose(instance)
+    local = acts_here(instance) or arguments.assume_local
+    for diagnosis in report.runs:
+        print(diagnosis.describe())
+    for ended in report.ended:
+        print(ended.describe())
+    if not report.runs and not report.ended:
+        print("no run in progress, no slot held by an ended run")
+    to_fix = bool(report.dead or [ended for ended in report.ended if not ended.running])
+    if to_fix and not local:
+        print(
+            "error: this instance's runs may run on other hosts, where their pids mean nothing here: run doctor "
+            "on the host that ran them with --assume-local",
+            file=sys.stderr,
+        )
+    elif to_fix and not arguments.dry_run:
+        repair(instance, report)
+        for run_id in report.failed:
+            print(f"marked run {run_id} FAILURE")
+        for run_id in report.freed:
+            print(f"freed the pool slots of run {run_id}")
+    now = time.time()
+    for wait in pool_waits(instance):
+        print(f"waiting: {wait.describe(now)}")
+    left = to_fix and (arguments.dry_run or not local)
+    return 1 if left else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the CLI."""
     parser = argparse.ArgumentParser(
@@ -264,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--repositories-only", action="store_true", help="do not record it in the Dagster instance ($DAGSTER_HOME)"
     )
     quarantine.set_defaults(run=_quarantine)
+    doctor = commands.add_parser(
+        "doctor", help="fail runs whose processes died and free the pool slots they or ended runs hold ($DAGSTER_HOME)"
+    )
+    doctor.add_argument("--dry-run", action="store_true", help="only list; exit 1 when something needs repair")
+    doctor.add_argument(
+        "--assume-local",
+        action="store_true",
+        help="judge the runs' pids on this host although the instance is not a local SQLite one (only on the host "
+        "that ran them)",
+    )
+    doctor.set_defaults(run=_doctor)
     listing = commands.add_parser("list", help="list committed backups (quarantined ones with their reason)")
     listing.add_argument("dataset", nargs="?")
     listing.set_defaults(run=_list)
