@@ -188,9 +188,9 @@ def test_a_failed_backup_run_sends_one_alert_with_dataset_partition_error_and_li
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
         repository_def=defs.get_repository_def(),
-        resources={"notifier": defs.resources["notifier"]},
+        resources={"notifier": (defs.resources or {})["notifier"]},
     ) as context:
-        sensor(context.for_run_failure())  # type: ignore[operator]
+        sensor(context.for_run_failure())
     [alert] = receiver.json_bodies("/hook")
     assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == PARTITIONS[2]
     assert "backup failed: " in alert["message"] and "cannot connect to PostgreSQL" in alert["message"]
