@@ -25,6 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.timeout(120))  # a fault that hangs a backup fails its case, not the run
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -40,8 +41,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             counted[report.nodeid] = report.outcome
     if not counted:
         return
-    by_category = Counter(nodeid.split("/")[-1].split("::")[0].removeprefix("test_").removesuffix(".py")
-                          for nodeid in counted)
+    by_category = Counter(
+        nodeid.split("/")[-1].split("::")[0].removeprefix("test_").removesuffix(".py") for nodeid in counted
+    )
     outcomes = Counter(counted.values())
     terminalreporter.write_sep("-", f"fault suite: {len(counted)} injected faults")
     for category, count in sorted(by_category.items()):

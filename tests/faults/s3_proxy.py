@@ -6,6 +6,7 @@ request from then on)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import socket
@@ -147,7 +148,5 @@ class FaultyS3Proxy:
         if mode == "stall":
             time.sleep(STALL_SECONDS)
         handler.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass

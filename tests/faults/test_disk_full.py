@@ -35,7 +35,9 @@ def tiny_tmpfs(path: Path, pages: int, inodes: int | None = None) -> Iterator[Pa
     if os.geteuid() != 0:
         pytest.skip("disk-full faults mount a tmpfs, which needs root")
     options = f"size={pages * PAGE}" + (f",nr_inodes={inodes}" if inodes else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"mounting a tmpfs was refused ({mounted.stderr.strip()}): disk-full faults need mount rights")
     try:
@@ -61,7 +63,9 @@ def sqlite_manifest(tmp_path: Path, age_keys: KeyPair, root: Path) -> Manifest:
     if not (tmp_path / "app.sqlite").exists():
         make_sqlite(tmp_path / "app.sqlite", rows=2000)
     repositories = {"local": {"type": "local", "path": str(root)}}
-    return command_manifest(tmp_path, age_keys, {"notes": {"kind": "sqlite", "source": {"path": "app.sqlite"}}}, repositories)
+    return command_manifest(
+        tmp_path, age_keys, {"notes": {"kind": "sqlite", "source": {"path": "app.sqlite"}}}, repositories
+    )
 
 
 def measured(kind: str, build: Any, name: str, partition: str) -> dict[str, int]:
@@ -69,7 +73,7 @@ def measured(kind: str, build: Any, name: str, partition: str) -> dict[str, int]
     if kind not in SIZES:
         manifest = build()
         record = run_backup(manifest, name, partition).record
-        root = Path(manifest.repositories["local"].path)  # type: ignore[union-attr]
+        root = Path(manifest.repositories["local"].path)
         companions = sum(math.ceil(details["bytes_stored"] / PAGE) for details in record.companions.values())
         SIZES[kind] = {
             "object": math.ceil(record.bytes_stored / PAGE),

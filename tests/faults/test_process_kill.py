@@ -4,6 +4,7 @@ success; whatever it left is either a backup that restores or debris prune remov
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,10 +76,8 @@ def run_child(manifest: Manifest, name: str, moment: str) -> subprocess.Popen[by
 
 def reap(child: subprocess.Popen[bytes]) -> tuple[int, bytes]:
     output, _ = child.communicate(timeout=60)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)  # tools the killed backup left running
-    except ProcessLookupError:
-        pass
     return child.returncode, output
 
 

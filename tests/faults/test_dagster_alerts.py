@@ -1,0 +1,93 @@
+"""Faults on the Dagster path: the backup job runs in process, fails, and the `backup_failure_alerts`
+sensor sends one alert to a webhook (the `receiver` fixture); the next run of the job succeeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.sandbox import PostgresSandbox
+from tests.conftest import AlertReceiver, manifest_dict, write_manifest
+from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with, stored_files
+from tests.faults.test_disk_full import grow, tiny_tmpfs
+
+PARTITION = "2026-11-22-03:00"
+
+
+def alerting_data(
+    postgres: PostgresSandbox, database: str, age_keys: KeyPair, root: Path, receiver: AlertReceiver, monkeypatch: Any
+) -> dict[str, Any]:
+    monkeypatch.setenv("FAULTS_WEBHOOK_URL", f"{receiver.url}/hook")
+    data = manifest_dict(postgres, root, [age_keys.recipient], database=database)
+    data["alerts"] = {
+        "dagster_url": "http://dagster.example:3000",
+        "channels": {"hook": {"type": "webhook", "url_env": "FAULTS_WEBHOOK_URL", "retries": 1}},
+    }
+    return data
+
+
+def run_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("backup_hourly").execute_in_process(
+        partition_key=PARTITION, instance=instance, raise_on_error=False
+    )
+
+
+def alert_for(defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> None:
+    sensor = defs.resolve_sensor_def("backup_failure_alerts")
+    with dg.build_run_status_sensor_context(
+        sensor_name="backup_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        repository_def=defs.get_repository_def(),
+        resources={"notifier": (defs.resources or {})["notifier"]},
+    ) as context:
+        sensor(context.for_run_failure())
+
+
+@pytest.mark.parametrize("fault", ["pg_dump-killed", "pg_dump-truncated-exit-0", "disk-full"])
+def test_a_fault_on_the_dagster_path_fails_the_run_alerts_once_and_the_next_run_succeeds(
+    tmp_path: Path,
+    postgres: PostgresSandbox,
+    faults_database: str,
+    age_keys: KeyPair,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    root = tmp_path / "repo"
+    data = alerting_data(postgres, faults_database, age_keys, root, receiver, monkeypatch)
+    if fault == "pg_dump-killed":
+        script = killed_after("$REAL", 20_000, "KILL")
+        data["servers"]["pg"]["bin_dir"] = str(postgres_bin_dir_with(tmp_path / "bin", script))
+    elif fault == "pg_dump-truncated-exit-0":
+        script = '"$REAL" "$@" | head -c 20000\nexit 0'
+        data["servers"]["pg"]["bin_dir"] = str(postgres_bin_dir_with(tmp_path / "bin", script))
+    disk = tiny_tmpfs(tmp_path / "disk", 1) if fault == "disk-full" else None
+    if disk is not None:
+        root = disk.__enter__()
+        data["repositories"]["local"]["path"] = str(root)
+    try:
+        write_manifest(tmp_path / "m.yaml", data)
+        instance = dg.DagsterInstance.ephemeral()
+        result = run_job(build_definitions(tmp_path / "m.yaml"), instance)
+        assert not result.success
+        assert stored_files(root) == []
+        alert_for(build_definitions(tmp_path / "m.yaml"), instance, result)
+        [alert] = receiver.json_bodies("/hook")
+        assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == PARTITION
+        assert "backup failed: " in alert["message"]
+        if disk is not None:
+            grow(root)
+        data["servers"]["pg"].pop("bin_dir", None)
+        manifest = write_manifest(tmp_path / "m.yaml", data)
+        assert run_job(build_definitions(tmp_path / "m.yaml"), instance).success
+        assert len(assert_committed_backups_restore(manifest, "app_db")) == 1
+    finally:
+        if disk is not None:
+            disk.__exit__(None, None, None)
