@@ -18,6 +18,7 @@ from backup_pipelines.durations import describe_duration
 from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest
 from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.units import human_bytes
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class Measured:
     problems: tuple[str, ...] = ()  # repositories that could not be read, damaged sidecars met on the way
 
 
-OBJECT_SETUP = "export AGE_IDENTITY_FILE=/path/to/age-identity.txt PGHOST=... PGUSER=... PGPASSWORD=..."
+AGE_SETUP = "AGE_IDENTITY_FILE=/path/to/age-identity.txt"
+SERVER_SETUP = {  # what each kind's restore needs besides the age identity
+    "postgres": "PGHOST=... PGPORT=5432 PGUSER=... PGPASSWORD=...  # the server to restore onto",
+    "mysql": "MYSQL_PWD=...  # the password of DB_USER on the server set below (DB_HOST, DB_PORT, DB_USER)",
+}
 SNAPSHOT_SETUP = "export AWS_PROFILE=...  # an account allowed to restore snapshots in the region below"
 
 
@@ -226,15 +231,64 @@ def _span(seconds: float | None) -> str:
     return "not measured" if seconds is None else describe_duration(seconds)
 
 
+def restic_placement(manifest: Manifest, repository_name: str) -> tuple[str, str] | None:
+    """Return the location and the password variable of restic repository `repository_name` of `manifest`
+    (None if it is not a restic repository)."""
+    config = manifest.repositories.get(repository_name)
+    if config is None or getattr(config, "type", None) != "restic":
+        return None
+    return str(config.repository), str(config.password_env)  # type: ignore[union-attr]
+
+
+def setup_lines(manifest: Manifest, record: BackupRecord, repository: BackupStore) -> list[str]:
+    """Return the shell lines that prepare a restore of `record` from `repository`, by kind: AWS credentials for
+    snapshots; for restic, which repository and where its password is; otherwise the age identity (when the
+    backup is encrypted) and the target server's variables of the kind's tool (PostgreSQL, MySQL)."""
+    if record.kind in SNAPSHOT_KINDS:
+        return [SNAPSHOT_SETUP]
+    if isinstance(repository, ResticRepository):
+        placement = restic_placement(manifest, repository.name)
+        variable = f"${placement[1]}" if placement else "its password variable"
+        return [f"# restic repository {repository.location}: set RESTIC_PASSWORD below to the value of {variable}"]
+    needs = ([AGE_SETUP] if record.encrypted else []) + (
+        [SERVER_SETUP[record.kind]] if record.kind in SERVER_SETUP else []
+    )
+    return [f"export {' '.join(needs)}"] if needs else ["# not encrypted and restored to a file: nothing to set up"]
+
+
+def _keys_line(manifest: Manifest, dataset_repositories: list[str], record: BackupRecord | None) -> str:
+    """The runbook's line saying what protects a dataset's backups: restic's repository password, KMS, or the
+    age recipients."""
+    restic = [placement for name in dataset_repositories if (placement := restic_placement(manifest, name))]
+    if restic:
+        return "- Encrypted by restic: " + "; ".join(
+            f"repository `{location}`, password in `${variable}`" for location, variable in restic
+        )
+    if record is None:
+        return "- Encrypted to: unknown (no backup yet)"
+    if record.kind in SNAPSHOT_KINDS:
+        kms = record.source_stats.get("kms_key_id") or "no key recorded"
+        return f"- Encrypted to: KMS ({kms})" if record.encrypted else "- Encrypted to: not encrypted"
+    if record.encrypted:
+        return "- Encrypted to (age recipients): " + ", ".join(
+            fingerprint(recipient) for recipient in record.recipients
+        )
+    return "- Encrypted to: not encrypted"
+
+
 def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float) -> str:
-    """Return the DR runbook (Markdown) for every active dataset of `manifest`."""
+    """Return the DR runbook (Markdown) for every active dataset of `manifest`, saying first when it was
+    generated so a copy that stopped being refreshed shows its age."""
     lines = [
         "# Disaster-recovery runbook",
         "",
-        f"Generated {_when(now)} from `{manifest.path.name if manifest.path else 'the manifest'}` and the latest "
-        "measurements. Restores need only standard tools: see docs/restore.md.",
+        f"> **Generated {_when(now)}** from `{manifest.path.name if manifest.path else 'the manifest'}` and the "
+        "latest measurements. The reports job refreshes it every 30 minutes: if this time is more than an hour "
+        "old, that job is failing and the ages and measurements below are out of date (the status dashboard "
+        "shows the runbook's age). Restores need only standard tools: see docs/restore.md.",
         "",
-        "You need the age identity (private key) matching the recipients below, kept apart from the backups.",
+        "Encrypted backups need the age identity (private key) matching their recipients, kept apart from the "
+        "backups; restic repositories need their password.",
         "",
     ]
     for name, dataset in manifest.active_datasets().items():
@@ -244,18 +298,6 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
         rpo, rto = dataset.rpo.total_seconds(), dataset.rto.total_seconds()
         stale = " (**STALE**)" if age is None or age > rpo else ""
         slow = " (**over target**)" if item.measured_rto_seconds and item.measured_rto_seconds > rto else ""
-        if record is None:
-            keys = "unknown"
-        elif record.kind in SNAPSHOT_KINDS:
-            keys = (
-                f"KMS ({record.source_stats.get('kms_key_id') or 'no key recorded'})"
-                if record.encrypted
-                else "not encrypted"
-            )
-        elif record.encrypted:
-            keys = ", ".join(fingerprint(recipient) for recipient in record.recipients)
-        else:
-            keys = "not encrypted"
         lines += [
             f"## {name}",
             "",
@@ -266,7 +308,7 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             f"- RPO target {_span(rpo)}; newest backup is {_span(age)} old{stale}",
             f"- RTO target {_span(rto)}; last measured restore {_span(item.measured_rto_seconds)}{slow}",
             f"- Last successful restore test: {_when(item.last_restore_test_at)}",
-            f"- Encrypted to: {keys}",
+            _keys_line(manifest, list(dataset.repositories), record),
             "",
         ]
         lines += [f"**Problem:** {problem}" for problem in item.problems] + ([""] if item.problems else [])
@@ -274,11 +316,12 @@ def render_runbook(manifest: Manifest, measured: dict[str, Measured], now: float
             lines += ["No committed backup found: there is nothing to restore. Check the backup runs.", ""]
             continue
         lines += [
-            f"Newest backup: `{record.backup_id}` (partition {record.partition_key}, {record.bytes_stored:,} bytes, "
-            f"taken {record.created_at[:19]} UTC) at `{item.newest_backup_uri}`.",
+            f"Newest backup: `{record.backup_id}` (partition {record.partition_key}, "
+            f"{human_bytes(record.bytes_stored)} stored, taken {record.created_at[:19]} UTC) at "
+            f"`{item.newest_backup_uri}`.",
             "",
             "```bash",
-            SNAPSHOT_SETUP if record.kind in SNAPSHOT_KINDS else OBJECT_SETUP,
+            *setup_lines(manifest, record, item.repository),
             *restore_commands(item.repository, record, f"{name}_restored"),
             "```",
             "",
