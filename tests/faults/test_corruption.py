@@ -41,12 +41,10 @@ def flip(data: bytes, at: int) -> bytes:
 
 OBJECT_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "flip-first-byte": lambda data: flip(data, 0),
-    "flip-in-age-header": lambda data: flip(data, 40),
     "flip-middle": lambda data: flip(data, len(data) // 2),
     "flip-last-byte": lambda data: flip(data, len(data) - 1),
     "cut-to-empty": lambda data: b"",
     "cut-in-half": lambda data: data[: len(data) // 2],
-    "cut-last-byte": lambda data: data[:-1],
     "replaced-by-braces": lambda data: b"{}",
 }
 

@@ -61,7 +61,7 @@ def _check_postgres_fault(tmp_path: Path, data: dict[str, Any], expected: type[E
     assert_fault_contained(write_manifest(tmp_path / "m.yaml", data), "app_db", PARTITION)
 
 
-@pytest.mark.parametrize("share", offsets(7, 0.0, 1.05, "pg-kill"))
+@pytest.mark.parametrize("share", offsets(5, 0.0, 1.05, "pg-kill"))
 def test_pg_dump_killed_by_a_signal_after_n_bytes_commits_nothing(
     tmp_path: Path, postgres: PostgresSandbox, faults_database: str, age_keys: KeyPair, share: float
 ) -> None:
