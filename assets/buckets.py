@@ -1,4 +1,4 @@
-"""Protected S3 buckets (`s3` datasets) in Dagster: each bucket is an external asset `bucket/<name>` (we do not
+"""Protected S3 buckets (`s3` datasets) in Dagster: each bucket is an external asset `<name>/bucket` (we do not
 make it, we watch it) with asset checks for versioning and, where asked, replication and Object Lock. A job per
 schedule runs the checks; a failed rule is alerted on the dataset's channels."""
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.keys import DatasetKeys
 from assets.partitions import cadence_name
 from backup_pipelines.buckets import OBJECT_LOCK, REPLICATION, VERSIONING, check_bucket, rules_for
 from backup_pipelines.manifest import Manifest, S3BucketDataset
@@ -22,7 +23,7 @@ DESCRIPTIONS = {
 
 
 def bucket_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["bucket", name])
+    return DatasetKeys(name).bucket
 
 
 def _spec(name: str, dataset: S3BucketDataset) -> dg.AssetSpec:

@@ -1,7 +1,10 @@
-"""The factory: one manifest dataset becomes backup/<name> -> verify/<name> -> restore_test/<name>."""
+"""The factory: one manifest dataset becomes <name>/backup -> [<name>/copy] -> <name>/verify -> <name>/restore_test."""
 
 import time
-from datetime import timedelta
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -9,12 +12,12 @@ import dagster as dg
 from assets.history import QUARANTINED, SIZE_CHECK, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
 from assets.metadata import backup_metadata, restore_metadata, verify_metadata
-from assets.partitions import partitions_for
+from assets.partitions import LATE_ALLOW, LATE_TAG, describe_window, lateness, partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
-from backup_pipelines.durations import format_duration
-from backup_pipelines.errors import StorageError
+from backup_pipelines.durations import describe_duration, format_duration
+from backup_pipelines.errors import ManifestError, MissingSecretError, StorageError
 from backup_pipelines.manifest import SNAPSHOT_KINDS, ActiveDataset, AnomalyThresholds, Manifest, PostgresDataset
 from backup_pipelines.operations import StoredBackup, find_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.quarantine import describe, quarantine_backup, size_anomaly_reason
@@ -122,10 +125,64 @@ def retry_policy(retries: int, delay: timedelta) -> dg.RetryPolicy | None:
     return dg.RetryPolicy(max_retries=retries, delay=delay.total_seconds(), backoff=dg.Backoff.EXPONENTIAL)
 
 
-def compliance_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        COMPLIANCE_CHECK, asset=key, description="3-2-1: copies (with the source), media, off-site, immutable."
+def partitioned_check(
+    name: str, key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, description: str, blocking: bool = False
+) -> dg.AssetCheckSpec:
+    """Return the spec of a check judging one partition of `key`: each run records one result per partition it
+    materializes (an unpartitioned check on a partitioned asset leaves a "Skipped" row per partition next to its
+    result). Partitioned check specs are a Dagster preview feature (1.13); its warning is silenced here only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name, asset=key, partitions_def=partitions_def, description=description, blocking=blocking
+        )
+
+
+def compliance_spec(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    return partitioned_check(
+        COMPLIANCE_CHECK, key, partitions_def, "3-2-1: copies (with the source), media, off-site, immutable."
     )
+
+
+@contextmanager
+def fail_at_once_on_configuration_errors() -> Iterator[None]:
+    """Turn a missing secret or an unusable manifest into a step failure that is not retried: waiting does not
+    set an environment variable or fix a file, so the dataset's RetryPolicy is kept for transient errors only.
+    The failure's message names the error and what is missing (the variable, the file, the field)."""
+    try:
+        yield
+    except MissingSecretError as error:
+        raise dg.Failure(description=f"MissingSecretError: {error}", allow_retries=False) from error
+    except ManifestError as error:
+        raise dg.Failure(description=f"ManifestError: {error.report()}", allow_retries=False) from error
+
+
+def refuse_late_partition(context: dg.AssetExecutionContext, now: datetime) -> dict[str, Any]:
+    """Return the metadata saying when a backup of this partition is taken: `taken_at`, `partition_window`, and
+    `taken_after_window_closed` when late. A backup is a snapshot of now: refuse (a Failure, not retried) a
+    partition whose window closed more than one period ago, unless the run is tagged `backup/late=allow`."""
+    window = context.partition_time_window
+    late = lateness(window, now)
+    metadata: dict[str, Any] = {
+        "taken_at": dg.MetadataValue.text(now.isoformat(timespec="seconds")),
+        "partition_window": dg.MetadataValue.text(describe_window(window)),
+    }
+    if late is None:
+        return metadata
+    after_close = describe_duration((now - window.end).total_seconds())
+    if context.run.tags.get(LATE_TAG) != LATE_ALLOW:
+        raise dg.Failure(
+            description=f"partition {context.partition_key} ({describe_window(window)}) closed "
+            f"{after_close} ago: a backup taken now is a snapshot of now, not of that window. "
+            f"Back up the current partition, or tag the run {LATE_TAG}={LATE_ALLOW} to record a late backup "
+            "(its metadata then says when it was taken).",
+            allow_retries=False,
+        )
+    context.log.warning(
+        f"late backup: partition {context.partition_key} ({describe_window(window)}) taken "
+        f"{after_close} after its window closed ({LATE_TAG}={LATE_ALLOW})"
+    )
+    return {**metadata, "taken_after_window_closed": dg.MetadataValue.text(after_close)}
 
 
 def compliance_result(manifest: Manifest, name: str, holding: list[str]) -> tuple[dg.AssetCheckResult, str]:
@@ -161,6 +218,7 @@ def _copy_kinds(manifest: Manifest, dataset: ActiveDataset) -> set[str]:
 
 
 def _common(dataset: ActiveDataset, name: str, manifest: Manifest) -> dict[str, Any]:
+    """The attributes every asset of a dataset's chain shares: its group, partitions, owners and tags."""
     return {
         "group_name": name,
         "partitions_def": partitions_for(dataset.schedule, manifest.partition_start_for(name)),
@@ -174,6 +232,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     dataset = manifest.dataset(name)
     keys = DatasetKeys(name)
     common = _common(dataset, name, manifest)
+    partitions_def = common["partitions_def"]
     has_copies = len(dataset.repositories) > 1
     source_server = dataset.server_name
     restore_server = dataset.restore_test.server or source_server if isinstance(dataset, PostgresDataset) else None
@@ -186,13 +245,14 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         freshness_policy=freshness_policy(dataset.rpo),
         retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
         check_specs=[
-            dg.AssetCheckSpec(
+            partitioned_check(
                 SIZE_CHECK,
-                asset=keys.backup,
+                keys.backup,
+                partitions_def,
+                "Size, row counts and duration against this dataset's recent backups.",
                 blocking=True,
-                description="Size, row counts and duration against this dataset's recent backups.",
             ),
-            *([] if has_copies else [compliance_spec(keys.backup)]),
+            *([] if has_copies else [compliance_spec(keys.backup, partitions_def)]),
         ],
         metadata={
             "schedule": dataset.schedule,
@@ -206,9 +266,11 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     def backup(
         context: dg.AssetExecutionContext, manifest: ManifestResource, notifier: NotifierResource
     ) -> dg.MaterializeResult:
+        taken = refuse_late_partition(context, datetime.now(UTC))
         notifier.ping(name, "start", context.partition_key)
         try:
-            stored = run_backup(manifest.load(), name, context.partition_key, log=context.log)
+            with fail_at_once_on_configuration_errors():
+                stored = run_backup(manifest.load(), name, context.partition_key, log=context.log)
         except Exception as error:
             notifier.ping(name, "fail", f"{context.partition_key}: {error}")
             raise
@@ -222,6 +284,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         recent_sizes.append([round(time.time()), stored.record.bytes_stored])
         metadata = {
             **backup_metadata(stored),
+            **taken,
             "size_check": "pass" if check.passed else check.severity.value,
             "recent_sizes": dg.MetadataValue.json(recent_sizes),
             **({QUARANTINED: dg.MetadataValue.text(quarantined)} if quarantined else {}),
@@ -237,13 +300,14 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=f"The {name} backup copied to every copy repository and re-checked there (3-2-1).",
         kinds=_copy_kinds(manifest, dataset),
         retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
-        check_specs=[compliance_spec(keys.copy)],
+        check_specs=[compliance_spec(keys.copy, partitions_def)],
         **common,
     )
     def copy(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
-        loaded = manifest.load()
-        record = _record_for(context, loaded, keys)
-        locations = copy_backup(loaded, name, record)
+        with fail_at_once_on_configuration_errors():
+            loaded = manifest.load()
+            record = _record_for(context, loaded, keys)
+            locations = copy_backup(loaded, name, record)
         compliance, summary = compliance_result(loaded, name, list(locations))
         metadata: dict[str, Any] = {
             "backup_id": dg.MetadataValue.text(record.backup_id),
@@ -263,9 +327,10 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     def verify(
         context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
     ) -> dg.MaterializeResult:
-        loaded = manifest.load()
-        record = _record_for(context, loaded, keys)
-        checks = verify_backup(loaded, name, record, *age_identity.credentials())
+        with fail_at_once_on_configuration_errors():
+            loaded = manifest.load()
+            record = _record_for(context, loaded, keys)
+            checks = verify_backup(loaded, name, record, *age_identity.credentials())
         return dg.MaterializeResult(metadata=verify_metadata(record, checks))
 
     @dg.asset(
@@ -274,17 +339,16 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=RESTORE_DESCRIPTIONS.get(dataset.kind, RESTORE_DESCRIPTIONS["objects"]).format(name=name),
         kinds={dataset.kind},
         pool=f"db-{restore_server}" if restore_server else None,
-        check_specs=[
-            dg.AssetCheckSpec(RTO_CHECK, asset=keys.restore_test, description="Restore took at most the RTO.")
-        ],
+        check_specs=[partitioned_check(RTO_CHECK, keys.restore_test, partitions_def, "Restore took at most the RTO.")],
         **common,
     )
     def restore_test(
         context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
     ) -> dg.MaterializeResult:
-        loaded = manifest.load()
-        record = drill_record(context, loaded, _record_for(context, loaded, keys))
-        report = restore_test_backup(loaded, name, record, *age_identity.credentials())
+        with fail_at_once_on_configuration_errors():
+            loaded = manifest.load()
+            record = drill_record(context, loaded, _record_for(context, loaded, keys))
+            report = restore_test_backup(loaded, name, record, *age_identity.credentials())
         rto_seconds = dataset.rto.total_seconds()
         measured = report.restore_seconds + report.validation_seconds
         check = dg.AssetCheckResult(

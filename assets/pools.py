@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.storage.dagster_run import RunsFilter
 
+from assets import keys as keys_module
 from assets.run_doctor import held_slots
 
 STAGES = {"backup": "backup", "copy": "copy", "verify": "verify", "restore_test": "restore test"}
 
 
 def dataset_of_step(step_key: str) -> tuple[str, str] | None:
-    """Return (stage, dataset) of a dataset's step key (`backup__orders_db` -> backup, orders_db), else None."""
-    stage, _, dataset = step_key.partition("__")
-    return (stage, dataset) if stage in STAGES and dataset else None
+    """Return (stage, dataset) of a dataset's step key (`orders_db__backup` -> backup, orders_db), else None."""
+    return keys_module.dataset_of_step(step_key)
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class PoolWait:
         if self.step_key:
             found = dataset_of_step(self.step_key)
             return [found[1]] if found else []
-        keys = (run.asset_selection or set()) if run else set()
-        return sorted({key.path[-1] for key in keys if key.path[0] in STAGES})
+        stages = [keys_module.dataset_stage(key) for key in (run.asset_selection or set())] if run else []
+        return sorted({stage[0] for stage in stages if stage and stage[1] in STAGES})
 
     def describe(self, now: float) -> str:
         waiter = f"step {self.step_key} of run {self.run_id}" if self.step_key else f"queued run {self.run_id}"

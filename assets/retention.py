@@ -1,10 +1,12 @@
-"""Retention as assets: `retention/<dataset>` prunes a dataset's repositories daily and shows what it kept."""
+"""Retention as assets: `<dataset>/retention` prunes a dataset's repositories daily and shows what it kept.
+
+They form their own group, `retention`, so materializing a dataset's group backs up without pruning."""
 
 from typing import Any
 
 import dagster as dg
 
-from assets.keys import DatasetKeys
+from assets.keys import RETENTION_GROUP, DatasetKeys
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.prune import PruneReport, prune_dataset
 from backup_pipelines.repository import open_repository
@@ -20,7 +22,7 @@ class RetentionResource(dg.ConfigurableResource):
 
 
 def retention_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["retention", name])
+    return DatasetKeys(name).retention
 
 
 def _report_metadata(report: PruneReport) -> dict[str, Any]:
@@ -69,13 +71,13 @@ def _report_metadata(report: PruneReport) -> dict[str, Any]:
 
 
 def build_retention_asset(manifest: Manifest, name: str) -> dg.AssetsDefinition:
-    """Return `retention/<name>`: prune the dataset's repositories and record every expired partition."""
+    """Return `<name>/retention`: prune the dataset's repositories and record every expired partition."""
     keys = DatasetKeys(name)
 
     @dg.asset(
         key=retention_key(name),
         deps=[keys.backup],
-        group_name=name,
+        group_name=RETENTION_GROUP,
         kinds={"retention"},
         description=f"Backups of {name} kept and expired by its retention policy, in every repository.",
     )

@@ -60,7 +60,7 @@ def fill_history(instance: dg.DagsterInstance, names: list[str], backups: int) -
             records = [dg.TableRecord({"table": f"public.t{n}", "rows": 1000 + n}) for n in range(5)]
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
-                    dg.AssetKey(["backup", name]),
+                    dg.AssetKey([name, "backup"]),
                     partition=f"{created:%Y-%m-%d-%H}:00",
                     metadata={
                         "backup_id": f"{created:%Y%m%dT%H%M%SZ}-000000",
@@ -78,9 +78,9 @@ def fill_history(instance: dg.DagsterInstance, names: list[str], backups: int) -
                     },
                 )
             )
-        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["verify", name])))
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey([name, "verify"])))
         instance.report_runless_asset_event(
-            dg.AssetMaterialization(dg.AssetKey(["restore_test", name]), metadata={"measured_rto_seconds": 42.0})
+            dg.AssetMaterialization(dg.AssetKey([name, "restore_test"]), metadata={"measured_rto_seconds": 42.0})
         )
 
 

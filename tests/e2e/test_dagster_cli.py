@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from backup_pipelines.crypto import KeyPair
@@ -12,7 +13,8 @@ from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import manifest_dict, write_manifest
 from tests.e2e.conftest import dagster_environment, job_execute, run
 
-PARTITION = "2026-11-26-13:00"
+# The hour that just closed: older partitions are refused as late unless the run is tagged backup/late=allow.
+PARTITION = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC").get_last_partition_key()
 
 
 @pytest.fixture
@@ -38,12 +40,10 @@ def test_job_execute_backs_up_verifies_and_restore_tests_one_partition(
     manifest = load_manifest(environment["BACKUP_MANIFEST"])
     [record] = open_repository(manifest, "local").list_backups("app_db")
     assert record.partition_key == PARTITION
-    import dagster as dg
-
     monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
     instance = dg.DagsterInstance.get()
-    for prefix in ("backup", "verify", "restore_test"):
-        event = instance.get_latest_materialization_event(dg.AssetKey([prefix, "app_db"]))
+    for stage in ("backup", "verify", "restore_test"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(["app_db", stage]))
         assert event is not None and event.asset_materialization is not None
         assert event.asset_materialization.partition == PARTITION
         assert event.asset_materialization.metadata["backup_id"].value == record.backup_id
@@ -58,7 +58,7 @@ def test_asset_materialize_backs_up_one_partition(environment: dict[str, str]) -
             "-m",
             "backup_pipelines.definitions",
             "--select",
-            "key:backup/app_db",
+            "key:app_db/backup",
             "--partition",
             PARTITION,
         ],
@@ -80,3 +80,16 @@ def test_job_execute_exits_non_zero_when_the_source_is_down(
     assert result.returncode != 0
     assert "cannot connect to PostgreSQL" in result.stdout + result.stderr
     assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").rglob("*.json"))
+
+
+def test_asset_materialize_of_the_dataset_group_runs_the_whole_chain_and_never_prunes(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = ["dagster", "asset", "materialize", "-m", "backup_pipelines.definitions", "--select", "group:app_db"]
+    result = run([*command, "--partition", PARTITION], environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
+    instance = dg.DagsterInstance.get()
+    for stage in ("backup", "verify", "restore_test"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(["app_db", stage])) is not None
+    assert instance.get_latest_materialization_event(dg.AssetKey(["app_db", "retention"])) is None

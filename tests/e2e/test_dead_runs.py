@@ -64,7 +64,7 @@ def setup(
         yield environment, instance, slow, started
 
 
-MATERIALIZE = ["dagster", "asset", "materialize", "-m", "backup_pipelines.definitions", "--select", "key:backup/app_db"]
+MATERIALIZE = ["dagster", "asset", "materialize", "-m", "backup_pipelines.definitions", "--select", "key:app_db/backup"]
 
 
 def materialize(environment: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -154,7 +154,7 @@ def test_doctor_leaves_a_run_whose_orphaned_step_still_dumps_and_fails_it_once_t
 
         first = doctor(environment)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert "running: pid" in first.stdout and "(step backup__app_db)" in first.stdout
+        assert "running: pid" in first.stdout and "(step app_db__backup)" in first.stdout
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
         assert held(instance) == {run_id}  # the orphan still dumps: its slot stays taken
 

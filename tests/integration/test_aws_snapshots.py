@@ -352,13 +352,13 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("protect_daily").execute_in_process(partition_key="2026-11-25", instance=instance)
     assert result.success
-    [backup] = result.asset_materializations_for_node("backup__billing")
+    [backup] = result.asset_materializations_for_node("billing__backup")
     assert str(backup.metadata["snapshot_id"].value).startswith("bp-billing-")
-    [copied] = result.asset_materializations_for_node("copy__billing")
+    [copied] = result.asset_materializations_for_node("billing__copy")
     assert set(copied.metadata["locations"].value) == {"snapshots", "dr"}  # type: ignore[arg-type]
-    [verified] = result.asset_materializations_for_node("verify__billing")
+    [verified] = result.asset_materializations_for_node("billing__verify")
     assert verified.metadata["copies_verified"].value == 2
-    [restored] = result.asset_materializations_for_node("restore_test__billing")
+    [restored] = result.asset_materializations_for_node("billing__restore_test")
     assert restored.metadata["checks_passed"].value == restored.metadata["checks_total"].value == 6
     checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
     assert checks == {"size_anomaly": True, "three_two_one": True, "restore_within_rto": True}
@@ -366,7 +366,7 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     result = defs.resolve_job_def("check_buckets_daily").execute_in_process(instance=instance)
     assert result.success
     [evaluation] = result.get_asset_check_evaluations()
-    assert evaluation.asset_key == dg.AssetKey(["bucket", "exports"]) and not evaluation.passed
+    assert evaluation.asset_key == dg.AssetKey(["exports", "bucket"]) and not evaluation.passed
     assert "overwritten and deleted objects are lost" in str(evaluation.description)
 
     result = defs.resolve_job_def("reports").execute_in_process(instance=instance)

@@ -156,9 +156,9 @@ def test_files_datasets_get_the_same_assets(tmp_path: Path, monkeypatch: pytest.
         .execute_in_process(partition_key=PARTITIONS[0], instance=dg.DagsterInstance.ephemeral())
     )
     assert result.success
-    [backup] = result.asset_materializations_for_node("backup__configs")
+    [backup] = result.asset_materializations_for_node("configs__backup")
     assert str(backup.metadata["location"].value).startswith("restic:")
-    [restore] = result.asset_materializations_for_node("restore_test__configs")
+    [restore] = result.asset_materializations_for_node("configs__restore_test")
     assert restore.metadata["checks_passed"].value == 4  # the three numbers and the content fingerprint
 
 

@@ -162,7 +162,7 @@ def test_mysql_datasets_get_the_same_assets(tmp_path: Path, mariadb: Any, age_ke
         .execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral())
     )
     assert result.success
-    [restore] = result.asset_materializations_for_node("restore_test__shop")
+    [restore] = result.asset_materializations_for_node("shop__restore_test")
     assert (
         restore.metadata["checks_passed"].value == restore.metadata["checks_total"].value == 5
     )  # table count + 3 tables + the content fingerprint

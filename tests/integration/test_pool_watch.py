@@ -55,9 +55,9 @@ def test_a_backup_blocked_on_a_held_pool_is_warned_with_the_holder_and_its_rpo_a
     storage.set_concurrency_slots(POOL, 2)
     started_run(instance, "holder")
     started_run(instance, "waiter")
-    for step in ("backup__app_db", "restore_test__app_db"):
+    for step in ("app_db__backup", "app_db__restore_test"):
         assert storage.claim_concurrency_slot(POOL, "holder", step).is_claimed
-    assert not storage.claim_concurrency_slot(POOL, "waiter", "backup__app_db").is_claimed
+    assert not storage.claim_concurrency_slot(POOL, "waiter", "app_db__backup").is_claimed
 
     sensor = defs.resolve_sensor_def("rpo_alerts")
     cursor: str | None = None
@@ -80,16 +80,16 @@ def test_a_backup_blocked_on_a_held_pool_is_warned_with_the_holder_and_its_rpo_a
     [blocked] = [alert for alert in alerts if alert["kind"] == "finding"]
     assert blocked["dataset"] == "app_db" and blocked["title"] == "app_db: backup blocked on pool db-pg"
     assert blocked["details"]["holders"] == ["holder", "holder"] and blocked["details"]["run_id"] == "waiter"
-    assert "step backup__app_db of run waiter has waited" in blocked["message"]
+    assert "step app_db__backup of run waiter has waited" in blocked["message"]
     assert "has waited 3h00m for a slot of pool db-pg" in blocked["message"]
-    assert "held by run holder (step backup__app_db, STARTED)" in blocked["message"]
+    assert "held by run holder (step app_db__backup, STARTED)" in blocked["message"]
     logged = capfd.readouterr().err
-    assert "WARNING - blocked on a pool: step backup__app_db of run waiter has waited 3h00m" in logged
-    assert "held by run holder (step backup__app_db, STARTED), run holder (step restore_test__app_db" in logged
+    assert "WARNING - blocked on a pool: step app_db__backup of run waiter has waited 3h00m" in logged
+    assert "held by run holder (step app_db__backup, STARTED), run holder (step app_db__restore_test" in logged
     assert tick() == []  # one alert per wait, no storm
 
     storage.free_concurrency_slots_for_run("holder")  # the waiter gets its slot: nothing blocked any more
-    assert storage.claim_concurrency_slot(POOL, "waiter", "backup__app_db").is_claimed
+    assert storage.claim_concurrency_slot(POOL, "waiter", "app_db__backup").is_claimed
     assert tick() == []
 
 

@@ -53,7 +53,7 @@ def size_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def backup_id(result: dg.ExecuteInProcessResult) -> str:
-    [event] = result.asset_materializations_for_node("backup__app_db")
+    [event] = result.asset_materializations_for_node("app_db__backup")
     return str(event.metadata["backup_id"].value)
 
 
@@ -101,7 +101,7 @@ def test_a_backup_after_a_90_percent_deletion_is_quarantined_everywhere_and_pass
     check = size_check(damaged)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     bad = backup_id(damaged)
-    [event] = damaged.asset_materializations_for_node("backup__app_db")
+    [event] = damaged.asset_materializations_for_node("app_db__backup")
     reason = str(event.metadata["quarantined"].value)
     assert reason.startswith("size_anomaly failed: ") and "shop.orders has 200 rows" in reason
 
@@ -157,7 +157,7 @@ def test_a_backup_after_a_90_percent_deletion_is_quarantined_everywhere_and_pass
     drill = defs.resolve_job_def("restore_drill_hourly").execute_in_process(
         partition_key=PARTITIONS[3], instance=instance
     )
-    [tested] = drill.asset_materializations_for_node("restore_test__app_db")
+    [tested] = drill.asset_materializations_for_node("app_db__restore_test")
     assert drill.success and tested.metadata["backup_id"].value == good[2]
 
     # retention: keep_last counts good backups only; a quarantined one is kept only while younger than min_age

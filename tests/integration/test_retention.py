@@ -152,16 +152,16 @@ def test_retention_job_reports_kept_and_expired_and_marks_expired_partitions(ret
     dry = job.execute_in_process(
         instance=instance, run_config={"resources": {"retention": {"config": {"dry_run": True}}}}
     )
-    [materialization] = dry.asset_materializations_for_node("retention__app_db")
+    [materialization] = dry.asset_materializations_for_node("app_db__retention")
     assert materialization.metadata["dry_run"].value is True and materialization.metadata["expired_count"].value == 4
     assert len(open_repository(manifest, "local").list_backups("app_db")) == 6
 
     result = job.execute_in_process(instance=instance)
-    [materialization] = result.asset_materializations_for_node("retention__app_db")
+    [materialization] = result.asset_materializations_for_node("app_db__retention")
     metadata = materialization.metadata
     assert metadata["kept_count"].value == 2 and metadata["bytes_freed"].value > 0
     assert {row.data["kept_by"] for row in metadata["kept"].value.records} == {"daily, safety: newest backup", "daily"}
-    observations = instance.fetch_observations(dg.AssetKey(["backup", "app_db"]), limit=10).records
+    observations = instance.fetch_observations(dg.AssetKey(["app_db", "backup"]), limit=10).records
     expired = {record.partition_key for record in observations}
     assert expired == {history[i].partition_key for i in (1, 3, 4, 5)} - {history[0].partition_key}
     assert all(r.asset_observation.metadata["expired"].value is True for r in observations)  # type: ignore[union-attr]

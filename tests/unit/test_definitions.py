@@ -34,7 +34,9 @@ def graph(defs: dg.Definitions) -> dict[str, dict[str, object]]:
                 "group": assets_def.group_names_by_key[key],
                 "partitions": type(partitions).__name__ if partitions else None,
                 "pool": assets_def.op.pool,
-                "checks": sorted(check.name for check in assets_def.check_keys),
+                "checks": sorted(
+                    spec.name + (" (partitioned)" if spec.partitions_def else "") for spec in assets_def.check_specs
+                ),
             }
     return nodes
 
@@ -54,27 +56,73 @@ def test_asset_graph_matches_the_snapshot(defs: dg.Definitions) -> None:
 
 def test_lineage_is_backup_then_verify_then_restore_test(defs: dg.Definitions) -> None:
     nodes = graph(defs)
-    assert nodes["verify/postgres_main"]["deps"] == ["backup/postgres_main"]
-    assert nodes["restore_test/postgres_main"]["deps"] == ["verify/postgres_main"]
-    assert nodes["backup/postgres_main"]["pool"] == "db-pg_main"
+    assert nodes["postgres_main/copy"]["deps"] == ["postgres_main/backup"]
+    assert nodes["postgres_main/verify"]["deps"] == ["postgres_main/copy"]
+    assert nodes["postgres_main/restore_test"]["deps"] == ["postgres_main/verify"]
+    assert nodes["postgres_main/backup"]["pool"] == "db-pg_main"
+
+
+def test_keys_put_the_dataset_first_so_each_node_is_labelled_by_its_stage(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for name in ("postgres_main", "shop_mysql", "configs"):
+        chain = [dg.AssetKey([name, stage]) for stage in ("backup", "verify", "restore_test")]
+        assert all(graph.get(key).group_name == name for key in chain)
+        assert graph.get(dg.AssetKey([name, "retention"])).group_name == "retention"
+    dataset_keys = [key for key in graph.get_all_asset_keys() if key.path[0] != "reports"]
+    assert {key.path[-1] for key in dataset_keys} == {"backup", "copy", "verify", "restore_test", "retention"}
+
+
+def test_a_dataset_group_selects_its_chain_and_never_retention(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    selected = dg.AssetSelection.from_string("group:postgres_main").resolve(graph)
+    assert {key.to_user_string() for key in selected} == {
+        "postgres_main/backup",
+        "postgres_main/copy",
+        "postgres_main/verify",
+        "postgres_main/restore_test",
+    }
+    retention = dg.AssetSelection.groups("retention").resolve(graph)
+    assert retention == {
+        dg.AssetKey([name, "retention"])
+        for name in ("postgres_main", "shop_mysql", "configs", "notes_sqlite", "secrets")
+    }
+
+
+def test_reports_depend_on_what_they_summarize(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    status = graph.get(dg.AssetKey(["reports", "backup_status"])).parent_keys
+    runbook = graph.get(dg.AssetKey(["reports", "dr_runbook"])).parent_keys
+    assert {dg.AssetKey(["postgres_main", stage]) for stage in ("backup", "verify", "restore_test")} <= status
+    assert dg.AssetKey(["shop_mysql", "restore_test"]) in runbook and dg.AssetKey(["configs", "backup"]) not in runbook
+
+
+def test_checks_of_partitioned_assets_are_partitioned_like_their_asset(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for assets_def in defs.assets or []:
+        assert isinstance(assets_def, dg.AssetsDefinition)
+        for spec in assets_def.check_specs:
+            assert spec.partitions_def == graph.get(spec.asset_key).partitions_def, spec.key
+    rpo = [key for key in graph.asset_check_keys if key.name == "rpo_fresh"]
+    assert rpo and all(key.asset_key.path[-1] == "retention" for key in rpo)  # a judgement on the dataset
+    assert all(graph.get(key.asset_key).partitions_def is None for key in rpo)
 
 
 def test_backup_schedule_requests_the_partition_that_just_closed(defs: dg.Definitions) -> None:
     schedule = defs.resolve_schedule_def("backup_hourly_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 20, 6, 0, tzinfo=UTC))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 3, 6, 0, tzinfo=UTC))
     [request] = schedule.evaluate_tick(context).run_requests or []
-    assert request.partition_key == "2026-11-20-05:00"
+    assert request.partition_key == "2026-12-03-05:00"
 
 
 def test_restore_drill_schedule_requests_the_newest_complete_partition(defs: dg.Definitions) -> None:
     schedule = defs.resolve_schedule_def("restore_drill_hourly_schedule")
     assert schedule.cron_schedule == "0 4 * * 0"
     context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 22, 4, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
+        scheduled_execution_time=datetime(2026, 12, 6, 4, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
     )
     [request] = schedule.evaluate_tick(context).run_requests or []
-    assert request.partition_key == "2026-11-22-03:00"
+    assert request.partition_key == "2026-12-06-03:00"
 
 
 def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
@@ -93,12 +141,15 @@ def test_the_aws_example_loads_with_snapshot_assets_bucket_checks_and_their_jobs
     aws = build_definitions(ROOT / "docs" / "examples" / "aws.yaml")
     graph = aws.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"backup/orders_rds", "copy/orders_rds", "verify/orders_rds", "restore_test/orders_rds"} <= keys
-    assert {"backup/build_cache_volume", "retention/build_cache_volume", "bucket/uploads_bucket"} <= keys
-    assert {"copy/ledger_aurora", "restore_test/ledger_aurora"} <= keys
-    assert graph.get(dg.AssetKey(["copy", "orders_rds"])).parent_keys == {dg.AssetKey(["backup", "orders_rds"])}
+    assert {"orders_rds/backup", "orders_rds/copy", "orders_rds/verify", "orders_rds/restore_test"} <= keys
+    assert {"build_cache_volume/backup", "build_cache_volume/retention", "uploads_bucket/bucket"} <= keys
+    assert {"ledger_aurora/copy", "ledger_aurora/restore_test"} <= keys
+    assert graph.get(dg.AssetKey(["orders_rds", "copy"])).parent_keys == {dg.AssetKey(["orders_rds", "backup"])}
+    assert graph.get(dg.AssetKey(["uploads_bucket", "bucket"])).group_name == "uploads_bucket"
+    assert dg.AssetKey(["uploads_bucket", "bucket"]) in graph.get(dg.AssetKey(["reports", "backup_status"])).parent_keys
+    assert dg.AssetKey(["orders_rds", "copy"]) in graph.get(dg.AssetKey(["reports", "backup_status"])).parent_keys
     checks = {
-        check.name for check in graph.asset_check_keys if check.asset_key == dg.AssetKey(["bucket", "uploads_bucket"])
+        check.name for check in graph.asset_check_keys if check.asset_key == dg.AssetKey(["uploads_bucket", "bucket"])
     }
     assert checks == {"versioning_enabled", "replication_enabled"}
     job = aws.resolve_job_def("check_buckets_daily")
