@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -122,8 +123,9 @@ def test_reports_job_writes_a_dashboard_that_fits_and_a_dated_runbook(
     data["reports_dir"] = str(tmp_path / "reports")
     write_manifest(tmp_path / "m.yaml", data)
     env = dagster_environment(tmp_path / "home", tmp_path / "m.yaml", age_keys.identity)
-    for job, partition in (("protect_hourly", "2026-11-24-10:00"), ("reports", None), ("reports", None)):
-        result = job_execute(job, env, partition)
+    partition = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d-%H}:00"  # the newest complete hour: not late
+    for job, partition_key in (("protect_hourly", partition), ("reports", None), ("reports", None)):
+        result = job_execute(job, env, partition_key)
         assert result.returncode == 0, result.stderr[-3000:]
     page = tmp_path / "reports" / "backup_status.html"
     html = page.read_text()
