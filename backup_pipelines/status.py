@@ -277,11 +277,20 @@ def _dataset_row(item: DatasetStatus, row: Mapping[Hashable, object], now: float
         f'<span class="reason">{html.escape(str(row["reason"]))}</span>{_details(item, row)}',
         _age_bar(item, now),
         f"{html.escape(str(row['size stored']))}<div class='sub'>{html.escape(str(row['trend']))}</div>",
-        html.escape(str(row["3-2-1"])),
+        html.escape(short_three_two_one(str(row["3-2-1"]))),
         restore,
         _sparkline(item.size_history),
     ]
     return f'<tr class="{state}" id="row-{html.escape(item.name)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def short_three_two_one(summary: str) -> str:
+    """Return a 3-2-1 summary ("missing 3 copies: only 2 (...); 1 more ...; 2 media: ...") as its rules only:
+    "missing 3 copies, 2 media" (the whole text stays in the reason and the table)."""
+    if not summary.startswith("missing "):
+        return summary
+    rules = [part.split(":")[0] for part in summary.removeprefix("missing ").split("; ") if ":" in part]
+    return "missing " + ", ".join(rules) if rules else summary
 
 
 def _buckets_html(buckets: list[BucketStatus]) -> str:
