@@ -10,10 +10,9 @@ test:            ## the whole test suite (installs and starts what it needs)
 lint:            ## ruff (lint + format check) and mypy
 	bash scripts/setup.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
-dev:             ## the Dagster UI and daemon on the demo's local instance
-	bash scripts/setup.sh && mkdir -p .local/dagster_home && cp dagster.yaml .local/dagster_home/ && \
-	DAGSTER_HOME=$(CURDIR)/.local/dagster_home BACKUP_AGE_IDENTITY_FILE=$(CURDIR)/.local/keys/age-identity.txt \
-	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev:             ## the Dagster UI and daemon on the demo's local instance (secrets and DAGSTER_HOME from .env)
+	@test -f .env || { echo "no .env: run 'bash scripts/demo.sh --keep' first (it writes .env)"; exit 1; }
+	bash scripts/setup.sh && .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench:           ## benchmarks against the raw tools
 	bash scripts/bench.sh

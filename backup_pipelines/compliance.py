@@ -31,13 +31,31 @@ def judge(manifest: Manifest, name: str, holding: list[str]) -> ComplianceResult
     offsite = sum(1 for placement in placements if placement.offsite)
     immutable = sum(1 for placement in placements if placement.immutable)
     copies = len(placements) + 1  # the live source is one copy
+    where = ", ".join(holding) or "no repository"
     missing = []
     if copies < rule.copies:
-        missing.append(f"{rule.copies} copies: only {copies} (the source and {len(placements)} backup copies)")
+        backups = f"{len(placements)} backup cop{'y' if len(placements) == 1 else 'ies'}"
+        missing.append(
+            f"{rule.copies} copies: only {copies} (the source and {backups}, in {where}); "
+            f"{_more(rule.copies - copies)} in the dataset's repositories"
+        )
     if len(media) < rule.media:
-        missing.append(f"{rule.media} media: only {', '.join(media) or 'none'}")
+        missing.append(
+            f"{rule.media} media: only {len(media)} ({', '.join(media) or 'none'}); "
+            f"{_more(rule.media - len(media))} on another medium (a repository's `medium`)"
+        )
     if offsite < rule.offsite:
-        missing.append(f"{rule.offsite} off-site: {offsite} of the repositories holding it are marked offsite")
+        missing.append(
+            f"{rule.offsite} off-site: {offsite} of {where} marked `offsite: true`; {_more(rule.offsite - offsite)} "
+            "off-site"
+        )
     if immutable < rule.immutable:
-        missing.append(f"{rule.immutable} immutable: {immutable} of them use Object Lock")
+        missing.append(
+            f"{rule.immutable} immutable: {immutable} of {where} with S3 Object Lock; "
+            f"{_more(rule.immutable - immutable)} with `object_lock`"
+        )
     return ComplianceResult(copies, media, offsite, immutable, missing)
+
+
+def _more(count: int) -> str:
+    return f"{count} more repositor{'y' if count == 1 else 'ies'} needed"

@@ -3,7 +3,9 @@
 A backup's time is when its snapshot was taken (`created_at`), not when some partition was last materialized.
 Quarantined backups (backup_pipelines.quarantine) do not count: the caller passes the newest good backup.
 The alert planner is a pure state machine: one alert when a dataset goes stale, one when it recovers, and
-optionally a reminder every `reminder` while it stays stale; never one per sensor tick.
+optionally a reminder every `reminder` while it stays stale; never one per sensor tick. A state change is saved
+only once its alert has reached every channel (`settle`): an alert a channel refused is planned again on the
+next tick and sent to the channels still owed it, until it goes through.
 """
 
 from __future__ import annotations
@@ -78,6 +80,29 @@ def plan_alerts(
             entry["last_alert"] = item.now
         new_state[item.dataset] = entry
     return alerts, new_state
+
+
+def already_delivered(previous: dict[str, Any], kind: str) -> list[str]:
+    """Return the channels that already took the pending alert of `kind` of a dataset (state entry `previous`)."""
+    pending = previous.get("pending") or {}
+    return list(pending.get("delivered", [])) if pending.get("kind") == kind else []
+
+
+def settle(previous: dict[str, Any], planned: dict[str, Any], kind: str, delivered: list[str], complete: bool) -> dict:
+    """Return the state entry to save for a dataset after sending its alert of `kind`.
+
+    `previous` is the saved entry, `planned` the one `plan_alerts` returned, `delivered` every channel that has
+    the alert (from this and earlier attempts). When every channel took it (`complete`) the planned change is
+    saved; otherwise the previous state is kept, so the alert is planned again next tick, with the channels that
+    have it recorded under "pending" (they are skipped on the retry)."""
+    if complete:
+        return planned
+    kept = {key: value for key, value in previous.items() if key != "pending"}
+    kept.setdefault("stale", False)
+    kept.setdefault("last_alert", None)
+    kept["first_seen"] = planned["first_seen"]
+    kept["pending"] = {"kind": kind, "delivered": sorted(set(delivered))}
+    return kept
 
 
 def _alert(kind: Any, item: Freshness, title: str) -> Alert:

@@ -3,7 +3,8 @@
 `Alert` is the message; channels deliver it: the log, a generic JSON webhook (with retries and backoff), and
 Slack (through dagster-slack, wired in `resources/notifier.py`). `ping` sends healthchecks-style
 start/success/fail pings. Secrets (tokens, URLs with keys) come from environment variables named in the
-manifest. A delivery failure is logged and reported back, never raised into the backup it reports on.
+manifest. A delivery failure is logged and reported back, never raised into the backup it reports on: the
+sensors keep an alert pending (and skip the channels that already have it) until every channel has taken it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -119,6 +120,11 @@ class Delivery:
     delivered: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def complete(self) -> bool:
+        """True when no channel failed: the alert has reached every channel it was owed to."""
+        return not self.failed
+
 
 class Notifier:
     """Sends each alert to the channels of its dataset."""
@@ -131,10 +137,13 @@ class Notifier:
         names = self.routes.get(dataset)
         return [channel for name, channel in self.channels.items() if names is None or name in names]
 
-    def send(self, alert: Alert) -> Delivery:
-        """Deliver `alert` to every channel of its dataset; return what was delivered and what failed."""
+    def send(self, alert: Alert, skip: Collection[str] = ()) -> Delivery:
+        """Deliver `alert` to every channel of its dataset except those named in `skip` (which already have it,
+        from an earlier attempt); return what was delivered and what failed."""
         delivery = Delivery()
         for channel in self.channels_for(alert.dataset):
+            if channel.name in skip:
+                continue
             try:
                 channel.send(alert)
                 delivery.delivered.append(channel.name)

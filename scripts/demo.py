@@ -6,6 +6,10 @@
 3. Run `dagster job execute` of `protect_<cadence>` for the newest complete partition of every cadence, on a
    local SQLite Dagster instance in .local/dagster_home.
 4. Print where each backup lives, its size, and how long each step took. Stop the servers (unless --keep).
+5. Write `.env` (git-ignored) with the demo's passwords, BACKUP_AGE_IDENTITY_FILE and DAGSTER_HOME: `dagster dev`
+   loads it from the folder it runs in, so runs launched from the UI find the demo's secrets.
+
+`--keep` records the servers it leaves running in .local/demo-servers.json; `--stop` stops them.
 """
 
 from __future__ import annotations
@@ -15,21 +19,28 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
+SERVERS_FILE = LOCAL / "demo-servers.json"
+DOTENV = ROOT / ".env"
 sys.path.insert(0, str(ROOT))
 
 from backup_pipelines.crypto import IDENTITY_FILE_ENV, generate_key_pair  # noqa: E402
 from backup_pipelines.manifest import (  # noqa: E402
     MANIFEST_ENV,
+    LocalRepositoryConfig,
     MysqlDataset,
     PostgresDataset,
     PostgresServerConfig,
+    ResticRepositoryConfig,
     load_manifest,
 )
 from backup_pipelines.sample import create_sample_database, create_sample_mysql_database  # noqa: E402
@@ -77,6 +88,14 @@ def ensure_demo_files() -> None:
                 [(f"note {n}: remember the restore test ✓",) for n in range(500)],
             )
             connection.commit()
+
+
+def ensure_repository_folders(manifest_path: Path) -> None:
+    """Create the folders of the manifest's local repositories (the primary and the off-site copy)."""
+    manifest = load_manifest(manifest_path)
+    for repository in manifest.repositories.values():
+        if isinstance(repository, LocalRepositoryConfig):
+            manifest.resolve_path(repository.path).mkdir(parents=True, exist_ok=True)
 
 
 def ensure_password(variable: str) -> str:
@@ -182,7 +201,8 @@ def print_summary(manifest_path: Path) -> None:
                     f"  at {metadata['location']}"
                 )
             if label == "verify":
-                archive = ", ".join(f"{k} {v}" for k, v in metadata["archive_check"].items())
+                archive_check: dict[str, Any] = metadata["archive_check"]  # type: ignore[assignment]
+                archive = ", ".join(f"{k} {v}" for k, v in archive_check.items())
                 line += f"  {metadata['copies_verified']} copy verified ({archive})"
             if label == "restore_test":
                 line += (
@@ -201,10 +221,95 @@ def _step_seconds(instance: object, run_id: str, key: object) -> float:
     return 0.0
 
 
+def write_dotenv(path: Path, variables: dict[str, str]) -> None:
+    """Write `variables` as a `.env` file (owner-only) at `path`: what `dagster dev` loads from its folder."""
+    lines = ["# Written by scripts/demo.py for `dagster dev` (which loads .env from its folder). Git-ignored."]
+    # single quotes: python-dotenv takes the value as it is, but for \\ and \' (any UTF-8 stays as it is)
+    lines += [f"{name}='{_dotenv_quote(value)}'" for name, value in sorted(variables.items())]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def _dotenv_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def demo_environment(manifest_path: Path, dagster_home: Path) -> dict[str, str]:
+    """Return what a run of the demo's datasets needs from the environment: the manifest, the instance, the
+    age identity and every password the manifest names that the demo holds."""
+    manifest = load_manifest(manifest_path)
+    names = {server.password_env for server in manifest.servers.values() if server.password_env}
+    names |= {repo.password_env for repo in manifest.repositories.values() if isinstance(repo, ResticRepositoryConfig)}
+    values = {name: os.environ[name] for name in sorted(names) if os.environ.get(name)}
+    return {
+        **values,
+        "DAGSTER_HOME": str(dagster_home),
+        MANIFEST_ENV: str(manifest_path),
+        IDENTITY_FILE_ENV: os.environ[IDENTITY_FILE_ENV],
+    }
+
+
+def record_servers(sandboxes: list[PostgresSandbox | MariadbSandbox]) -> None:
+    """Remember the servers left running (--keep), so `--stop` finds them again."""
+    entries: list[dict[str, object]] = []
+    for sandbox in sandboxes:
+        if isinstance(sandbox, PostgresSandbox):
+            entries.append(
+                {"kind": "postgres", "root": str(sandbox.root), "port": sandbox.port, "bin_dir": sandbox.bin_dir}
+                | {"run_as": sandbox.run_as, "user": sandbox.user}
+            )
+        else:
+            entries.append(
+                {"kind": "mysql", "root": str(sandbox.root), "port": sandbox.port, "pid": sandbox.process.pid}
+            )
+    SERVERS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SERVERS_FILE.write_text(json.dumps(entries, indent=2) + "\n")
+
+
+def stop_kept_servers() -> int:
+    """Stop the servers an earlier `--keep` left running (from .local/demo-servers.json); return how many."""
+    if not SERVERS_FILE.exists():
+        return 0
+    entries = json.loads(SERVERS_FILE.read_text())
+    for entry in entries:
+        root = Path(entry["root"])
+        if entry["kind"] == "postgres":
+            sandbox = PostgresSandbox(root, entry["port"], entry["user"], "", entry["bin_dir"], entry["run_as"])
+            sandbox.stop()
+        else:
+            _stop_mariadb(root, int(entry["pid"]))
+        print(f"demo: stopped the {entry['kind']} server on 127.0.0.1:{entry['port']} ({root})")
+    SERVERS_FILE.unlink()
+    return len(entries)
+
+
+def _stop_mariadb(root: Path, pid: int) -> None:
+    """Stop the MariaDB server of sandbox folder `root` (pid `pid`, if it is still that server) and delete it."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        command = b""
+    if str(root).encode() in command:  # the pid is still our server, not a reused pid
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", action="store_true", help="leave the PostgreSQL servers running")
+    parser.add_argument("--keep", action="store_true", help="leave the database servers running (for the UI)")
+    parser.add_argument("--stop", action="store_true", help="stop the servers an earlier --keep left running")
     arguments = parser.parse_args()
+    if arguments.stop:
+        if not stop_kept_servers():
+            print("demo: no kept servers to stop")
+        return 0
+    if stop_kept_servers():  # their ports are the manifest's: the new servers need them
+        print("demo: stopped the servers the last --keep left running")
     manifest_path = Path(os.environ.get(MANIFEST_ENV) or ROOT / "backup_manifest.yaml").resolve()
     identity_file = ensure_keys()
     dagster_home = LOCAL / "dagster_home"
@@ -215,17 +320,20 @@ def main() -> int:
     ensure_demo_files()
     for variable in ("RESTIC_DEMO_PASSWORD",):
         ensure_password(variable)
+    ensure_repository_folders(manifest_path)
     sandboxes = start_servers(manifest_path)
+    write_dotenv(DOTENV, demo_environment(manifest_path, dagster_home))
     try:
         failed = run_jobs(manifest_path, dict(os.environ))
         print_summary(manifest_path)
     finally:
         if arguments.keep:
-            print("\ndemo: servers left running (--keep)")
+            record_servers(sandboxes)
+            print("\ndemo: servers left running (--keep); stop them with: bash scripts/demo.sh --stop")
         else:
             for sandbox in sandboxes:
                 sandbox.stop()
-    print(f"\nDagster UI with this history: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
+    print(f"\nDagster UI with this history (secrets from {DOTENV.name}): make dev, or .venv/bin/dagster dev")
     return 1 if failed else 0
 
 
