@@ -3,6 +3,7 @@ sensor sends one alert to a webhook (the `receiver` fixture); the next run of th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ from tests.conftest import AlertReceiver, manifest_dict, write_manifest
 from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with, stored_files
 from tests.faults.test_disk_full import grow, tiny_tmpfs
 
-PARTITION = "2026-11-22-03:00"
+EXPECTED = {
+    "pg_dump-killed": "killed by signal",
+    "pg_dump-truncated-exit-0": "is not whole",
+    "disk-full": "No space left on device",
+}
+
+
+def current_partition() -> str:
+    """The hour that closed last: the newest partition, and not one the backup assets refuse as late."""
+    return (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
 
 
 def alerting_data(
@@ -31,9 +41,9 @@ def alerting_data(
     return data
 
 
-def run_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("backup_hourly").execute_in_process(
-        partition_key=PARTITION, instance=instance, raise_on_error=False
+        partition_key=partition, instance=instance, raise_on_error=False
     )
 
 
@@ -75,18 +85,19 @@ def test_a_fault_on_the_dagster_path_fails_the_run_alerts_once_and_the_next_run_
     try:
         write_manifest(tmp_path / "m.yaml", data)
         instance = dg.DagsterInstance.ephemeral()
-        result = run_job(build_definitions(tmp_path / "m.yaml"), instance)
+        partition = current_partition()
+        result = run_job(build_definitions(tmp_path / "m.yaml"), instance, partition)
         assert not result.success
         assert stored_files(root) == []
         alert_for(build_definitions(tmp_path / "m.yaml"), instance, result)
         [alert] = receiver.json_bodies("/hook")
-        assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == PARTITION
-        assert "backup failed: " in alert["message"]
+        assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == partition
+        assert "backup failed: " in alert["message"] and EXPECTED[fault] in alert["message"], alert["message"]
         if disk is not None:
             grow(root)
         data["servers"]["pg"].pop("bin_dir", None)
         manifest = write_manifest(tmp_path / "m.yaml", data)
-        assert run_job(build_definitions(tmp_path / "m.yaml"), instance).success
+        assert run_job(build_definitions(tmp_path / "m.yaml"), instance, partition).success
         assert len(assert_committed_backups_restore(manifest, "app_db")) == 1
     finally:
         if disk is not None:
