@@ -1,4 +1,4 @@
-"""Watching the backups: the RPO check, the RPO alert sensor and the failed-run alert sensor."""
+"""Watching the backups: the RPO check and the RPO alert sensor (failed runs: assets/failure_alerts.py)."""
 
 import json
 import time
@@ -6,15 +6,15 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
+from assets.failure_alerts import CodeLocationRuns, retry_pending
 from assets.history import LatestBackup, latest_backups
-from assets.keys import DatasetKeys
-from assets.pools import STAGES, PoolWait, dataset_of_step, pool_waits
+from assets.keys import DatasetKeys, dataset_of_step
+from assets.pools import PoolWait, pool_waits
 from assets.run_doctor import acts_here, diagnose, repair
-from backup_pipelines.freshness import Freshness, plan_alerts
+from backup_pipelines.freshness import Freshness, already_delivered, plan_alerts, settle
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.notify import Alert
+from backup_pipelines.notify import Alert, Notifier
 from resources import ManifestResource, NotifierResource
 
 RPO_CHECK = "rpo_fresh"
@@ -45,12 +45,16 @@ def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None]
 
 
 def build_rpo_check(manifest: Manifest) -> dg.AssetChecksDefinition:
-    """One check per dataset: the newest committed backup is younger than the RPO (by its backup time)."""
+    """One check per dataset: the newest committed backup is younger than the RPO (by its backup time).
+
+    It judges the dataset, not a partition, so it sits on the dataset's unpartitioned `<dataset>/retention` asset
+    (the backups the dataset holds): on the partitioned backup asset, every partitioned run selecting the asset's
+    checks (the UI's Materialize) would leave a "Skipped" row for the partition next to the unpartitioned result."""
     names = list(manifest.active_datasets())
     specs = [
         dg.AssetCheckSpec(
             RPO_CHECK,
-            asset=DatasetKeys(name).backup,
+            asset=DatasetKeys(name).retention,
             description="The newest backup, by the time its snapshot was taken, is within the RPO.",
         )
         for name in names
@@ -59,7 +63,7 @@ def build_rpo_check(manifest: Manifest) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(specs=specs, can_subset=True, name="rpo_checks")
     def rpo_checks(context: dg.AssetCheckExecutionContext, manifest: ManifestResource) -> Any:
         loaded = manifest.load()
-        selected = {key.asset_key.path[-1] for key in context.selected_asset_check_keys}
+        selected = {key.asset_key.path[0] for key in context.selected_asset_check_keys}  # <dataset>/retention
         latest = latest_backups(context.instance, sorted(selected))
         for item in current_freshness(loaded, latest, time.time()):
             if item.dataset in selected:
@@ -71,7 +75,7 @@ def build_rpo_check(manifest: Manifest) -> dg.AssetChecksDefinition:
 def rpo_check_fields(item: Freshness) -> dict[str, Any]:
     """The RPO check's result for one dataset, shared by the check and by the sensor's runless reports."""
     return {
-        "asset_key": DatasetKeys(item.dataset).backup,
+        "asset_key": DatasetKeys(item.dataset).retention,
         "check_name": RPO_CHECK,
         "passed": not item.stale,
         "severity": dg.AssetCheckSeverity.ERROR,
@@ -112,13 +116,18 @@ def report_check_changes(
     return reported
 
 
-def build_rpo_sensor(manifest: Manifest, pool_wait_warning: timedelta = POOL_WAIT_WARNING) -> dg.SensorDefinition:
+def build_rpo_sensor(
+    manifest: Manifest, pool_wait_warning: timedelta = POOL_WAIT_WARNING, runs: CodeLocationRuns | None = None
+) -> dg.SensorDefinition:
     """A sensor that alerts once when a dataset goes stale, once when it recovers, and on the reminder.
 
-    Each tick also looks after the pools: a step (or queued run) waiting longer than `pool_wait_warning` for a
-    `db-<server>` slot is logged at WARNING with the runs holding the slots, and alerted once; on an instance
-    whose runs all run on this host (SQLite), a run whose processes are all gone is marked failed and its slots
-    freed, as `backup-pipelines doctor` does."""
+    A dataset's new state is saved only once its alert reached every channel; an alert a channel refused is
+    sent again on the next tick (to the channels still owed it) until it goes through. Each tick also retries
+    the failed-run alerts still pending (of `runs`, the code location's runs) and looks after the pools: a
+    step (or queued run) waiting longer than `pool_wait_warning` for a `db-<server>` slot is logged at WARNING
+    with the runs holding the slots, and alerted once; on an instance whose runs all run on this host
+    (SQLite), a run whose processes are all gone is marked failed and its slots freed, as
+    `backup-pipelines doctor` does."""
     names = list(manifest.active_datasets())
     reminder = manifest.alerts.reminder
 
@@ -126,55 +135,84 @@ def build_rpo_sensor(manifest: Manifest, pool_wait_warning: timedelta = POOL_WAI
         name="rpo_alerts",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts when a dataset's newest backup is older than its RPO, and when it recovers; warns of "
-        "backups blocked on a pool and fails runs whose processes died (local instance).",
+        description="Alerts when a dataset's newest backup is older than its RPO, and when it recovers; retries "
+        "undelivered alerts; warns of backups blocked on a pool and fails runs whose processes died (local "
+        "instance).",
     )
     def rpo_alerts(context: dg.SensorEvaluationContext, manifest: ManifestResource, notifier: NotifierResource) -> Any:
         state = json.loads(context.cursor) if context.cursor else {}
         alerted_waits = state.pop(POOL_WAITS_CURSOR_KEY, [])
-        current = current_freshness(manifest.load(), latest_backups(context.instance, names), time.time())
-        alerts, new_state = plan_alerts(state, current, reminder)
-        for name, entry in new_state.items():
-            if "check" in state.get(name, {}):
-                entry["check"] = state[name]["check"]
+        loaded = manifest.load()
+        current = current_freshness(loaded, latest_backups(context.instance, names), time.time())
         sender = notifier.notifier(context.log)
-        for alert in alerts:
-            sender.send(alert)
+        new_state, delivered, pending = send_rpo_alerts(sender, state, current, reminder)
         recorded = report_check_changes(context.instance, current, new_state, CHECK_REPORTS_PER_TICK)
         stale = sum(1 for entry in new_state.values() if entry["stale"])
+        if runs is not None:
+            sent, owed = retry_pending(context.instance, runs, sender, loaded.alerts.dagster_url)
+            delivered, pending = delivered + sent, pending + owed
         repaired = _repair_dead_runs(context)
-        waits, wait_alerts = watch_pools(context, alerted_waits, pool_wait_warning, manifest.load().alerts.dagster_url)
-        for alert in wait_alerts:
-            sender.send(alert)
-        new_state[POOL_WAITS_CURSOR_KEY] = waits
+        waits, wait_alerts = watch_pools(context, alerted_waits, pool_wait_warning, loaded.alerts.dagster_url)
+        refused = set()
+        for wait_key, alert in wait_alerts:
+            if sender.send(alert).complete:
+                delivered += 1
+            else:
+                pending += 1
+                refused.add(wait_key)
+        new_state[POOL_WAITS_CURSOR_KEY] = [key for key in waits if key not in refused]
         context.update_cursor(json.dumps(new_state))
         return dg.SkipReason(
-            f"{stale} of {len(current)} datasets stale; {len(alerts)} alerts sent; {recorded} RPO checks recorded; "
-            f"{len(waits)} blocked on a pool; {repaired} dead runs failed"
+            f"{stale} of {len(current)} datasets stale; alerts: {delivered} delivered, {pending} pending (retried "
+            f"next tick); {recorded} RPO checks recorded; {len(waits)} blocked on a pool; {repaired} dead runs failed"
         )
 
     return rpo_alerts
 
 
+def send_rpo_alerts(
+    sender: Notifier, state: dict[str, Any], current: list[Freshness], reminder: timedelta | None
+) -> tuple[dict[str, Any], int, int]:
+    """Plan the stale, reminder and recovered alerts from the saved `state`, send each to the channels that do
+    not have it yet, and return the state to save (a change only where its alert went through), the number
+    of alerts delivered and the number still pending."""
+    alerts, new_state = plan_alerts(state, current, reminder)
+    for name, entry in new_state.items():
+        if "check" in state.get(name, {}):
+            entry["check"] = state[name]["check"]
+    delivered = pending = 0
+    for alert in alerts:
+        previous = state.get(alert.dataset, {})
+        done = already_delivered(previous, alert.kind)
+        delivery = sender.send(alert, skip=done)
+        complete = delivery.complete
+        new_state[alert.dataset] = settle(
+            previous, new_state[alert.dataset], alert.kind, [*done, *delivery.delivered], complete
+        )
+        delivered, pending = (delivered + 1, pending) if complete else (delivered, pending + 1)
+    return new_state, delivered, pending
+
+
 def watch_pools(
     context: dg.SensorEvaluationContext, alerted: list[str], threshold: timedelta, dagster_url: str
-) -> tuple[list[str], list[Alert]]:
+) -> tuple[list[str], list[tuple[str, Alert]]]:
     """Log at WARNING every pool wait longer than `threshold`, naming the holders; return the keys of those
-    waits (to remember) and an alert for each not in `alerted` yet."""
+    waits (to remember) and the alerts (with their wait's key) of each not in `alerted` yet."""
     now = time.time()
     long_waits = [wait for wait in pool_waits(context.instance) if now - wait.since >= threshold.total_seconds()]
-    alerts = []
+    alerts: list[tuple[str, Alert]] = []
     for wait in long_waits:
         context.log.warning(f"blocked on a pool: {wait.describe(now)}")
         if wait.key not in alerted:
-            alerts += pool_wait_alerts(context.instance, wait, now, dagster_url)
+            alerts += [(wait.key, alert) for alert in pool_wait_alerts(context.instance, wait, now, dagster_url)]
     return [wait.key for wait in long_waits], alerts
 
 
 def pool_wait_alerts(instance: dg.DagsterInstance, wait: PoolWait, now: float, dagster_url: str) -> list[Alert]:
     """One alert per dataset delayed by `wait` (one for the run when no dataset is known)."""
     run = instance.get_run_by_id(wait.run_id)
-    what = f"{wait.step_key.split('__')[0]} " if wait.step_key else ""
+    stage = dataset_of_step(wait.step_key) if wait.step_key else None
+    what = f"{stage[0]} " if stage else ""
     return [
         Alert(
             kind="finding",
@@ -209,85 +247,3 @@ def _repair_dead_runs(context: dg.SensorEvaluationContext) -> int:
         if not ended.running:
             context.log.warning(f"{ended.describe()}: slots freed")
     return len(report.failed)
-
-
-def failure_alerts(run: Any, failures: list[tuple[str, str]], dagster_url: str) -> list[Alert]:
-    """Given a failed run and its failed steps (step key, error), return one alert per failed dataset."""
-    partition = run.tags.get("dagster/partition")
-    by_dataset: dict[str, list[str]] = {}
-    for step_key, error in failures:
-        stage, dataset = dataset_of_step(step_key) or ("run", "all")
-        by_dataset.setdefault(dataset, []).append(f"{STAGES.get(stage, stage)} failed: {error}")
-    run_url = f"{dagster_url.rstrip('/')}/runs/{run.run_id}"
-    return [
-        Alert(
-            kind="failure",
-            dataset=dataset,
-            title=f"{dataset}: {run.job_name} failed",
-            message="; ".join(messages),
-            partition=partition,
-            run_url=run_url,
-            details={"run_id": run.run_id, "job": run.job_name},
-        )
-        for dataset, messages in by_dataset.items()
-    ]
-
-
-def build_failure_sensor(manifest: Manifest, jobs: list[Any]) -> dg.SensorDefinition:
-    """A run-failure sensor over the backup, drill and protect jobs: one alert per failed dataset and run."""
-
-    @dg.run_failure_sensor(
-        name="backup_failure_alerts",
-        monitored_jobs=jobs,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts on every failed backup, verify or restore-test run.",
-    )
-    def backup_failure_alerts(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
-        failures = [(event.step_key or "run", _error_text(event)) for event in context.get_step_failure_events()]
-        if not failures:  # the run died or was failed from outside: blame the steps it did not finish
-            message = context.failure_event.message or "run failed"
-            steps = unfinished_steps(context.instance, context.dagster_run) or ["run"]
-            failures = [(step_key, message) for step_key in steps]
-        sender = notifier.notifier(context.log)
-        dagster_url = notifier.manifest.load().alerts.dagster_url
-        for alert in failure_alerts(context.dagster_run, failures, dagster_url):
-            sender.send(alert)
-
-    return backup_failure_alerts
-
-
-def unfinished_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    """Return the dataset steps of `run` that did not finish: those started and never ended (a killed worker
-    leaves them so), else those of its plan that never ended (a run failed before its steps ran)."""
-    started: dict[str, None] = {}
-    ended = set()
-    for entry in instance.all_logs(run.run_id):
-        event = entry.dagster_event
-        if event is None or not event.step_key:
-            continue
-        if event.event_type == DagsterEventType.STEP_START:
-            started[event.step_key] = None
-        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            started.pop(event.step_key, None)
-            ended.add(event.step_key)
-    steps = list(started)
-    if not steps:
-        plan = (
-            instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-            if run.execution_plan_snapshot_id
-            else None
-        )
-        planned = run.step_keys_to_execute or ([step.key for step in plan.steps] if plan else [])
-        steps = [key for key in planned if key not in ended]
-    return [key for key in steps if dataset_of_step(key)]
-
-
-def _error_text(event: Any) -> str:
-    """Return the user's error of a failed step (the cause Dagster wraps), as one line."""
-    error = event.step_failure_data.error if event.step_failure_data else None
-    if error is None:
-        return event.message or "step failed"
-    if error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
-        error = error.cause
-    text = " ".join(error.message.split())
-    return text.split(".", 2)[-1] if text.startswith("backup_pipelines.errors.") else text

@@ -2,22 +2,34 @@
 
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from assets.buckets import bucket_key
-from assets.history import latest_backups
+from assets.datasets import COMPLIANCE_CHECK
+from assets.history import SIZE_CHECK, latest_backups
 from assets.keys import DatasetKeys
+from assets.metadata import table, timestamp_value
 from backup_pipelines.buckets import rules_for
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
-from backup_pipelines.status import BucketStatus, DatasetStatus, bucket_frame, render_html, status_frame
+from backup_pipelines.status import (
+    BucketStatus,
+    DatasetStatus,
+    bucket_frame,
+    render_html,
+    state_counts,
+    status_frame,
+    when,
+)
 from resources import ManifestResource
 
 STATUS_KEY = dg.AssetKey(["reports", "backup_status"])
 RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
+RUNBOOK_FILE = "dr_runbook.md"
 
 
 def _latest_metadata(
@@ -30,11 +42,73 @@ def _latest_metadata(
     return found
 
 
+def failed_runs(instance: dg.DagsterInstance, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, str]:
+    """Return the assets among `keys` whose newest run that planned them failed without materializing them,
+    each with a line naming the run and when it ended (two batched queries)."""
+    planned: dict[dg.AssetKey, str] = {}
+    for record in instance.get_asset_records(keys):
+        entry = record.asset_entry
+        materialized_in = entry.last_materialization.run_id if entry.last_materialization else None
+        if entry.last_run_id and entry.last_run_id != materialized_in:
+            planned[entry.asset_key] = entry.last_run_id
+    if not planned:
+        return {}
+    runs = {
+        r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=list(set(planned.values()))))
+    }
+    failed = {}
+    for key, run_id in planned.items():
+        run = runs.get(run_id)
+        if run is not None and run.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+            ended = run.end_time or run.update_timestamp.timestamp()
+            failed[key] = f"{key.path[-1]} run {run_id[:8]} failed {when(ended)}"
+    return failed
+
+
+def failed_checks(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) -> dict[dg.AssetCheckKey, str]:
+    """Return the checks among `keys` whose latest completed evaluation failed with ERROR severity (the ones
+    that block or mean a rule is broken), each with a line saying what was found (one batched query)."""
+    failed = {}
+    for key, summary in instance.event_log_storage.get_asset_check_summary_records(keys).items():
+        execution = summary.last_completed_check_execution_record if summary else None
+        event = execution.event if execution is not None else None
+        evaluation = event.dagster_event.asset_check_evaluation_data if event and event.dagster_event else None
+        if evaluation is not None and not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            failed[key] = f"{key.name} check failed: {evaluation.description or 'no description'}"
+    return failed
+
+
+def _check_keys(name: str) -> list[dg.AssetCheckKey]:
+    keys = DatasetKeys(name)
+    return [
+        dg.AssetCheckKey(keys.backup, SIZE_CHECK),
+        dg.AssetCheckKey(keys.backup, COMPLIANCE_CHECK),
+        dg.AssetCheckKey(keys.copy, COMPLIANCE_CHECK),
+    ]
+
+
+def _size_history(metadata: dict[str, Any]) -> list[tuple[float, int]]:
+    """The recent stored sizes a backup's metadata carries: the `recent_sizes` pairs, or a `size_history`
+    table (taken_at, bytes_stored)."""
+    if "size_history" in metadata:
+        return [
+            (datetime.fromisoformat(str(row.data["taken_at"])).timestamp(), int(row.data["bytes_stored"]))
+            for row in metadata["size_history"].records
+        ]
+    return [(float(at), int(size)) for at, size in metadata.get("recent_sizes", [])]
+
+
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
-    """Return every active dataset's status from the event log in three batched queries: the newest backup
-    (whose metadata carries its recent sizes), verification and restore test of every dataset."""
+    """Return every active dataset's status from the event log in a few batched queries: the newest backup
+    (whose metadata carries its recent sizes), copy, verification and restore test of every dataset, the runs
+    that failed them and the blocking checks that failed."""
     names = list(manifest.active_datasets())
     backups = latest_backups(instance, names)
+    chains = [DatasetKeys(name) for name in names]
+    runs_failed = failed_runs(
+        instance, [key for keys in chains for key in (keys.backup, keys.copy, keys.verify, keys.restore_test)]
+    )
+    checks_failed = failed_checks(instance, [key for name in names for key in _check_keys(name)])
     verified = _latest_metadata(instance, [DatasetKeys(name).verify for name in names])
     restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in names])
     copied = _latest_metadata(instance, [DatasetKeys(name).copy for name in names])
@@ -44,6 +118,8 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
         backup = backups.get(name)
         restore = restored.get(keys.restore_test)
         copy_metadata = copied[keys.copy][1] if keys.copy in copied else {}
+        failures = [runs_failed[key] for key in (keys.backup, keys.copy, keys.verify) if key in runs_failed]
+        failures += [checks_failed[key] for key in _check_keys(name) if key in checks_failed]
         statuses.append(
             DatasetStatus(
                 name=name,
@@ -61,9 +137,10 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
                 last_verified_at=verified[keys.verify][0] if keys.verify in verified else None,
                 last_restore_test_at=restore[0] if restore else None,
                 measured_rto_seconds=float(restore[1]["measured_rto_seconds"]) if restore else None,
-                size_history=[(float(at), int(size)) for at, size in backup.metadata.get("recent_sizes", [])]
-                if backup
-                else [],
+                size_history=_size_history(backup.metadata) if backup else [],
+                failures=tuple(failures),
+                restore_failure=runs_failed.get(keys.restore_test),
+                restore_tests_enabled=dataset.restore_test.enabled,
             )
         )
     return statuses
@@ -120,13 +197,20 @@ def write_report(manifest: Manifest, filename: str, text: str) -> Path:
     return path
 
 
-def markdown_table(frame: Any) -> str:
-    """Return a pandas frame as a Markdown table."""
-    if frame.empty:
-        return "no datasets"
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, *rows])
+def frame_table(frame: Any, types: dict[str, str]) -> dg.MetadataValue:
+    """Return a pandas frame as a Dagster table: every column text unless `types` names its type."""
+    columns = {str(column): types.get(str(column), "string") for column in frame.columns}
+    rows = [
+        {column: value if columns[column] != "string" else str(value) for column, value in row.items()}
+        for row in frame.to_dict("records")
+    ]
+    return table(columns, rows)
+
+
+def runbook_generated_at(manifest: Manifest) -> float | None:
+    """Return when the DR runbook in the reports folder was last written (None if it never was)."""
+    path = manifest.resolve_path(manifest.reports_dir) / RUNBOOK_FILE
+    return path.stat().st_mtime if path.exists() else None
 
 
 @dg.asset(
@@ -142,17 +226,18 @@ def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource)
     statuses = gather_statuses(context.instance, loaded)
     buckets = gather_buckets(context.instance, loaded)
     frame = status_frame(statuses, now)
-    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets))
-    stale = int((frame["status"] == "STALE").sum()) if not frame.empty else 0
+    runbook_at = runbook_generated_at(loaded)
+    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets, runbook_at))
     metadata: dict[str, Any] = {
         "datasets": len(statuses),
-        "stale": stale,
+        **state_counts(frame),
         "dashboard": dg.MetadataValue.path(str(path)),
-        "status": dg.MetadataValue.md(markdown_table(frame)),
+        "status": frame_table(frame, {"copies": "int"}),
+        "runbook_generated_at": timestamp_value(runbook_at) if runbook_at else dg.MetadataValue.text("never"),
     }
     if buckets:
         metadata["buckets_failing"] = sum(1 for bucket in buckets if bucket.failing)
-        metadata["buckets"] = dg.MetadataValue.md(markdown_table(bucket_frame(buckets)))
+        metadata["buckets"] = frame_table(bucket_frame(buckets), {})
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -165,18 +250,36 @@ def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource)
 def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
     loaded = manifest.load()
     measured = merge_restore_measurements(context.instance, loaded, measured_from_repositories(loaded))
-    text = render_runbook(loaded, measured, time.time())
-    path = write_report(loaded, "dr_runbook.md", text)
+    now = time.time()
+    text = render_runbook(loaded, measured, now)
+    path = write_report(loaded, RUNBOOK_FILE, text)
     problems = [f"{name}: {problem}" for name, item in measured.items() for problem in item.problems]
     for problem in problems:  # an unreachable repository or a damaged sidecar: the runbook says so, per dataset
         context.log.warning(problem)
     return dg.MaterializeResult(
         metadata={
             "runbook": dg.MetadataValue.path(str(path)),
+            "generated_at": timestamp_value(now),
             "preview": dg.MetadataValue.md(text[:20_000]),
-            "problems": dg.MetadataValue.json(problems),
+            "problems": dg.MetadataValue.md("\n".join(f"- {problem}" for problem in problems) or "none"),
         }
     )
+
+
+def report_assets(manifest: Manifest) -> list[dg.AssetsDefinition]:
+    """Return the report assets with the assets they summarize as upstreams, so the graph shows what feeds them:
+    the dashboard reads every dataset's chain and every watched bucket, the runbook the restore tests."""
+    chains = []
+    for name in manifest.active_datasets():
+        keys = DatasetKeys(name)
+        has_copies = len(manifest.dataset(name).repositories) > 1
+        chains += [keys.backup, *([keys.copy] if has_copies else []), keys.verify, keys.restore_test]
+    status_deps = [*chains, *[bucket_key(name) for name in manifest.watched_buckets()]]
+    runbook_deps = [DatasetKeys(name).restore_test for name in manifest.active_datasets()]
+    return [
+        backup_status.map_asset_specs(lambda spec: spec.replace_attributes(deps=status_deps)),
+        dr_runbook.map_asset_specs(lambda spec: spec.replace_attributes(deps=runbook_deps)),
+    ]
 
 
 reports_job = dg.define_asset_job(

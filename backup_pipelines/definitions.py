@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets.buckets import build_bucket_checks
 from assets.datasets import build_dataset_assets
+from assets.failure_alerts import build_failure_sensor, code_location_runs
 from assets.jobs import build_jobs
-from assets.monitoring import build_failure_sensor, build_rpo_check, build_rpo_sensor
-from assets.reports import backup_status, dr_runbook, reports_job, reports_schedule
+from assets.monitoring import build_rpo_check, build_rpo_sensor
+from assets.reports import report_assets, reports_job, reports_schedule
 from assets.retention import RetentionResource, build_retention_asset, build_retention_job
 from backup_pipelines.errors import ManifestError
 from backup_pipelines.manifest import load_manifest
@@ -37,7 +39,6 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     bucket_specs, checks, bucket_jobs, bucket_schedules = build_bucket_checks(manifest)
     jobs += bucket_jobs
     schedules += bucket_schedules
-    sensors = [build_failure_sensor(manifest, list(jobs))]
     if manifest.active_datasets():
         rpo_check = build_rpo_check(manifest)
         checks.append(rpo_check)
@@ -54,13 +55,18 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         )
-        sensors.append(build_rpo_sensor(manifest))
         retention_job, retention_schedule = build_retention_job(manifest)
         jobs.append(retention_job)
         schedules.append(retention_schedule)
+    all_assets: list[Any] = [*assets, *bucket_specs, *report_assets(manifest)]
+    # one failure sensor over every run of this code location (UI, schedules, backfills and CLI runs alike)
+    runs = code_location_runs(manifest, [*jobs, reports_job], all_assets)
+    sensors = [build_failure_sensor(runs)]
+    if manifest.active_datasets():
+        sensors.append(build_rpo_sensor(manifest, runs=runs))
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
-        assets=[*assets, *bucket_specs, backup_status, dr_runbook],
+        assets=all_assets,
         asset_checks=checks,
         jobs=[*jobs, reports_job],
         schedules=[*schedules, reports_schedule],

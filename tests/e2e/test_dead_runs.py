@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +27,8 @@ from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
 from tests.e2e.conftest import BIN, ROOT, dagster_environment, run
 
-PARTITION = "2026-11-30-10:00"
+# The last complete hour: the backup asset refuses a partition whose window closed more than one period ago.
+PARTITION = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d-%H}:00"
 POOL = "db-pg"
 DEADLINE_SECONDS = 180
 

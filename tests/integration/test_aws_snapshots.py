@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 from botocore.exceptions import ClientError
 
+from assets.partitions import LATE_ALLOW, LATE_TAG
 from backup_pipelines import aws
 from backup_pipelines.buckets import check_bucket
 from backup_pipelines.cli import main as cli_main
@@ -34,6 +35,9 @@ from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.runbook import restore_commands
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import MYSQL_PASSWORD_ENV, PG_PASSWORD_ENV, S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, write_manifest
+
+# Fixed partitions of the past: the backup asset refuses them unless the run says a late backup is meant.
+LATE = {LATE_TAG: LATE_ALLOW}
 
 PRIMARY, DR = "eu-west-1", "eu-central-1"
 
@@ -350,7 +354,9 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     aws_manifest(s3_endpoint, tmp_path, datasets, dr_key=kms_key(s3_endpoint, DR))
     defs = build_definitions(tmp_path / "aws.yaml")
     instance = dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("protect_daily").execute_in_process(partition_key="2026-11-25", instance=instance)
+    result = defs.resolve_job_def("protect_daily").execute_in_process(
+        partition_key="2026-11-25", instance=instance, tags=LATE
+    )
     assert result.success
     [backup] = result.asset_materializations_for_node("billing__backup")
     assert str(backup.metadata["snapshot_id"].value).startswith("bp-billing-")

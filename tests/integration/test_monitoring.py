@@ -18,6 +18,7 @@ from backup_pipelines.sample import create_sample_database
 from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import AlertReceiver, manifest_dict, write_manifest
 
+LATE_TAG = "backup/late"  # the fixed partitions below are old: their backups are recorded as late ones
 PARTITIONS = [f"2026-11-22-{hour:02d}:00" for hour in range(10)]
 
 
@@ -59,7 +60,7 @@ def alerting_manifest(
 
 def backup(defs: dg.Definitions, instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("backup_hourly").execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False
+        partition_key=partition, instance=instance, raise_on_error=False, tags={LATE_TAG: "allow"}
     )
 
 
@@ -96,7 +97,7 @@ def test_a_truncated_table_trips_the_size_check_and_blocks_verify(
     check = size_check(truncated)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "table shop.orders has 300 rows" in (check.description or "")
-    assert truncated.asset_materializations_for_node("verify__app_db") == []
+    assert truncated.asset_materializations_for_node("app_db__verify") == []
     assert [r.path for r in receiver.requests if r.path.startswith("/hc/")][-2:] == ["/hc/app/start", "/hc/app/fail"]
 
 
@@ -207,3 +208,139 @@ def test_webhook_retries_server_errors_and_gives_up_on_client_errors(receiver: A
     with pytest.raises(Exception, match="404"):
         WebhookChannel("hook", f"{receiver.url}/hook", retries=3, backoff=0.01).send(alert)
     assert len(receiver.requests) == 4
+
+
+def failure_sensor_alerts(defs: dg.Definitions, instance: dg.DagsterInstance, result: Any) -> None:
+    """Run the failure sensor on `result`'s failed run, as the daemon does for one failure event."""
+    sensor = defs.resolve_sensor_def("backup_failure_alerts")
+    with dg.build_run_status_sensor_context(
+        sensor_name="backup_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        repository_def=defs.get_repository_def(),
+        resources={"notifier": (defs.resources or {})["notifier"]},
+    ) as context:
+        sensor(context.for_run_failure())
+
+
+def alert_tag(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run.tags.get("backup-pipelines/alert")
+
+
+def test_a_failure_alert_carries_the_failed_checks_findings_with_their_numbers(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    create_sample_database(postgres.conninfo(), "shrinking_alert", orders=2000)
+    defs = alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch, database="shrinking_alert")
+    instance = dg.DagsterInstance.ephemeral()
+    for partition in PARTITIONS[:3]:
+        assert backup(defs, instance, partition).success
+    with psycopg.connect(postgres.conninfo("shrinking_alert"), autocommit=True) as connection:
+        connection.execute("delete from shop.orders where id > 300")
+    truncated = backup(defs, instance, PARTITIONS[3])
+    assert not truncated.success
+    failure_sensor_alerts(defs, instance, truncated)
+    failure_sensor_alerts(defs, instance, truncated)  # the same failure seen again is not alerted twice
+    [alert] = receiver.json_bodies("/hook")
+    assert "check size_anomaly failed (ERROR)" in alert["message"]
+    assert "table shop.orders has 300 rows" in alert["message"] and "median" in alert["message"]
+    findings = {finding["check"]: finding for finding in alert["details"]["failed_checks"]}
+    assert findings["size_anomaly"]["severity"] == "ERROR" and findings["size_anomaly"]["metadata"]["history_size"] == 3
+    assert alert_tag(instance, truncated.run_id) == "delivered"
+
+
+def test_a_stale_alert_refused_by_a_down_webhook_arrives_once_when_it_is_up(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defs = alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch, rpo="1h")
+    instance = dg.DagsterInstance.ephemeral()
+    clock = Clock(monkeypatch)
+    sensor = defs.resolve_sensor_def("rpo_alerts")
+    cursor: str | None = None
+
+    def tick() -> str:
+        nonlocal cursor
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            result = sensor.evaluate_tick(context)
+            cursor = context.cursor
+        return result.skip_message or ""
+
+    def accepted_stale_hooks() -> int:
+        return sum(1 for body in receiver.json_bodies("/hook") if body["kind"] == "stale") - refused
+
+    assert backup(defs, instance, PARTITIONS[0]).success
+    tick()
+    clock.advance(3601)
+    refused = 2  # the webhook is down: its first attempt and its one retry both get a 500
+    receiver.statuses = [500, 500]
+    assert "alerts: 0 delivered, 1 pending" in tick()
+    assert accepted_stale_hooks() == 0
+    assert "alerts: 1 delivered, 0 pending" in tick()  # the webhook is up again (no reminder is configured)
+    assert accepted_stale_hooks() == 1
+    assert "alerts: 0 delivered, 0 pending" in tick() and accepted_stale_hooks() == 1
+    slack = [r for r in receiver.requests if r.path.startswith("/slack/chat.postMessage")]
+    assert len(slack) == 1  # Slack took it the first time and is not sent it again
+
+
+def test_the_failure_sensor_alerts_each_failed_run_of_its_code_location_once_and_retries_refused_ones(
+    postgres: PostgresSandbox,
+    age_keys: KeyPair,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alerting_manifest(postgres, age_keys, tmp_path, receiver, monkeypatch)
+    data = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    data["servers"]["pg"]["port"] = free_port()
+    write_manifest(tmp_path / "m.yaml", data)
+    defs = build_definitions(tmp_path / "m.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    cursor: str | None = None
+
+    def tick() -> None:
+        """One tick of the failure sensor, as the daemon runs it (monitoring every code location)."""
+        nonlocal cursor
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            defs.resolve_sensor_def("backup_failure_alerts").evaluate_tick(context)
+            cursor = context.cursor
+
+    tick()  # the first tick only starts the cursor
+
+    @dg.op
+    def elsewhere() -> None:
+        raise RuntimeError("a job of another code location")
+
+    @dg.job
+    def other_location_job() -> None:
+        elsewhere()
+
+    assert not other_location_job.execute_in_process(instance=instance, raise_on_error=False).success
+    failed = backup(defs, instance, PARTITIONS[5])
+    assert not failed.success
+    before = len(receiver.json_bodies("/hook"))
+    receiver.statuses = [500, 500]  # the webhook refuses the first alert (its attempt and its one retry)
+    tick()
+    assert alert_tag(instance, failed.run_id) == "pending"
+    tick()  # no new failure: the run is not alerted again by this sensor
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        result = defs.resolve_sensor_def("rpo_alerts").evaluate_tick(context)
+    assert "alerts: 1 delivered, 0 pending" in (result.skip_message or "")
+    assert alert_tag(instance, failed.run_id) == "delivered"
+    tick()
+    accepted = receiver.json_bodies("/hook")[before + 2 :]  # after the two refused attempts
+    assert [(body["kind"], body["details"]["run_id"]) for body in accepted] == [("failure", failed.run_id)]

@@ -15,6 +15,7 @@ import pytest
 
 from assets.history import backup_history, latest_backups, record_quarantine
 from assets.keys import DatasetKeys
+from assets.partitions import LATE_ALLOW, LATE_TAG
 from assets.reports import gather_statuses
 from backup_pipelines.cli import main
 from backup_pipelines.copies import copy_backup
@@ -31,6 +32,9 @@ from backup_pipelines.sample import create_sample_database
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import S3Endpoint, manifest_dict, write_manifest
 
+# Fixed partitions of the past: the backup asset refuses them unless the run says a late backup is meant.
+LATE = {LATE_TAG: LATE_ALLOW}
+
 PARTITIONS = [f"2026-11-23-{hour:02d}:00" for hour in range(6)]
 REPOSITORIES = ["local", "s3"]
 
@@ -43,7 +47,7 @@ def identity(age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def backup(defs: dg.Definitions, instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("backup_hourly").execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False
+        partition_key=partition, instance=instance, raise_on_error=False, tags=LATE
     )
 
 
