@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.history import QUARANTINED, SIZE_CHECK, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
-from assets.metadata import backup_metadata, restore_metadata, verify_metadata
+from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
 from assets.partitions import LATE_ALLOW, LATE_TAG, describe_window, lateness, partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
@@ -280,13 +280,13 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
         quarantined = quarantine_blocked(manifest.load(), stored, check) if blocked else None
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
-        recent_sizes = [[round(m.created_at), m.bytes_stored] for m in reversed(history)]
-        recent_sizes.append([round(time.time()), stored.record.bytes_stored])
+        recent_sizes = [(m.created_at, m.bytes_stored) for m in reversed(history)]
+        recent_sizes.append((time.time(), stored.record.bytes_stored))
         metadata = {
             **backup_metadata(stored),
             **taken,
             "size_check": "pass" if check.passed else check.severity.value,
-            "recent_sizes": dg.MetadataValue.json(recent_sizes),
+            "size_history": size_history_table(recent_sizes),
             **({QUARANTINED: dg.MetadataValue.text(quarantined)} if quarantined else {}),
         }
         if has_copies:

@@ -10,6 +10,7 @@ import dagster as dg
 from assets.failure_alerts import CodeLocationRuns, retry_pending
 from assets.history import LatestBackup, latest_backups
 from assets.keys import DatasetKeys, dataset_of_step
+from assets.metadata import rpo_check_metadata
 from assets.pools import PoolWait, pool_waits
 from assets.run_doctor import acts_here, diagnose, repair
 from backup_pipelines.freshness import Freshness, already_delivered, plan_alerts, settle
@@ -80,11 +81,7 @@ def rpo_check_fields(item: Freshness) -> dict[str, Any]:
         "passed": not item.stale,
         "severity": dg.AssetCheckSeverity.ERROR,
         "description": item.describe(),
-        "metadata": {
-            "age_seconds": item.age_seconds if item.age_seconds is not None else -1.0,
-            "rpo_seconds": item.rpo_seconds,
-            "newest_partition": item.partition or "",
-        },
+        "metadata": rpo_check_metadata(item.age_seconds, item.rpo_seconds, item.partition),
     }
 
 
