@@ -153,13 +153,24 @@ class Webserver:
         return schedules | sensors
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def ui_receiver() -> Iterator[AlertReceiver]:
+    """One webhook receiver for the module's one `dagster dev` (starting it is the slow part: done once)."""
+    server = AlertReceiver()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
 def project(
-    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path, receiver: AlertReceiver
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path_factory: pytest.TempPathFactory, ui_receiver: AlertReceiver
 ) -> tuple[Path, dict[str, str]]:
     """A project folder like the demo's after its setup: manifest, workspace, dagster.yaml in DAGSTER_HOME, age
     identity, and the `.env` the demo writes; return it and the environment a user's shell has (no secrets)."""
-    folder = tmp_path / "project"
+    receiver = ui_receiver
+    folder = tmp_path_factory.mktemp("ui") / "project"
     folder.mkdir()
     data = manifest_dict(
         postgres, folder / "backups", [age_keys.recipient], repositories=["local", "offsite"], rpo="2h"
@@ -198,7 +209,7 @@ def project(
     return folder, shell
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def webserver(project: tuple[Path, dict[str, str]]) -> Iterator[Webserver]:
     """`dagster dev -w workspace.yaml` in the project folder (as the README says), in its own process group."""
     folder, shell = project
@@ -234,8 +245,9 @@ def failure_alerts(receiver: AlertReceiver) -> dict[str, int]:
 
 
 def test_runs_launched_from_the_ui_succeed_with_the_secrets_of_the_demo_env_file(
-    webserver: Webserver, project: tuple[Path, dict[str, str]], receiver: AlertReceiver
+    webserver: Webserver, project: tuple[Path, dict[str, str]], ui_receiver: AlertReceiver
 ) -> None:
+    receiver = ui_receiver
     running = webserver.instigators()
     assert running and set(running.values()) == {"RUNNING"}, running
     assert {"backup_failure_alerts", "rpo_alerts", "reports_schedule", "retention_schedule"} <= set(running)
@@ -260,8 +272,9 @@ def test_runs_launched_from_the_ui_succeed_with_the_secrets_of_the_demo_env_file
 
 
 def test_every_failed_run_is_alerted_once_whatever_launched_it(
-    webserver: Webserver, project: tuple[Path, dict[str, str]], receiver: AlertReceiver
+    webserver: Webserver, project: tuple[Path, dict[str, str]], ui_receiver: AlertReceiver
 ) -> None:
+    receiver = ui_receiver
     folder, shell = project
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     ui_run = webserver.launch_run("backup_daily", day)
