@@ -207,7 +207,7 @@ def print_summary(manifest_path: Path) -> None:
             if label == "restore_test":
                 line += (
                     f"  restore {metadata['restore_seconds']}s + validation {metadata['validation_seconds']}s"
-                    f" (RTO {metadata['rto_target_seconds']:.0f}s), {metadata['checks_passed']}/"
+                    f" (RTO {metadata['rto_target']}), {metadata['checks_passed']}/"
                     f"{metadata['checks_total']} checks passed"
                 )
             print(line)
