@@ -203,7 +203,8 @@ def print_summary(manifest_path: Path) -> None:
             if label == "verify":
                 archive_check: dict[str, Any] = metadata["archive_check"]  # type: ignore[assignment]
                 archive = ", ".join(f"{k} {v}" for k, v in archive_check.items())
-                line += f"  {metadata['copies_verified']} copy verified ({archive})"
+                copies = int(str(metadata["copies_verified"]))
+                line += f"  {copies} {'copy' if copies == 1 else 'copies'} verified ({archive})"
             if label == "restore_test":
                 line += (
                     f"  restore {metadata['restore_seconds']}s + validation {metadata['validation_seconds']}s"
