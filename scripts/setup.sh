@@ -16,6 +16,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql pos
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server mariadb-client)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)  # the tests judge restored SQLite files with its .dump
+command -v jq >/dev/null || need_apt+=(jq)  # docs/restore.md reads sidecars with it, and the tests run those blocks
 command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)  # renders the status dashboard in e2e tests
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""
