@@ -97,11 +97,6 @@ def pg_dump_command(
     return Command(tuple(argv), connection_env(server, password))
 
 
-def pg_restore_list_command(server: PostgresServerConfig) -> Command:
-    """Return the command that lists the table of contents of a custom-format archive read from stdin."""
-    return Command((binary("pg_restore", server), "--list"))
-
-
 def pg_archive_check_command(server: PostgresServerConfig) -> Command:
     """Return the command that reads a custom-format archive from stdin to its last byte (every data block
     decoded by pg_restore) and prints its table of contents, then `data: complete` (see pg_archive_check)."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import yaml
 
-from backup_pipelines.engines.postgres import pg_dump_command, pg_restore_list_command
+from backup_pipelines.engines.postgres import pg_archive_check_command, pg_dump_command
 from backup_pipelines.engines.postgres_restore import pg_restore_command, psql_globals_command
 from backup_pipelines.manifest import parse_manifest
 from backup_pipelines.stream import zstd_compress_command, zstd_decompress_command
@@ -48,7 +48,8 @@ def test_pg_restore_stops_at_the_first_error_and_keeps_owners_and_privileges_unl
     assert not {"--no-owner", "--no-privileges"} & set(command.argv)
     skipping = pg_restore_command(manifest.servers["pg"], "bp_restore_x", "pw", keep_privileges=False)
     assert {"--no-owner", "--no-privileges"} <= set(skipping.argv)
-    assert pg_restore_list_command(manifest.servers["pg"]).argv[-1] == "--list"
+    check = pg_archive_check_command(manifest.servers["pg"])  # --list and a full read, in one pass over stdin
+    assert check.argv[1].endswith("pg_archive_check.py") and check.argv[-1].endswith("pg_restore")
 
 
 def test_the_globals_script_runs_with_the_target_in_a_psql_variable_and_stops_at_the_first_error() -> None:
