@@ -9,11 +9,11 @@ from urllib.parse import unquote
 from backup_pipelines.freshness import Freshness
 from backup_pipelines.quarantine import describe, good
 from backup_pipelines.repository import BackupRecord
-from backup_pipelines.repository.aws_snapshots import TAG_QUARANTINE, quarantine_tags
 from backup_pipelines.repository.local import LocalRepository
 from backup_pipelines.repository.restic import TAG_QUARANTINE as RESTIC_TAG
 from backup_pipelines.repository.restic import _record
 from backup_pipelines.repository.restic import quarantine_tags as restic_tags
+from backup_pipelines.repository.snapshot_tags import TAG_QUARANTINE, quarantine_tags
 from backup_pipelines.retention import Candidate, Policy, plan_retention
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)

@@ -21,13 +21,9 @@ from backup_pipelines.engines.snapshots.rds import (
 )
 from backup_pipelines.errors import SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository.aws_snapshots import (
-    TAG_DATASET,
-    SnapshotStore,
-    tag_dict,
-    tag_list,
-)
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.repository.snapshot_tags import TAG_DATASET, tag_dict, tag_list
 
 
 class AuroraEngine(RdsEngine):

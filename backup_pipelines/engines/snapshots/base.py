@@ -24,15 +24,15 @@ from backup_pipelines.aws import AWS_ERRORS, describe_error
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.manifest import AuroraDataset, EbsDataset, Manifest, RdsDataset
-from backup_pipelines.repository.aws_snapshots import (
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.repository.base import BackupRecord, new_backup_id
+from backup_pipelines.repository.snapshot_tags import (
     TAG_ID,
-    SnapshotStore,
     is_encrypted,
     pending_tags,
     record_from,
     snapshot_identifier,
 )
-from backup_pipelines.repository.base import BackupRecord, new_backup_id
 
 TAG_RESTORE_TEST = "bp-restore-test"
 LOG = logging.getLogger("backup_pipelines")

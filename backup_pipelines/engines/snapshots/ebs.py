@@ -16,14 +16,14 @@ from backup_pipelines.engines.snapshots.base import (
 )
 from backup_pipelines.errors import SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest
-from backup_pipelines.repository.aws_snapshots import (
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.repository.snapshot_tags import (
     NOT_FOUND_RETRIES,
     TAG_DATASET,
-    SnapshotStore,
     tag_dict,
     tag_list,
 )
-from backup_pipelines.repository.base import BackupRecord
 
 
 class EbsEngine(SnapshotEngine):

@@ -22,14 +22,14 @@ from backup_pipelines.engines.snapshots.base import (
 from backup_pipelines.engines.validation import run_validation_queries
 from backup_pipelines.errors import SourceUnavailableError, StorageError
 from backup_pipelines.manifest import Manifest, RestoreLogin, read_secret
-from backup_pipelines.repository.aws_snapshots import (
+from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.repository.snapshot_tags import (
     RDS_FAMILIES,
     TAG_DATASET,
-    SnapshotStore,
     tag_dict,
     tag_list,
 )
-from backup_pipelines.repository.base import BackupRecord
 
 
 class RdsEngine(SnapshotEngine):
