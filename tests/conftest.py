@@ -38,6 +38,17 @@ def postgres() -> Iterator[PostgresSandbox]:
         sandbox.stop()
 
 
+@pytest.fixture(scope="session")
+def empty_postgres() -> Iterator[PostgresSandbox]:
+    """A second PostgreSQL cluster for the whole run, for restores onto an empty server: none of the roles the
+    tests create on `postgres` exist there until a restore creates them."""
+    sandbox = start_postgres_sandbox(password="fresh-pässword")
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
 MYSQL_PASSWORD_ENV = "TEST_MYSQL_PASSWORD"
 
 

@@ -8,7 +8,6 @@ the source's roles.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +19,12 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
 from backup_pipelines.engines.postgres import collect_stats, connect, postgres_server
 from backup_pipelines.engines.postgres_fingerprint import sequence_moved_forward
-from backup_pipelines.engines.postgres_restore import binary
 from backup_pipelines.errors import BackupError, RestoreTargetExistsError
-from backup_pipelines.manifest import Manifest, PostgresDataset, PostgresServerConfig
+from backup_pipelines.manifest import Manifest, PostgresDataset
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup
-from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox
+from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
+from tests.postgres_checks import database_properties, schema_dump
 
 DATABASE = "hostile"
 ROLES = ("bp_fid_owner", "bp_fid_reader", "bp_fid_writer")
@@ -118,26 +117,16 @@ def hostile(postgres: PostgresSandbox) -> Iterator[str]:
     yield DATABASE
 
 
-@pytest.fixture(scope="module")
-def fresh() -> Iterator[PostgresSandbox]:
-    """A second, empty PostgreSQL cluster: none of the source's roles exist there."""
-    sandbox = start_postgres_sandbox(password="fresh-pässword")
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
-
-
 @pytest.fixture
 def manifest(
-    tmp_path: Path, postgres: PostgresSandbox, fresh: PostgresSandbox, hostile: str, age_keys: KeyPair
+    tmp_path: Path, postgres: PostgresSandbox, empty_postgres: PostgresSandbox, hostile: str, age_keys: KeyPair
 ) -> Manifest:
     data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient], database=hostile)
-    data["servers"]["fresh"] = {
+    data["servers"]["empty_postgres"] = {
         "kind": "postgres",
         "host": "127.0.0.1",
-        "port": fresh.port,
-        "user": fresh.user,
+        "port": empty_postgres.port,
+        "user": empty_postgres.user,
         "password_env": "TEST_FRESH_PG_PASSWORD",
     }
     data["datasets"]["app_db"]["verification"] = {"queries": []}
@@ -145,26 +134,9 @@ def manifest(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_password(monkeypatch: pytest.MonkeyPatch, fresh: PostgresSandbox, age_keys: KeyPair) -> None:
-    monkeypatch.setenv("TEST_FRESH_PG_PASSWORD", fresh.password)
+def _fresh_password(monkeypatch: pytest.MonkeyPatch, empty_postgres: PostgresSandbox, age_keys: KeyPair) -> None:
+    monkeypatch.setenv("TEST_FRESH_PG_PASSWORD", empty_postgres.password)
     monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
-
-
-def schema_dump(sandbox: PostgresSandbox, database: str) -> str:
-    """The schema-only dump of `database` (with owners and privileges), the independent judge of structure."""
-    command = [
-        binary("pg_dump", postgres_server_config(sandbox)),
-        "--schema-only",
-        sandbox.conninfo(database),
-    ]
-    text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return "\n".join(
-        line for line in text.splitlines() if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict"))
-    )
-
-
-def postgres_server_config(sandbox: PostgresSandbox) -> PostgresServerConfig:
-    return PostgresServerConfig(kind="postgres", port=sandbox.port, user=sandbox.user)
 
 
 def row_digests(sandbox: PostgresSandbox, database: str) -> dict[str, str]:
@@ -190,18 +162,6 @@ def large_objects(sandbox: PostgresSandbox, database: str) -> list[tuple[str, st
         ).fetchall()
 
 
-def database_properties(sandbox: PostgresSandbox, database: str) -> tuple[object, ...]:
-    with psycopg.connect(sandbox.conninfo(), autocommit=True) as connection:
-        row = connection.execute(
-            "select shobj_description(d.oid, 'pg_database'), d.datacl::text, pg_encoding_to_char(d.encoding), "
-            "(select array_agg(c order by c) from pg_db_role_setting s, unnest(s.setconfig) c "
-            " where s.setdatabase = d.oid and s.setrole = 0) from pg_database d where datname = %s",
-            (database,),
-        ).fetchone()
-    assert row is not None
-    return tuple(row)
-
-
 def roles(sandbox: PostgresSandbox) -> list[tuple[object, ...]]:
     with psycopg.connect(sandbox.conninfo()) as connection:
         return connection.execute(
@@ -213,7 +173,7 @@ def roles(sandbox: PostgresSandbox) -> list[tuple[object, ...]]:
 
 
 def test_a_hostile_database_restores_onto_an_empty_cluster_identical_to_the_source(
-    manifest: Manifest, postgres: PostgresSandbox, fresh: PostgresSandbox
+    manifest: Manifest, postgres: PostgresSandbox, empty_postgres: PostgresSandbox
 ) -> None:
     stored = run_backup(manifest, "app_db", "2026-12-01-05:00")
     assert "globals.sql" in stored.record.companions
@@ -221,21 +181,21 @@ def test_a_hostile_database_restores_onto_an_empty_cluster_identical_to_the_sour
     fingerprint = [outcome for outcome in report.outcomes if outcome.name == "content fingerprint"]
     assert fingerprint and fingerprint[0].passed, report.failures
 
-    where = restore_backup(manifest, "app_db", stored.record, "hostile_copy", server="fresh")
+    where = restore_backup(manifest, "app_db", stored.record, "hostile_copy", server="empty_postgres")
     assert where.endswith("/hostile_copy")
-    assert roles(fresh) == roles(postgres)
-    assert schema_dump(fresh, "hostile_copy") == schema_dump(postgres, DATABASE)
-    assert row_digests(fresh, "hostile_copy") == row_digests(postgres, DATABASE)
-    assert large_objects(fresh, "hostile_copy") == large_objects(postgres, DATABASE)
-    assert database_properties(fresh, "hostile_copy") == database_properties(postgres, DATABASE)
-    with psycopg.connect(fresh.conninfo("hostile_copy")) as connection:
+    assert roles(empty_postgres) == roles(postgres)
+    assert schema_dump(empty_postgres, "hostile_copy") == schema_dump(postgres, DATABASE)
+    assert row_digests(empty_postgres, "hostile_copy") == row_digests(postgres, DATABASE)
+    assert large_objects(empty_postgres, "hostile_copy") == large_objects(postgres, DATABASE)
+    assert database_properties(empty_postgres, "hostile_copy") == database_properties(postgres, DATABASE)
+    with psycopg.connect(empty_postgres.conninfo("hostile_copy")) as connection:
         executable = connection.execute("select has_function_privilege('public', 'public.secret_sum(int)', 'execute')")
         assert executable.fetchone() == (False,)
 
 
 def test_a_restore_test_on_an_empty_cluster_creates_the_roles_and_passes(manifest: Manifest) -> None:
     data = manifest.model_dump(mode="json", exclude_none=True)
-    data["datasets"]["app_db"]["restore_test"] = {"server": "fresh"}
+    data["datasets"]["app_db"]["restore_test"] = {"server": "empty_postgres"}
     other = write_manifest(manifest.base_dir / "other.yaml", data)
     stored = run_backup(other, "app_db", "2026-12-01-06:00")
     report = restore_test_backup(other, "app_db", stored.record)
@@ -243,14 +203,14 @@ def test_a_restore_test_on_an_empty_cluster_creates_the_roles_and_passes(manifes
 
 
 def test_an_existing_target_is_a_clear_error_and_a_failed_restore_leaves_no_database(
-    manifest: Manifest, fresh: PostgresSandbox, capsys: pytest.CaptureFixture[str]
+    manifest: Manifest, empty_postgres: PostgresSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stored = run_backup(manifest, "app_db", "2026-12-01-07:00")
-    restore_backup(manifest, "app_db", stored.record, "taken", server="fresh")
+    restore_backup(manifest, "app_db", stored.record, "taken", server="empty_postgres")
     with pytest.raises(RestoreTargetExistsError, match="'taken' already exists"):
-        restore_backup(manifest, "app_db", stored.record, "taken", server="fresh")
+        restore_backup(manifest, "app_db", stored.record, "taken", server="empty_postgres")
     status = cli_main(
-        ["--manifest", str(manifest.path), "restore", "app_db", "--database", "taken", "--server", "fresh"]
+        ["--manifest", str(manifest.path), "restore", "app_db", "--database", "taken", "--server", "empty_postgres"]
     )
     assert status == 1 and capsys.readouterr().err.startswith("error: database 'taken' already exists")
 
@@ -259,15 +219,15 @@ def test_an_existing_target_is_a_clear_error_and_a_failed_restore_leaves_no_data
     data = object_path.read_bytes()
     object_path.write_bytes(data[: len(data) // 2])
     with pytest.raises(BackupError):
-        restore_backup(manifest, "app_db", stored.record, "half", server="fresh")
-    with psycopg.connect(fresh.conninfo()) as connection:
+        restore_backup(manifest, "app_db", stored.record, "half", server="empty_postgres")
+    with psycopg.connect(empty_postgres.conninfo()) as connection:
         names = [row[0] for row in connection.execute("select datname from pg_database")]
     assert "half" not in names and not [name for name in names if name.startswith("bp_restoring_")]
 
 
 def test_skipping_privileges_is_explicit_and_warns(manifest: Manifest, capsys: pytest.CaptureFixture[str]) -> None:
     run_backup(manifest, "app_db", "2026-12-01-08:00")
-    argv = ["--manifest", str(manifest.path), "restore", "app_db", "--database", "bare", "--server", "fresh"]
+    argv = ["--manifest", str(manifest.path), "restore", "app_db", "--database", "bare", "--server", "empty_postgres"]
     assert cli_main([*argv, "--skip-privileges"]) == 0
     assert "warning: --skip-privileges" in capsys.readouterr().err
 
