@@ -323,7 +323,13 @@ def main() -> int:
         ensure_password(variable)
     ensure_repository_folders(manifest_path)
     sandboxes = start_servers(manifest_path)
-    write_dotenv(DOTENV, demo_environment(manifest_path, dagster_home))
+    # Dagster applies .env over the environment of every dagster command run here: it must not carry the
+    # manifest path (the default, ./backup_manifest.yaml, is the demo's), which would override a BACKUP_MANIFEST
+    # a user or a test sets on purpose.
+    dotenv = {
+        name: value for name, value in demo_environment(manifest_path, dagster_home).items() if name != MANIFEST_ENV
+    }
+    write_dotenv(DOTENV, dotenv)
     try:
         failed = run_jobs(manifest_path, dict(os.environ))
         print_summary(manifest_path)

@@ -198,7 +198,6 @@ def project(
         folder / ".env",
         {
             "DAGSTER_HOME": str(home),
-            "BACKUP_MANIFEST": str(folder / "backup_manifest.yaml"),
             "BACKUP_AGE_IDENTITY_FILE": str(identity),
             PG_PASSWORD_ENV: postgres.password,
             HOOK_ENV: f"{receiver.url}/hook",
