@@ -23,6 +23,7 @@ from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository.base import BackupRecord, BackupStore
 from backup_pipelines.repository.inventory import PARTIAL_MARK
+from backup_pipelines.repository.local import fsync_directory
 
 Feed = Callable[[IO[bytes]], None]
 
@@ -189,7 +190,7 @@ def restore_to_file(target: str, feed: Feed) -> str:
         _link_without_overwriting(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
+    fsync_directory(path.parent)
     return str(path)
 
 
@@ -209,7 +210,7 @@ def new_folder(target: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_directory(path.parent)
 
 
 def _refuse_existing(path: Path) -> None:
@@ -227,11 +228,3 @@ def _link_without_overwriting(source: Path, target: Path) -> None:
     except OSError:
         _refuse_existing(target)
         os.rename(source, target)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -40,7 +40,7 @@ class LocalObjectWriter(ObjectWriter):
             self.file.close()
             os.replace(self.temporary, self.final)
             renamed = True
-            _fsync_directory(self.final.parent)
+            fsync_directory(self.final.parent)
         except OSError as error:
             self.abort()
             if renamed:  # not known to be durable: a failed commit leaves nothing under the final name
@@ -66,7 +66,8 @@ def _create(path: Path) -> IO[bytes]:
     raise AssertionError("unreachable")
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` durable (fsync of the folder itself)."""
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)
