@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backup_pipelines.engines.postgres import find_bin_dir
+from backup_pipelines.engines.postgres_restore import find_bin_dir
 
 
 def free_port() -> int:

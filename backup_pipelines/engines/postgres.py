@@ -7,8 +7,6 @@ exactly the data in the archive and a restore test can demand equality.
 
 from __future__ import annotations
 
-import glob
-import os
 import secrets
 import sys
 import time
@@ -65,18 +63,6 @@ order by 1, 2
 SCRATCH_PREFIX = "bp_restore_"
 # pg_dump fails instead of waiting forever behind a lock someone else holds (an ALTER TABLE, a VACUUM FULL).
 LOCK_WAIT = "10min"
-
-
-def find_bin_dir(configured: str | None) -> str | None:
-    """Return the folder of the PostgreSQL client tools: `configured`, else the newest
-    /usr/lib/postgresql/<N>/bin (Debian's layout), else None (use PATH)."""
-    if configured:
-        return configured
-    candidates = glob.glob("/usr/lib/postgresql/*/bin/pg_dump")
-    if not candidates:
-        return None
-    newest = max(candidates, key=lambda path: int(path.split("/")[4]) if path.split("/")[4].isdigit() else 0)
-    return os.path.dirname(newest)
 
 
 def pg_dump_command(

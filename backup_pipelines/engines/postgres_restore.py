@@ -2,10 +2,11 @@
 test and the documented standard-tool commands: the globals script (roles, CREATE DATABASE), pg_restore with
 owners and privileges, the globals script again (database properties). A restore never overwrites and never
 leaves a half-restored database behind: it restores under a temporary name, renames on success, drops on
-failure."""
+failure. It also says where the client tools are and how they reach a server, for pg_dump too."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import secrets
@@ -27,10 +28,20 @@ LOG = logging.getLogger("backup_pipelines")
 RESTORING_PREFIX = "bp_restoring_"
 
 
+def find_bin_dir(configured: str | None) -> str | None:
+    """Return the folder of the PostgreSQL client tools: `configured`, else the newest
+    /usr/lib/postgresql/<N>/bin (Debian's layout), else None (use PATH)."""
+    if configured:
+        return configured
+    candidates = glob.glob("/usr/lib/postgresql/*/bin/pg_dump")
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda path: int(path.split("/")[4]) if path.split("/")[4].isdigit() else 0)
+    return os.path.dirname(newest)
+
+
 def binary(name: str, server: PostgresServerConfig) -> str:
     """Return the path of client tool `name` for `server` (its bin_dir, else the newest installed)."""
-    from backup_pipelines.engines.postgres import find_bin_dir
-
     bin_dir = find_bin_dir(server.bin_dir)
     return os.path.join(bin_dir, name) if bin_dir else name
 

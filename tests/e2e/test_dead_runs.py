@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 
 from backup_pipelines.crypto import KeyPair
-from backup_pipelines.engines.postgres import find_bin_dir
+from backup_pipelines.engines.postgres_restore import find_bin_dir
 from backup_pipelines.manifest import load_manifest
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from backup_pipelines.crypto import KeyPair
-from backup_pipelines.engines.postgres import find_bin_dir
+from backup_pipelines.engines.postgres_restore import find_bin_dir
 from backup_pipelines.errors import BackupError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from backup_pipelines.crypto import KeyPair
-from backup_pipelines.engines.postgres import find_bin_dir
+from backup_pipelines.engines.postgres_restore import find_bin_dir
 from backup_pipelines.errors import IntegrityError
 from backup_pipelines.execute import PIPE, Process
 from backup_pipelines.manifest import Manifest
