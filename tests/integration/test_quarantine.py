@@ -268,7 +268,7 @@ def test_a_quarantined_file_tree_snapshot_is_tagged_in_every_restic_repository_a
 def test_a_quarantined_aws_snapshot_is_tagged_and_its_cross_region_copy_keeps_the_tag(
     s3_endpoint: S3Endpoint, tmp_path: Path, kind: str
 ) -> None:
-    from tests.integration.test_aws_snapshots import DR, PRIMARY, aws_manifest, create_instance, kms_key, rds_dataset
+    from tests.integration.aws_helpers import DR, PRIMARY, aws_manifest, create_instance, kms_key, rds_dataset
 
     source_key, dr_key = kms_key(s3_endpoint, PRIMARY), kms_key(s3_endpoint, DR)
     if kind == "rds":
