@@ -15,6 +15,7 @@ import dagster as dg
 
 from assets.buckets import build_bucket_checks
 from assets.datasets import build_dataset_assets
+from assets.executor import backup_executor
 from assets.failure_alerts import build_failure_sensor, code_location_runs
 from assets.jobs import build_jobs
 from assets.monitoring import build_rpo_check, build_rpo_sensor
@@ -66,6 +67,7 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
         sensors.append(build_rpo_sensor(manifest, runs=runs))
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
+        executor=backup_executor,
         assets=all_assets,
         asset_checks=checks,
         jobs=[*jobs, reports_job],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,7 @@ def test_job_execute_backs_up_verifies_and_restore_tests_one_partition(
 ) -> None:
     result = job_execute("protect_hourly", environment, PARTITION)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Executing steps in process" in result.stderr  # one dataset's chain: no step subprocess
     from backup_pipelines.manifest import load_manifest
 
     manifest = load_manifest(environment["BACKUP_MANIFEST"])
@@ -65,9 +67,34 @@ def test_asset_materialize_backs_up_one_partition(environment: dict[str, str]) -
         environment,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Executing steps in process" in result.stderr
     from backup_pipelines.manifest import load_manifest
 
     assert len(open_repository(load_manifest(environment["BACKUP_MANIFEST"]), "local").list_backups()) == 1
+
+
+def test_a_job_over_two_datasets_runs_their_steps_in_parallel_processes(
+    postgres: PostgresSandbox, age_keys: KeyPair, environment: dict[str, str], tmp_path: Path
+) -> None:
+    database = tmp_path / "notes.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table notes (id integer primary key, body text)")
+        connection.execute("insert into notes (body) values ('one'), ('two')")
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data["datasets"]["notes"] = {
+        **{key: data["datasets"]["app_db"][key] for key in ("schedule", "rpo", "rto", "retention", "repositories")},
+        "encryption": data["datasets"]["app_db"]["encryption"],
+        "kind": "sqlite",
+        "source": {"path": str(database)},
+    }
+    write_manifest(Path(environment["BACKUP_MANIFEST"]), data)
+    result = job_execute("backup_hourly", environment, PARTITION)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Executing steps using multiprocess executor" in result.stderr
+    from backup_pipelines.manifest import load_manifest
+
+    backups = open_repository(load_manifest(environment["BACKUP_MANIFEST"]), "local").list_backups()
+    assert sorted(record.dataset for record in backups) == ["app_db", "notes"]
 
 
 def test_job_execute_exits_non_zero_when_the_source_is_down(
