@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr
 
@@ -46,6 +48,7 @@ class Manifest(StrictModel):
     reports_dir: str = Field("reports", description="Folder for the status dashboard and the DR runbook.")
 
     _path: Path | None = PrivateAttr(None)
+    _active: Mapping[str, ActiveDataset] | None = PrivateAttr(None)
 
     @property
     def path(self) -> Path | None:
@@ -62,9 +65,19 @@ class Manifest(StrictModel):
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
-    def active_datasets(self) -> dict[str, ActiveDataset]:
-        """Return the enabled datasets that are backed up, by name, in manifest order."""
-        return {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, S3BucketDataset)}
+    def active_datasets(self) -> Mapping[str, ActiveDataset]:
+        """Return the enabled datasets that are backed up, by name, in manifest order (read-only: computed once,
+        since a code location of 10,000 datasets asks for it per dataset)."""
+        if self._active is None:
+            self._active = MappingProxyType(
+                {name: ds for name, ds in self.datasets.items() if ds.enabled and not isinstance(ds, S3BucketDataset)}
+            )
+        return self._active
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Manifest:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._active = None  # a copy may hold other datasets
+        return copy
 
     def watched_buckets(self) -> dict[str, S3BucketDataset]:
         """Return the enabled `s3` datasets (buckets whose protection settings are checked), by name."""
