@@ -79,7 +79,8 @@ def run_backup(
     try:
         with engine.dump(manifest, name) as dump:
             log.info(f"backing up {name} partition {partition_key} to {repository.uri(path)}")
-            result = encode(dump.stream, writer, recipients, tap=check)
+            compression = dataset.compression
+            result = encode(dump.stream, writer, recipients, compression.level, check, compression.threads)
             source_stats = dump.finish()
         source_stats["archive_check"] = _whole_archive(engine, name, check)
         writer.commit()

@@ -28,7 +28,8 @@ from backup_pipelines.execute import PIPE, Command, Process
 from backup_pipelines.threads import Worker
 
 CHUNK = 1 << 20
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1  # the manifest's default (`compression`): see manifest.policies.Compression
+ZSTD_THREADS = 0  # one worker per core
 
 
 class Sink(Protocol):
@@ -56,9 +57,10 @@ class DecodeResult:
     consumer_stopped_early: bool
 
 
-def zstd_compress_command(level: int = ZSTD_LEVEL) -> Command:
-    """Return the zstd command that compresses stdin to stdout at `level`."""
-    return Command(("zstd", f"-{level}", "-q", "-c"))
+def zstd_compress_command(level: int = ZSTD_LEVEL, threads: int = ZSTD_THREADS) -> Command:
+    """Return the zstd command that compresses stdin to stdout at `level` with `threads` workers (0: one per
+    core). The output is the same whatever the threads: one standard zstd stream."""
+    return Command(("zstd", f"-{level}", f"-T{threads}", "-q", "-c"))
 
 
 def zstd_decompress_command() -> Command:
@@ -192,7 +194,12 @@ def _copy_to_both(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
 
 
 def encode(
-    source: IO[bytes], sink: Sink, recipients: list[str], level: int = ZSTD_LEVEL, tap: Sink | None = None
+    source: IO[bytes],
+    sink: Sink,
+    recipients: list[str],
+    level: int = ZSTD_LEVEL,
+    tap: Sink | None = None,
+    threads: int = ZSTD_THREADS,
 ) -> EncodeResult:
     """Stream `source` through zstd and (if `recipients`) age into `sink`; return sizes and checksum. With
     `tap`, every raw byte is also written to it in the same pass (an archive check reading the dump as it is
@@ -202,7 +209,7 @@ def encode(
     zstd fails, or whatever the sink raises; the caller must then abort the sink.
     """
     started = time.monotonic()
-    zstd = Process(zstd_compress_command(level), stdin=PIPE, stdout=PIPE)
+    zstd = Process(zstd_compress_command(level, threads), stdin=PIPE, stdout=PIPE)
     raw_count = [0]
 
     def pump() -> None:

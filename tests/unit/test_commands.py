@@ -61,5 +61,7 @@ def test_the_globals_script_runs_with_the_target_in_a_psql_variable_and_stops_at
 
 
 def test_zstd_commands_stream_stdin_to_stdout() -> None:
-    assert zstd_compress_command(3).argv == ("zstd", "-3", "-q", "-c")
+    assert zstd_compress_command(3).argv == ("zstd", "-3", "-T0", "-q", "-c")
+    assert zstd_compress_command().argv == ("zstd", "-1", "-T0", "-q", "-c")  # the default: level 1, every core
+    assert zstd_compress_command(9, threads=2).argv == ("zstd", "-9", "-T2", "-q", "-c")
     assert zstd_decompress_command().argv == ("zstd", "-d", "-q", "-c")
