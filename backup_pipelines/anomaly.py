@@ -1,17 +1,16 @@
 """Size, row-count and duration anomalies of a new backup against its dataset's own history.
 
-Pure functions over plain numbers (pandas for the rolling statistics): given the new backup's measurements
-and those of the last N successful backups, return findings with a severity. A drop is an ERROR (a
+Pure functions over plain numbers (medians from `statistics`): given the new backup's measurements and
+those of the last N successful backups, return findings with a severity. A drop is an ERROR (a
 truncated table, an emptied database), a spike or a slow backup a WARN, too little history passes with a note.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
-
-import pandas as pd
 
 Severity = Literal["ERROR", "WARN"]
 
@@ -77,13 +76,10 @@ def detect(latest: Measurement, history: Sequence[Measurement], thresholds: Thre
     recent = list(history[: thresholds.history])
     if len(recent) < thresholds.min_history:
         return Verdict([], len(recent), f"only {len(recent)} earlier backups; need {thresholds.min_history}")
-    frame = pd.DataFrame(
-        [
-            {"bytes_raw": m.bytes_raw, "bytes_stored": m.bytes_stored, "duration_seconds": m.duration_seconds}
-            for m in recent
-        ]
-    )
-    medians = {column: float(frame[column].median()) for column in frame.columns}
+    medians = {
+        measure: float(statistics.median(float(getattr(m, measure)) for m in recent))
+        for measure in ("bytes_raw", "bytes_stored", "duration_seconds")
+    }
     findings = []
     for measure in ("bytes_raw", "bytes_stored"):
         findings += _size_findings(measure, float(getattr(latest, measure)), medians[measure], thresholds)
@@ -133,10 +129,11 @@ def _size_findings(measure: str, value: float, median: float, thresholds: Thresh
 
 
 def _table_findings(latest: Measurement, recent: list[Measurement], thresholds: Thresholds) -> list[Finding]:
-    rows = pd.DataFrame([m.tables for m in recent])
+    tables = list(dict.fromkeys(table for m in recent for table in m.tables))  # first seen first
     findings = []
-    for table in rows.columns:
-        median = float(rows[table].dropna().median()) if rows[table].notna().any() else 0.0
+    for table in tables:
+        counts = [float(m.tables[table]) for m in recent if m.tables.get(table) is not None]
+        median = float(statistics.median(counts)) if counts else 0.0
         value = latest.tables.get(table)
         if median <= 0:
             continue

@@ -13,10 +13,12 @@ import statistics
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from backup_pipelines.units import human_bytes, human_change, human_duration
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build frames: a backup run never loads it
+    import pandas as pd
 
 DRILL_EVERY_SECONDS = 7 * 86400.0  # the restore drills run weekly (assets/jobs.py DRILL_CRON)
 DRILL_GRACE_SECONDS = 3600.0  # the drill's own run time: a weekly test is not late while the next one runs
@@ -144,6 +146,8 @@ class BucketStatus:
 
 def bucket_frame(buckets: list[BucketStatus]) -> pd.DataFrame:
     """Return one row per watched bucket: failing ones first, each rule as pass / FAIL: why / not checked."""
+    import pandas as pd
+
     rows = []
     for item in buckets:
         row = {"dataset": item.name, "bucket": item.bucket, "region": item.region}
@@ -175,6 +179,8 @@ STATUS_COLUMNS = (
 
 def status_frame(statuses: list[DatasetStatus], now: float) -> pd.DataFrame:
     """Return the report as a table: one row per dataset, worst state first, every value with its unit."""
+    import pandas as pd
+
     rows = []
     for item in statuses:
         state, reason = item.state(now)
@@ -209,6 +215,8 @@ def status_frame(statuses: list[DatasetStatus], now: float) -> pd.DataFrame:
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Return how many datasets of `frame` are in each state, worst first (every state, zero included)."""
+    import pandas as pd
+
     counts = frame["state"].value_counts() if not frame.empty else pd.Series(dtype=int)
     return {state: int(counts.get(state, 0)) for state in STATES}
 
