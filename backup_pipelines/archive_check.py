@@ -28,6 +28,10 @@ class ArchiveCheck:
         self.reader.start()
         self.stopped_reading = False
 
+    def fileno(self) -> int:
+        """The check's stdin pipe, so the backup's pump can tee(2) the dump into it without copying."""
+        return self.process.stdin.fileno()
+
     def write(self, data: bytes) -> Any:
         if self.stopped_reading:
             return

@@ -22,6 +22,7 @@ from typing import IO, Any, Protocol
 
 import pyrage
 
+from backup_pipelines import zerocopy
 from backup_pipelines.crypto import decrypt_stream, encrypt_stream
 from backup_pipelines.errors import DecryptionError, IntegrityError
 from backup_pipelines.execute import PIPE, Command, Process
@@ -168,28 +169,40 @@ def _read_chunk(source: IO[bytes]) -> bytes:
 def _splice_all(source: IO[bytes], target: IO[bytes]) -> int:
     """Move everything from `source` to `target` and return the byte count: zero-copy with splice(2) when
     both are pipes (the pump then costs almost no CPU), else through a 1 MiB buffer."""
-    count = 0
     try:
-        source_fd, target_fd = source.fileno(), target.fileno()
-        while moved := os.splice(source_fd, target_fd, CHUNK):
-            count += moved
+        return zerocopy.splice_all(source.fileno(), target.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as error:
+        if not _cannot_zero_copy(error):
+            raise
+    return _copy_to_both(source, target, None)
+
+
+def _cannot_zero_copy(error: BaseException) -> bool:
+    """True when a zero-copy move failed before moving anything because an end is not a pipe (or the OS has no
+    splice/tee): then copying is the way. Any other error is real."""
+    return getattr(error, "errno", None) in (None, errno.EINVAL, errno.ENOSYS)
+
+
+def _tee_all(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
+    """Move everything from `source` to `target` and give the same bytes to `tap` in the same pass: zero-copy
+    with tee(2) and splice(2) when all three are pipes (an archive check's stdin is one), else by copying."""
+    try:
+        count, _ = zerocopy.tee_and_splice(source.fileno(), target.fileno(), tap.fileno())  # type: ignore[attr-defined]
         return count
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as error:
-        if count or getattr(error, "errno", None) not in (None, errno.EINVAL, errno.ENOSYS):
+        if not _cannot_zero_copy(error):
             raise
-    while chunk := _read_chunk(source):
-        count += len(chunk)
-        target.write(chunk)
-    return count
+    return _copy_to_both(source, target, tap)
 
 
-def _copy_to_both(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
-    """Move everything from `source` to `target` and to `tap`; return the byte count."""
+def _copy_to_both(source: IO[bytes], target: IO[bytes], tap: Sink | None) -> int:
+    """Move everything from `source` to `target` and (if given) to `tap`; return the byte count."""
     count = 0
     while chunk := _read_chunk(source):
         count += len(chunk)
         target.write(chunk)
-        tap.write(chunk)
+        if tap is not None:
+            tap.write(chunk)
     return count
 
 
@@ -214,7 +227,7 @@ def encode(
 
     def pump() -> None:
         try:
-            raw_count[0] = _splice_all(source, zstd.stdin) if tap is None else _copy_to_both(source, zstd.stdin, tap)
+            raw_count[0] = _splice_all(source, zstd.stdin) if tap is None else _tee_all(source, zstd.stdin, tap)
         finally:
             zstd.stdin.close()
 

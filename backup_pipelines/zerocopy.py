@@ -1,0 +1,63 @@
+"""Zero-copy moves between pipes with Linux's splice(2) and tee(2): a pump that sends a dump to zstd and, in the
+same pass, to an archive check never copies the bytes through Python, so it costs almost no CPU.
+
+It imports nothing from the package: the PostgreSQL archive-check script loads this file by its path and must
+start fast. Every function raises OSError with errno EINVAL (not a pipe) or ENOSYS (no tee(2)) before moving
+anything when it cannot work; callers then fall back to copying.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+CHUNK = 1 << 20
+_LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes releases the GIL during the call
+_TEE = getattr(_LIBC, "tee", None)
+
+
+def tee(source_fd: int, target_fd: int, length: int) -> int:
+    """Duplicate up to `length` bytes at the head of pipe `source_fd` into pipe `target_fd` without consuming
+    them; return how many (0: the source is at its end). Block until there is data and room. Raise
+    BrokenPipeError when the target's reader is gone, OSError otherwise."""
+    if _TEE is None:
+        raise OSError(errno.ENOSYS, "tee(2) is not available")
+    count = int(_TEE(source_fd, target_fd, ctypes.c_size_t(length), ctypes.c_uint(0)))
+    if count < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return count
+
+
+def splice_exactly(source_fd: int, target_fd: int, count: int) -> None:
+    """Move exactly `count` bytes, already waiting in pipe `source_fd`, into `target_fd`."""
+    while count:
+        moved = os.splice(source_fd, target_fd, count)
+        if not moved:
+            raise OSError(errno.EIO, "the source pipe lost bytes it had shown")
+        count -= moved
+
+
+def splice_all(source_fd: int, target_fd: int) -> int:
+    """Move everything from `source_fd` to `target_fd` (one of them a pipe) until the source ends; return the
+    byte count."""
+    total = 0
+    while moved := os.splice(source_fd, target_fd, CHUNK):
+        total += moved
+    return total
+
+
+def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bool]:
+    """Move everything from pipe `source_fd` to pipe `target_fd` and give the same bytes to pipe `tap_fd` until
+    its reader goes away. Return the byte count and whether the tap received all of it."""
+    total = 0
+    while True:
+        try:
+            count = tee(source_fd, tap_fd, CHUNK)
+        except BrokenPipeError:  # the tap stopped reading (e.g. `pg_restore --list` after the table of contents)
+            return total + splice_all(source_fd, target_fd), False
+        if not count:
+            return total, True
+        splice_exactly(source_fd, target_fd, count)
+        total += count

@@ -1,0 +1,71 @@
+"""Zero-copy pumping between real OS pipes: the tap gets the same bytes as the target, or stops on its own."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from backup_pipelines import zerocopy
+
+DATA = os.urandom(3 << 20) + b"tail"
+
+
+def _writer(fd: int, data: bytes) -> threading.Thread:
+    def write() -> None:
+        with os.fdopen(fd, "wb") as pipe:
+            pipe.write(data)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def _reader(fd: int, received: list[bytes], limit: int | None = None) -> threading.Thread:
+    def read() -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            received.append(pipe.read() if limit is None else pipe.read(limit))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread
+
+
+def _pump(tap_limit: int | None) -> tuple[tuple[int, bool], bytes, bytes]:
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    tap_read, tap_write = os.pipe()
+    target, tap = [], []  # type: ignore[var-annotated]
+    threads = [_writer(source_write, DATA), _reader(target_read, target), _reader(tap_read, tap, tap_limit)]
+    result = zerocopy.tee_and_splice(source_read, target_write, tap_write)
+    for fd in (source_read, target_write, tap_write):
+        os.close(fd)
+    for thread in threads:
+        thread.join(timeout=30)
+    return result, target[0], tap[0]
+
+
+def test_the_tap_receives_exactly_what_the_target_receives() -> None:
+    (count, whole), target, tap = _pump(None)
+    assert count == len(DATA) and whole
+    assert target == DATA and tap == DATA
+
+
+def test_a_tap_that_stops_reading_early_does_not_stop_the_target() -> None:
+    (count, whole), target, tap = _pump(64 << 10)  # like pg_restore --list after the table of contents
+    assert count == len(DATA) and not whole
+    assert target == DATA and tap == DATA[: 64 << 10]
+
+
+def test_a_regular_file_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"abc")
+    read_end, write_end = os.pipe()
+    with open(path, "rb") as source, pytest.raises(OSError) as raised:
+        zerocopy.tee(source.fileno(), write_end, 1024)
+    assert raised.value.errno == errno.EINVAL
+    os.close(read_end)
+    os.close(write_end)
