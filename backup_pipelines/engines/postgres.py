@@ -20,6 +20,7 @@ from psycopg import sql
 
 from backup_pipelines.engines.base import Dump, Feed, RestoreReport
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
+from backup_pipelines.engines.pg_parallel import raw_size_of
 from backup_pipelines.engines.postgres_fingerprint import (
     ROW_METHOD,
     SAMPLES,
@@ -293,7 +294,7 @@ class PostgresEngine:
         keep_privileges = bool(getattr(feed, "keep_privileges", True))
         with connect(server, server.maintenance_database, password) as admin:
             admin.autocommit = True
-            restore_as(server, password, admin, target, feed, "UTF8", keep_privileges)
+            restore_as(server, password, admin, target, feed, "UTF8", keep_privileges, raw_size_of(feed))
         return f"postgresql://{server.host}:{server.port}/{target}"
 
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
@@ -306,7 +307,7 @@ class PostgresEngine:
         with connect(server, server.maintenance_database, password) as admin:
             admin.autocommit = True
             started = time.monotonic()
-            with scratch_restore(server, password, admin, scratch, feed, encoding):
+            with scratch_restore(server, password, admin, scratch, feed, encoding, record.bytes_raw) as jobs:
                 restore_seconds = time.monotonic() - started
                 started = time.monotonic()
                 with connect(server, scratch, password) as connection:
@@ -325,6 +326,7 @@ class PostgresEngine:
                     )
                 validation_seconds = time.monotonic() - started
         restored.pop(FINGERPRINT, None)  # the report keeps the comparison's outcomes, not every digest
+        restored["pg_restore_jobs"] = jobs  # 1: streamed into one pg_restore
         return RestoreReport(
             target=f"postgresql://{server.host}:{server.port}/{scratch} (dropped)",
             restore_seconds=restore_seconds,
