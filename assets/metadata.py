@@ -193,6 +193,7 @@ def restore_metadata(record: BackupRecord, report: RestoreReport, rto_seconds: f
         **size_values("bytes_restored", report.bytes_raw, "size_restored"),
         "checks_passed": dg.MetadataValue.int(len(report.outcomes) - len(report.failures)),
         "checks_total": dg.MetadataValue.int(len(report.outcomes)),
+        **{k: dg.MetadataValue.int(v) for k, v in report.restored_stats.items() if k == "pg_restore_jobs"},
         "comparisons": table(
             {"check": "string", "expected": "string", "actual": "string", "passed": "bool"},
             (
