@@ -8,3 +8,4 @@ bash scripts/setup.sh
 .venv/bin/python benchmarks/bench_postgres.py "$@"
 .venv/bin/python benchmarks/bench_files.py --size-gb 1
 .venv/bin/python benchmarks/bench_monitoring.py 2>/dev/null | grep -v -E "^[0-9]{4}-"
+.venv/bin/python benchmarks/bench_user_path.py --size-gb 1
