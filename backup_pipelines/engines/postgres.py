@@ -20,7 +20,7 @@ from psycopg import sql
 
 from backup_pipelines.engines.base import Dump, Feed, RestoreReport
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
-from backup_pipelines.engines.pg_parallel import raw_size_of
+from backup_pipelines.engines.pg_parallel import raw_size_of, splittable_size
 from backup_pipelines.engines.postgres_fingerprint import (
     ROW_METHOD,
     SAMPLES,
@@ -304,10 +304,11 @@ class PostgresEngine:
         password = _password(server_name, server)
         scratch = f"{SCRATCH_PREFIX}{name[:30]}_{secrets.token_hex(4)}".lower()
         encoding = str(record.source_stats.get("encoding", "UTF8"))
+        size = splittable_size(record.bytes_raw, record.source_stats.get("table_count"))
         with connect(server, server.maintenance_database, password) as admin:
             admin.autocommit = True
             started = time.monotonic()
-            with scratch_restore(server, password, admin, scratch, feed, encoding, record.bytes_raw) as jobs:
+            with scratch_restore(server, password, admin, scratch, feed, encoding, size) as jobs:
                 restore_seconds = time.monotonic() - started
                 started = time.monotonic()
                 with connect(server, scratch, password) as connection:
