@@ -292,16 +292,7 @@ def decode(
     feeder.start()
     raw_count, stopped_early = 0, False
     try:
-        while chunk := _read_chunk(zstd.stdout):
-            raw_count += len(chunk)
-            if stopped_early:
-                continue
-            try:
-                consumer.write(chunk)
-            except BrokenPipeError:
-                if not consumer_may_stop_early:
-                    raise
-                stopped_early = True
+        raw_count, stopped_early = _deliver(zstd.stdout, consumer, consumer_may_stop_early)
         feeder.result()
         zstd.check()
     except BaseException as error:
@@ -313,6 +304,38 @@ def decode(
         zstd.close()
     _check_sha256(reader, expected_sha256)
     return DecodeResult(reader.count, raw_count, reader.digest.hexdigest(), stopped_early)
+
+
+def _deliver(source: IO[bytes], consumer: Sink, may_stop_early: bool) -> tuple[int, bool]:
+    """Write everything from `source` to `consumer`; return the byte count and whether the consumer stopped
+    early (allowed only if `may_stop_early`; the rest is then read and discarded, so every byte is still
+    checked). A consumer that is an OS file or pipe (a restore tool's stdin) gets the bytes by splice(2),
+    without copying them through Python."""
+    count, stopped_early = 0, False
+    if isinstance(consumer, io.BufferedWriter | io.FileIO):
+        consumer.flush()
+        try:
+            while moved := os.splice(source.fileno(), consumer.fileno(), CHUNK):
+                count += moved
+            return count, False
+        except BrokenPipeError:
+            if not may_stop_early:
+                raise
+            stopped_early = True
+        except OSError as error:
+            if count or not _cannot_zero_copy(error):
+                raise
+    while chunk := _read_chunk(source):
+        count += len(chunk)
+        if stopped_early:
+            continue
+        try:
+            consumer.write(chunk)
+        except BrokenPipeError:
+            if not may_stop_early:
+                raise
+            stopped_early = True
+    return count, stopped_early
 
 
 def _check_sha256(reader: HashingReader, expected_sha256: str | None) -> None:
