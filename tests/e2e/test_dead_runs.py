@@ -8,6 +8,7 @@ pool `db-pg` has one slot, so a slot nobody gives back would block the next back
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -69,12 +70,14 @@ def setup(
 MATERIALIZE = ["dagster", "asset", "materialize", "-m", "backup_pipelines.definitions", "--select", "key:app_db/backup"]
 
 
-def materialize(environment: dict[str, str]) -> subprocess.Popen[bytes]:
+def materialize(environment: dict[str, str], step_processes: bool = False) -> subprocess.Popen[bytes]:
     """Start `dagster asset materialize` of the backup in its own process group, its output to a file (a pipe
-    would be held open by an orphaned step)."""
+    would be held open by an orphaned step). A one-dataset run executes its step in the run's process; with
+    `step_processes` the run forks it into its own process, as a run over several datasets does."""
+    forked = ["--config-json", json.dumps({"execution": {"config": {"multiprocess": {}}}})] if step_processes else []
     with open(Path(environment["DAGSTER_HOME"]) / "materialize.log", "ab") as log:
         return subprocess.Popen(
-            [*MATERIALIZE, "--partition", PARTITION],
+            [*MATERIALIZE, "--partition", PARTITION, *forked],
             cwd=ROOT,
             env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **environment},
             stdout=log,
@@ -147,7 +150,7 @@ def test_doctor_leaves_a_run_whose_orphaned_step_still_dumps_and_fails_it_once_t
     setup: tuple[dict[str, str], dg.DagsterInstance, Path, Path],
 ) -> None:
     environment, instance, slow, started = setup
-    process = materialize(environment)
+    process = materialize(environment, step_processes=True)
     try:
         wait_for(lambda: started.exists() and held(instance), "the dump to start holding the pool's slot")
         os.kill(process.pid, signal.SIGKILL)  # the parent only: its step's worker goes on
