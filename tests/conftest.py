@@ -175,6 +175,39 @@ def write_manifest(path: Path, data: dict[str, Any]) -> Manifest:
     return load_manifest(path)
 
 
+def manifest_for(
+    tmp_path: Path, age_keys: KeyPair, datasets: dict[str, Any], servers: dict[str, Any] | None = None
+) -> Manifest:
+    """Write and load a manifest with one local repository under `tmp_path`, the `servers` given, and
+    `datasets`: each daily, kept 7 days, encrypted to `age_keys`, then its own fields (kind, source, ...)."""
+    base = {
+        "schedule": "daily",
+        "rpo": "26h",
+        "rto": "1h",
+        "retention": {"keep_daily": 7},
+        "repositories": ["local"],
+        "encryption": {"recipients": [age_keys.recipient]},
+    }
+    data = {
+        "partition_start": "2026-11-01",
+        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
+        **({"servers": servers} if servers else {}),
+        "datasets": {name: {**base, **fields} for name, fields in datasets.items()},
+    }
+    return write_manifest(tmp_path / "m.yaml", data)
+
+
+def mysql_server(mariadb: Any, port: int | None = None) -> dict[str, Any]:
+    """The manifest entry of the session's MariaDB server (another `port` to point at a closed one)."""
+    return {
+        "kind": "mysql",
+        "host": "127.0.0.1",
+        "port": port or mariadb.port,
+        "user": mariadb.user,
+        "password_env": MYSQL_PASSWORD_ENV,
+    }
+
+
 @dataclass
 class Received:
     method: str

@@ -16,10 +16,11 @@ from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import run_backup
 from backup_pipelines.sample import create_sample_mysql_database
 from tests.conftest import (
-    MYSQL_PASSWORD_ENV,
     S3_KEY_ENV,
     S3_SECRET_ENV,
     S3Endpoint,
+    manifest_for,
+    mysql_server,
     write_manifest,
 )
 from tests.e2e.conftest import BIN, run
@@ -32,24 +33,8 @@ from tests.e2e.restore_blocks import (
 
 
 def mysql_manifest(tmp_path: Path, mariadb: Any, age_keys: KeyPair, database: str) -> Manifest:
-    server = {"kind": "mysql", "host": "127.0.0.1", "port": mariadb.port, "user": mariadb.user}
-    dataset = {
-        "kind": "mysql",
-        "schedule": "daily",
-        "rpo": "26h",
-        "rto": "1h",
-        "retention": {"keep_daily": 7},
-        "repositories": ["local"],
-        "encryption": {"recipients": [age_keys.recipient]},
-        "source": {"server": "maria", "database": database},
-    }
-    data = {
-        "partition_start": "2026-11-01",
-        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
-        "servers": {"maria": {**server, "password_env": MYSQL_PASSWORD_ENV}},
-        "datasets": {"shop": dataset},
-    }
-    return write_manifest(tmp_path / "m.yaml", data)
+    dataset = {"kind": "mysql", "source": {"server": "maria", "database": database}}
+    return manifest_for(tmp_path, age_keys, {"shop": dataset}, {"maria": mysql_server(mariadb)})
 
 
 def mysql_state(mariadb: Any, database: str) -> tuple[tuple[Any, ...], dict[str, int]]:
@@ -122,23 +107,6 @@ def test_documented_mysql_restore_restores_a_mysql_dataset(
                 cursor.execute(f"drop database if exists `{name}`")
 
 
-def object_manifest(tmp_path: Path, age_keys: KeyPair, datasets: dict[str, Any]) -> Manifest:
-    base = {
-        "schedule": "daily",
-        "rpo": "26h",
-        "rto": "1h",
-        "retention": {"keep_daily": 7},
-        "repositories": ["local"],
-        "encryption": {"recipients": [age_keys.recipient]},
-    }
-    data = {
-        "partition_start": "2026-11-01",
-        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
-        "datasets": {name: {**base, **fields} for name, fields in datasets.items()},
-    }
-    return write_manifest(tmp_path / "m.yaml", data)
-
-
 def test_documented_sqlite_and_command_restores_give_back_the_files(tmp_path: Path, age_keys: KeyPair) -> None:
     with closing(sqlite3.connect(tmp_path / "app.sqlite")) as connection:
         connection.executescript("create table notes (id integer primary key, body text);")
@@ -146,7 +114,7 @@ def test_documented_sqlite_and_command_restores_give_back_the_files(tmp_path: Pa
         connection.commit()
     (tmp_path / "vault.snap").write_bytes(bytes(range(256)) * 40)
     command = {"command": ["cat", "vault.snap"], "extension": "snap"}
-    manifest = object_manifest(
+    manifest = manifest_for(
         tmp_path,
         age_keys,
         {

@@ -64,15 +64,18 @@ def rds_dataset(instance: str, **source: Any) -> dict[str, Any]:
     }
 
 
-def create_instance(endpoint: S3Endpoint, name: str, kms: str | None) -> None:
+def create_instance(
+    endpoint: S3Endpoint, name: str, kms: str | None, engine: tuple[str, str] = ("postgres", "16.3"), user: str = "app"
+) -> None:
+    """Create DB instance `name` on moto's RDS of `engine` (name, version), encrypted with `kms` when given."""
     encryption = {"StorageEncrypted": True, "KmsKeyId": kms} if kms else {"StorageEncrypted": False}
     endpoint.client("rds", PRIMARY).create_db_instance(
         DBInstanceIdentifier=name,
         DBInstanceClass="db.t3.micro",
-        Engine="postgres",
-        EngineVersion="16.3",
+        Engine=engine[0],
+        EngineVersion=engine[1],
         AllocatedStorage=20,
-        MasterUsername="app",
+        MasterUsername=user,
         MasterUserPassword="not-a-real-password",
         **encryption,
     )

@@ -86,15 +86,7 @@ def test_mariadb_rds_restore_tests_run_the_validation_queries(
     mariadb: Any, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As above, with a MariaDB engine: the temporary instance's endpoint is the session's real MariaDB server."""
-    s3_endpoint.client("rds", PRIMARY).create_db_instance(
-        DBInstanceIdentifier="shop-db",
-        DBInstanceClass="db.t3.micro",
-        Engine="mariadb",
-        EngineVersion="10.11.6",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="not-a-real-password",
-    )
+    create_instance(s3_endpoint, "shop-db", None, engine=("mariadb", "10.11.6"), user="admin")
     login = {"database": "shop", "user": mariadb.user, "password_env": MYSQL_PASSWORD_ENV}
     queries = [{"name": "orders", "sql": "select count(*) from orders", "expect": {"equals": 1000}}]
     source = {"require_encryption": False, "restore_login": login}

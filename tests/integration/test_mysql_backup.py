@@ -16,7 +16,7 @@ from backup_pipelines.errors import BackupError, RestoreTargetExistsError, Sourc
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup, verify_backup
 from backup_pipelines.sandbox import free_port
-from tests.conftest import MYSQL_PASSWORD_ENV, write_manifest
+from tests.conftest import manifest_for, mysql_server
 
 # Fixed partitions of the past: the backup asset refuses them unless the run says a late backup is meant.
 LATE = {LATE_TAG: LATE_ALLOW}
@@ -30,33 +30,8 @@ def identity(age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def mysql_manifest(tmp_path: Path, mariadb: Any, age_keys: KeyPair, port: int | None = None, **fields: Any) -> Manifest:
-    data = {
-        "partition_start": "2026-11-01",
-        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
-        "servers": {
-            "maria": {
-                "kind": "mysql",
-                "host": "127.0.0.1",
-                "port": port or mariadb.port,
-                "user": mariadb.user,
-                "password_env": MYSQL_PASSWORD_ENV,
-            }
-        },
-        "datasets": {
-            "shop": {
-                "kind": "mysql",
-                "schedule": "daily",
-                "rpo": "26h",
-                "rto": "1h",
-                "retention": {"keep_daily": 7},
-                "repositories": ["local"],
-                "encryption": {"recipients": [age_keys.recipient]},
-                "source": {"server": "maria", "database": "shop"},
-                **fields,
-            }
-        },
-    }
-    return write_manifest(tmp_path / "m.yaml", data)
+    dataset = {"kind": "mysql", "source": {"server": "maria", "database": "shop"}, **fields}
+    return manifest_for(tmp_path, age_keys, {"shop": dataset}, {"maria": mysql_server(mariadb, port)})
 
 
 def test_mysql_round_trip_with_routines_triggers_and_utf8(tmp_path: Path, mariadb: Any, age_keys: KeyPair) -> None:

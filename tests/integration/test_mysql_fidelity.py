@@ -18,7 +18,7 @@ from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD
 from backup_pipelines.errors import CommandFailedError, UnrepresentableSourceError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup
-from tests.conftest import MYSQL_PASSWORD_ENV, write_manifest
+from tests.conftest import manifest_for, mysql_server
 
 PARTITION = "2026-11-30"
 ASTRAL = "ünï 🚀"  # an ENUM/SET member with a character outside the Basic Multilingual Plane
@@ -109,31 +109,8 @@ def astral(mariadb: Any) -> str:
 
 def fidelity_manifest(tmp_path: Path, mariadb: Any, age_keys: KeyPair, database: str, **fields: Any) -> Manifest:
     source = {"server": "maria", "database": database, **fields.pop("source", {})}
-    dataset = {
-        "kind": "mysql",
-        "schedule": "daily",
-        "rpo": "26h",
-        "rto": "1h",
-        "retention": {"keep_daily": 7},
-        "repositories": ["local"],
-        "encryption": {"recipients": [age_keys.recipient]},
-        "source": source,
-        **fields,
-    }
-    server = {
-        "kind": "mysql",
-        "host": "127.0.0.1",
-        "port": mariadb.port,
-        "user": mariadb.user,
-        "password_env": MYSQL_PASSWORD_ENV,
-    }
-    data = {
-        "partition_start": "2026-11-01",
-        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
-        "servers": {"maria": server},
-        "datasets": {database: dataset},
-    }
-    return write_manifest(tmp_path / "m.yaml", data)
+    dataset = {"kind": "mysql", "source": source, **fields}
+    return manifest_for(tmp_path, age_keys, {database: dataset}, {"maria": mysql_server(mariadb)})
 
 
 def client_argv(mariadb: Any, tool: str, *arguments: str) -> list[str]:

@@ -19,9 +19,9 @@ from backup_pipelines.definitions import build_definitions
 from backup_pipelines.engines.fingerprint import compare_fingerprints
 from backup_pipelines.engines.sqlite import collect_stats as sqlite_stats
 from backup_pipelines.errors import CommandFailedError, IntegrityError, SourceUnavailableError, ValidationFailedError
-from backup_pipelines.manifest import Manifest, SqliteDataset
+from backup_pipelines.manifest import SqliteDataset
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup, verify_backup
-from tests.conftest import write_manifest
+from tests.conftest import manifest_for
 
 # Fixed partitions of the past: the backup asset refuses them unless the run says a late backup is meant.
 LATE = {LATE_TAG: LATE_ALLOW}
@@ -41,23 +41,6 @@ def make_sqlite(path: Path, rows: int = 5000) -> None:
         )
         connection.executemany("insert into tags values (?)", [("a",), ("b",)])
         connection.commit()
-
-
-def manifest_for(tmp_path: Path, age_keys: KeyPair, datasets: dict[str, Any]) -> Manifest:
-    base = {
-        "schedule": "daily",
-        "rpo": "26h",
-        "rto": "1h",
-        "retention": {"keep_daily": 7},
-        "repositories": ["local"],
-        "encryption": {"recipients": [age_keys.recipient]},
-    }
-    data = {
-        "partition_start": "2026-11-01",
-        "repositories": {"local": {"type": "local", "path": str(tmp_path / "repo")}},
-        "datasets": {name: {**base, **fields} for name, fields in datasets.items()},
-    }
-    return write_manifest(tmp_path / "m.yaml", data)
 
 
 @pytest.fixture(autouse=True)
