@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import hashlib
 import io
 import os
@@ -172,15 +171,9 @@ def _splice_all(source: IO[bytes], target: IO[bytes]) -> int:
     try:
         return zerocopy.splice_all(source.fileno(), target.fileno())
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as error:
-        if not _cannot_zero_copy(error):
+        if not zerocopy.moved_nothing(error):
             raise
     return _copy_to_both(source, target, None)
-
-
-def _cannot_zero_copy(error: BaseException) -> bool:
-    """True when a zero-copy move failed before moving anything because an end is not a pipe (or the OS has no
-    splice/tee): then copying is the way. Any other error is real."""
-    return getattr(error, "errno", None) in (None, errno.EINVAL, errno.ENOSYS)
 
 
 def _tee_all(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
@@ -190,7 +183,7 @@ def _tee_all(source: IO[bytes], target: IO[bytes], tap: Sink) -> int:
         count, _ = zerocopy.tee_and_splice(source.fileno(), target.fileno(), tap.fileno())  # type: ignore[attr-defined]
         return count
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as error:
-        if not _cannot_zero_copy(error):
+        if not zerocopy.moved_nothing(error):
             raise
     return _copy_to_both(source, target, tap)
 
@@ -315,15 +308,13 @@ def _deliver(source: IO[bytes], consumer: Sink, may_stop_early: bool) -> tuple[i
     if isinstance(consumer, io.BufferedWriter | io.FileIO):
         consumer.flush()
         try:
-            while moved := os.splice(source.fileno(), consumer.fileno(), CHUNK):
-                count += moved
-            return count, False
-        except BrokenPipeError:
+            return zerocopy.splice_all(source.fileno(), consumer.fileno()), False
+        except BrokenPipeError as error:
             if not may_stop_early:
                 raise
-            stopped_early = True
+            count, stopped_early = error.bytes_moved, True  # type: ignore[attr-defined]
         except OSError as error:
-            if count or not _cannot_zero_copy(error):
+            if not zerocopy.moved_nothing(error):
                 raise
     while chunk := _read_chunk(source):
         count += len(chunk)

@@ -3,7 +3,7 @@ same pass, to an archive check never copies the bytes through Python, so it cost
 
 It imports nothing from the package: the PostgreSQL archive-check script loads this file by its path and must
 start fast. Every function raises OSError with errno EINVAL (not a pipe) or ENOSYS (no tee(2)) before moving
-anything when it cannot work; callers then fall back to copying.
+anything when it cannot work; callers then fall back to copying (see moved_nothing).
 """
 
 from __future__ import annotations
@@ -41,11 +41,21 @@ def splice_exactly(source_fd: int, target_fd: int, count: int) -> None:
 
 def splice_all(source_fd: int, target_fd: int) -> int:
     """Move everything from `source_fd` to `target_fd` (one of them a pipe) until the source ends; return the
-    byte count."""
+    byte count. An OSError raised part-way carries the count moved before it as `bytes_moved`."""
     total = 0
-    while moved := os.splice(source_fd, target_fd, CHUNK):
-        total += moved
+    try:
+        while moved := os.splice(source_fd, target_fd, CHUNK):
+            total += moved
+    except OSError as error:
+        error.bytes_moved = total  # type: ignore[attr-defined]
+        raise
     return total
+
+
+def moved_nothing(error: BaseException) -> bool:
+    """True when a zero-copy move failed before moving anything because an end is not a pipe or the OS lacks
+    splice/tee (or an end has no descriptor at all): then copying is the way. Any other error is real."""
+    return getattr(error, "errno", None) in (None, errno.EINVAL, errno.ENOSYS) and not getattr(error, "bytes_moved", 0)
 
 
 def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bool]:

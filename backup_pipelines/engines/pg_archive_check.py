@@ -13,7 +13,6 @@ pg_restore's error on stderr when the archive is not whole.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.util
 import subprocess
 import sys
@@ -41,12 +40,13 @@ def check(pg_restore: str, errors: list[IO[bytes]]) -> int:
     collector = threading.Thread(target=lambda: listing.append(lister.stdout.read()))  # type: ignore[union-attr]
     collector.start()
     targets = [lister.stdin, reader.stdin]
+    helpers = zerocopy()
     try:
-        zerocopy().tee_and_splice(sys.stdin.fileno(), reader.stdin.fileno(), lister.stdin.fileno())  # type: ignore[union-attr]
+        helpers.tee_and_splice(sys.stdin.fileno(), reader.stdin.fileno(), lister.stdin.fileno())  # type: ignore[union-attr]
     except BrokenPipeError:  # the full reader stopped: the archive is damaged, its exit status says why
         pass
     except OSError as failure:
-        if failure.errno not in (errno.EINVAL, errno.ENOSYS):  # stdin is not a pipe, or no tee(2): copy
+        if not helpers.moved_nothing(failure):  # else stdin is not a pipe, or there is no tee(2): copy
             raise
         copy(sys.stdin.buffer, targets)
     for target in targets:

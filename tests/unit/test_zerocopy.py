@@ -69,3 +69,22 @@ def test_a_regular_file_is_refused_before_anything_moves(tmp_path: Path) -> None
     assert raised.value.errno == errno.EINVAL
     os.close(read_end)
     os.close(write_end)
+
+
+def test_a_move_cut_short_says_how_much_it_moved_and_is_never_taken_for_an_unusable_pipe() -> None:
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    received: list[bytes] = []
+    threads = [_writer(source_write, DATA), _reader(target_read, received, 64 << 10)]
+    with pytest.raises(BrokenPipeError) as raised:
+        zerocopy.splice_all(source_read, target_write)
+    while os.read(source_read, 1 << 20):  # let the writer finish
+        pass
+    for fd in (source_read, target_write):
+        os.close(fd)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert raised.value.bytes_moved >= len(received[0]) == 64 << 10  # type: ignore[attr-defined]
+    assert not zerocopy.moved_nothing(raised.value)
+    assert zerocopy.moved_nothing(OSError(errno.EINVAL, "not a pipe"))
+    assert zerocopy.moved_nothing(AttributeError("no fileno"))
