@@ -181,6 +181,7 @@ def verify_metadata(record: BackupRecord, checks: list[CopyCheck]) -> dict[str, 
 def restore_metadata(record: BackupRecord, report: RestoreReport, rto_seconds: float) -> dict[str, Any]:
     """Return the metadata of a restore test: timings against the RTO and every comparison made, as a table."""
     measured = report.restore_seconds + report.validation_seconds
+    jobs = report.restored_stats.get("pg_restore_jobs")  # PostgreSQL only: 1 when streamed
     return {
         "backup_id": dg.MetadataValue.text(record.backup_id),
         "backup_created_at": timestamp_value(record.created),
@@ -193,7 +194,7 @@ def restore_metadata(record: BackupRecord, report: RestoreReport, rto_seconds: f
         **size_values("bytes_restored", report.bytes_raw, "size_restored"),
         "checks_passed": dg.MetadataValue.int(len(report.outcomes) - len(report.failures)),
         "checks_total": dg.MetadataValue.int(len(report.outcomes)),
-        **{k: dg.MetadataValue.int(v) for k, v in report.restored_stats.items() if k == "pg_restore_jobs"},
+        **({"pg_restore_jobs": dg.MetadataValue.int(jobs)} if jobs is not None else {}),
         "comparisons": table(
             {"check": "string", "expected": "string", "actual": "string", "passed": "bool"},
             (
