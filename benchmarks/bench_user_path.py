@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import resource
 import shlex
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,7 +37,9 @@ import dagster as dg  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from bench_postgres import build_database  # noqa: E402
+from process_tree import BenchError, Sample, become_subreaper, run  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+from user_path_table import table  # noqa: E402
 
 from backup_pipelines.crypto import generate_key_pair  # noqa: E402
 from backup_pipelines.engines.postgres_restore import find_bin_dir  # noqa: E402
@@ -50,19 +48,8 @@ from backup_pipelines.operations import find_backup  # noqa: E402
 from backup_pipelines.sandbox import start_postgres_sandbox  # noqa: E402
 
 PASSWORD_ENV = "BENCH_USER_PATH_PG_PASSWORD"
-PAGE_BYTES, CLOCK_TICKS = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
-PR_SET_CHILD_SUBREAPER = 36
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 MODULE = ["-m", "backup_pipelines.definitions"]
-HEADER = (
-    "| what | ours min / median | raw min / median | ratio (medians) | goal | met/MISSED | CPU s (tree) ours / raw | "
-    "server CPU s ours / raw | peak tree MB ours / raw | stored bytes ours / raw |\n" + "|---" * 10 + "|"
-)
-SCALE_GOALS = {"scale_1000": ("ours < 5 s", 5.0), "scale_10000": ("ours < 30 s", 30.0)}
-
-
-class BenchError(RuntimeError):
-    """A command failed or a measurement cannot be trusted."""
 
 
 @dataclass
@@ -77,90 +64,8 @@ class Target:
     server_pid: int | None
 
 
-@dataclass
-class Sample:
-    """One timed command: wall seconds, CPU seconds of its process tree, its server's CPU, its peak tree RSS."""
-
-    seconds: float
-    cpu: float | None = None
-    server_cpu: float | None = None
-    peak_mb: float | None = None
-
-
 def progress(message: str) -> None:
     print(f"[bench_user_path {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def stat_fields(pid: int) -> list[str]:
-    """Return the fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
-def descendants_rss_bytes(root: int) -> int:
-    """Return the summed RSS of every descendant of process `root` (not `root` itself), scanning /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat_fields(int(entry.name))
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-            rss[int(entry.name)] = int(fields[21]) * PAGE_BYTES
-    total, pending = 0, list(children.get(root, []))
-    while pending:
-        pid = pending.pop()
-        total += rss.get(pid, 0)
-        pending += children.get(pid, [])
-    return total
-
-
-def server_cpu_seconds(pid: int | None) -> float | None:
-    """Return the CPU seconds of process `pid` and of its reaped children (utime+stime+cutime+cstime)."""
-    return None if pid is None else sum(int(value) for value in stat_fields(pid)[11:15]) / CLOCK_TICKS
-
-
-def reap_orphans(timeout: float = 60.0) -> None:
-    """Reap the descendants orphaned to this subreaper so their CPU time counts; raise BenchError if some still run
-    `timeout` seconds after the command ended."""
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] or time.monotonic() < deadline:
-            time.sleep(0.02)
-        raise BenchError(f"processes left by the command still run after {timeout:.0f} s (children of {os.getpid()})")
-
-
-def run(argv: list[str], env: Mapping[str, str], server_pid: int | None) -> Sample:
-    """Run `argv` in the project folder with `env` and return its Sample. Raise BenchError with its stderr tail if
-    it fails."""
-    peak, stop = [0], threading.Event()
-
-    def sample_memory() -> None:
-        while True:
-            peak[0] = max(peak[0], descendants_rss_bytes(os.getpid()))
-            if stop.wait(0.05):
-                return
-
-    server_before, usage_before = server_cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
-    with tempfile.TemporaryFile() as stderr:
-        started = time.monotonic()
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        sampler = threading.Thread(target=sample_memory, daemon=True)
-        sampler.start()
-        returncode = process.wait()
-        seconds = time.monotonic() - started
-        stop.set()
-        sampler.join()
-        reap_orphans()
-        if returncode != 0:
-            stderr.seek(0)
-            tail = stderr.read()[-3000:].decode(errors="replace")
-            raise BenchError(f"{shlex.join(argv)[:400]} exited with {returncode}; stderr ends:\n{tail}")
-    time.sleep(0.1)  # let the postmaster reap the command's backends
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
-    server_after = server_cpu_seconds(server_pid)
-    server = None if server_before is None or server_after is None else server_after - server_before
-    return Sample(seconds, cpu, server, peak[0] / 1e6)
 
 
 @contextlib.contextmanager
@@ -249,75 +154,6 @@ def raw_commands(work: Path, target: Target, recipient: str) -> dict[str, list[s
     return {name: ["bash", "-o", "pipefail", "-c", script] for name, script in scripts.items()}
 
 
-def spread(values: list[float], digits: int) -> str:
-    """Return "min / median" of `values` ("-" if none; the value alone if one)."""
-    if len(values) <= 1:
-        return f"{values[0]:.{digits}f}" if values else "-"
-    return f"{min(values):.{digits}f} / {statistics.median(values):.{digits}f}"
-
-
-def row(
-    what: str, ours: list[float], raw: list[float], goal: str, limit: float | None, *cells: str, unit: str = "s"
-) -> str:
-    """Return one Markdown row. The goal is met if the ratio of medians (in MB or with no raw values: ours' largest
-    value) is at most `limit`. `cells` are the tree CPU, server CPU, peak memory and stored bytes."""
-    ratio = statistics.median(ours) / statistics.median(raw) if ours and raw else None
-    value = max(ours) if unit == "MB" or not raw else ratio
-    met = "-" if limit is None or value is None else "met" if value <= limit else "MISSED"
-    digits, suffix = (0, " MB") if unit == "MB" else (2, "")
-    values = [spread(ours, digits) + suffix, spread(raw, digits) + suffix, "-" if ratio is None else f"{ratio:.2f}"]
-    return "| " + " | ".join([what, *values, goal, met, *cells, *[""] * (4 - len(cells))]) + " |"
-
-
-def pair_row(
-    samples: dict[str, list[Sample]], what: str, ours: str, raw: str, goal: str, limit: float | None, stored: str = ""
-) -> str:
-    """Return the row of commands `ours` vs `raw` (medians of tree CPU and server CPU, the largest peak memory)."""
-    sides = (samples[ours], samples.get(raw, []))
-
-    def cell(field: str, fold: Callable[[list[float]], float], digits: int) -> str:
-        def side_cell(side: list[Sample]) -> str:
-            values = [value for sample in side if (value := getattr(sample, field)) is not None]
-            return f"{fold(values):.{digits}f}" if side and len(values) == len(side) else "-"
-
-        return " / ".join(side_cell(side) for side in sides)
-
-    cells = (cell("cpu", statistics.median, 1), cell("server_cpu", statistics.median, 1), cell("peak_mb", max, 0))
-    ours_seconds, raw_seconds = ([sample.seconds for sample in side] for side in sides)
-    return row(what, ours_seconds, raw_seconds, goal, limit, *cells, stored)
-
-
-def table(samples: dict[str, list[Sample]], size_bytes: int, stored: dict[str, int]) -> str:
-    """Return the Markdown table of the samples by name, given the database's size and the stored bytes."""
-    limit, ours_bytes = (1.5 if size_bytes < 1e9 else 1.10), f"{stored['ours']:,}"
-    backup_goal = f"≤ {limit:.2f}x" + (" (db < 1 GB)" if size_bytes < 1e9 else "")
-    # fmt: off
-    specs: list[tuple[str, str, str, str, float | None, str]] = [
-        (f"1. `asset materialize bench/backup` vs `pg_dump\\|zstd -3\\|age` ({size_bytes / 1e9:.2f} GB db)",
-         "ours_backup", "raw_backup", backup_goal, limit, f"{ours_bytes} / {stored['raw']:,}"),
-        ("2. backup step (record's duration_seconds) vs the same raw", "ours_step", "raw_backup", "≤ 1.10x", 1.10, ""),
-        ("3. `asset materialize bench/restore_test` vs createdb + `age -d\\|zstd -d\\|pg_restore` + dropdb",
-         "ours_restore", "raw_restore", "≤ 1.15x", 1.15, ""),
-        ("4. backup step vs `pg_dump -Fc -Z0 > /dev/null`", "ours_step", "raw_dump", "≤ 1.25x", 1.25,
-         f"{ours_bytes} / -"),
-        ("4b. backup step vs `pg_dump -Fc -Z0 \\| gzip > file` (one run)", "ours_step", "raw_gzip",
-         "ours ≥ 3x faster (≤ 0.33x)", 1 / 3, f"{ours_bytes} / {stored.get('gzip', 0):,}"),
-        ("5. `job execute protect_daily` (2 datasets) vs raw backup + raw restore", "ours_protect", "raw_protect",
-         "none", None, ""),
-        ("6. `asset materialize tiny/backup` vs `definitions validate`", "ours_tiny", "raw_validate", "≤ 1.6x", 1.6,
-         ""),
-    ]
-    # fmt: on
-    rows = [pair_row(samples, *spec) for spec in specs if spec[2] in samples]
-    for number, step in ((1, "backup"), (3, "restore")):
-        ours, raw = ([sample.peak_mb or 0.0 for sample in samples[f"{side}_{step}"]] for side in ("ours", "raw"))
-        rows.append(row(f"7. peak tree RSS, line {number}'s commands", ours, raw, "ours ≤ 250 MB", 250, unit="MB"))
-    for name in (name for name in samples if name.startswith("scale_")):
-        what = f"9. `definitions validate`, {int(name[6:]):,} sqlite datasets (once)"
-        rows.append(pair_row(samples, what, name, "", *SCALE_GOALS.get(name, ("none", None))))
-    return "\n".join([HEADER, *rows])
-
-
 def measure(arguments: argparse.Namespace, target: Target, work: Path) -> str:
     """Time lines 1 to 8 against `target`, then line 9, with every file under `work`; return the table."""
     env, recipient = prepare(work, target)
@@ -400,9 +236,7 @@ def main() -> int:
     load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(database_target(arguments))
-        # after the sandbox started: its postmaster must not become our child
-        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed: orphaned descendants' CPU would be missed")
+        become_subreaper()  # after the sandbox started: its postmaster must not become our child
         work = arguments.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-user-path-")))
         work = work.resolve()
         work.mkdir(parents=True, exist_ok=True)
