@@ -151,7 +151,7 @@ def _plan(
         Candidate(backup_id, record.created, backup_id in tested, quarantined=backup_id in quarantined)
         for backup_id, record in records.items()
     ]
-    first = plan_retention(candidates, policy, now, retention.min_age)
+    first = _keep_prerequisites(plan_retention(candidates, policy, now, retention.min_age), holdings)
     expiring = {decision.backup for decision in first if not decision.keep}
     if not expiring:
         return first
@@ -161,4 +161,23 @@ def _plan(
         active = [date for date in dates if date is not None]
         locks[backup_id] = max(active) if active else None
     candidates = [replace(c, locked_until=locks.get(c.backup)) for c in candidates]
-    return plan_retention(candidates, policy, now, retention.min_age)
+    return _keep_prerequisites(plan_retention(candidates, policy, now, retention.min_age), holdings)
+
+
+def _keep_prerequisites(
+    decisions: list[Decision], holdings: dict[str, list[tuple[BackupStore, BackupRecord]]]
+) -> list[Decision]:
+    """Keep every backup a kept one cannot be restored without (an incremental's differential and full), with
+    the reason naming it; newest first, so a chain is followed to its full."""
+    needed: dict[str, str] = {}
+    result = []
+    for decision in decisions:  # newest first: a backup's prerequisites are older than it
+        reasons = decision.reasons
+        if decision.backup in needed:
+            reasons = (*reasons, f"safety: needed by {needed[decision.backup]}")
+        if reasons:
+            for repository, copy in holdings.get(decision.backup, []):
+                for prerequisite in repository.prerequisites(copy):
+                    needed.setdefault(prerequisite, decision.backup)
+        result.append(replace(decision, reasons=tuple(dict.fromkeys(reasons))))
+    return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -46,12 +47,13 @@ class PostgresSandbox:
     def _command(self, *argv: str) -> list[str]:
         return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
 
-    def pg_ctl(self, *arguments: str) -> None:
+    def pg_ctl(self, *arguments: str, environment: dict[str, str] | None = None) -> None:
         subprocess.run(
             self._command(f"{self.bin_dir}/pg_ctl", "-D", str(self.root / "data"), *arguments),
             check=True,
             capture_output=True,
             timeout=120,
+            env={**os.environ, **(environment or {})},
         )
 
     def conninfo(self, database: str = "postgres") -> str:
@@ -65,9 +67,15 @@ class PostgresSandbox:
 
 
 def start_postgres_sandbox(
-    user: str = "backup", password: str = "sandbox-password", port: int | None = None
+    user: str = "backup",
+    password: str = "sandbox-password",
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> PostgresSandbox:
     """Create and start a new PostgreSQL cluster on loopback `port` (default: a free one); return it.
+    `settings` are extra server settings (e.g. WAL archiving: the cluster's data is then kept consistent on
+    disk, with full_page_writes on); `environment` is added to the server's (what its archive_command needs).
 
     Raise RuntimeError naming the missing package if the PostgreSQL server binaries are not installed,
     or CalledProcessError (with the server's log) if the cluster fails to start.
@@ -107,10 +115,15 @@ def start_postgres_sandbox(
     )
     options = (
         f"-c listen_addresses=127.0.0.1 -p {sandbox.port} -k {root / 'socket'} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+        "-c synchronous_commit=off -c max_connections=50 "
     )
+    options += " ".join(f"-c {key}={shlex.quote(value)}" for key, value in (settings or {}).items())
+    if not settings:
+        options += "-c full_page_writes=off"
     try:
-        sandbox.pg_ctl("-l", str(root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        sandbox.pg_ctl(
+            "-l", str(root / "server.log"), "-o", options, "-w", "-t", "60", "start", environment=environment
+        )
     except subprocess.CalledProcessError as error:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)

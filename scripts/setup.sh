@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything backup-pipelines needs on a Debian-like machine: the system tools (PostgreSQL and MariaDB
-# servers and clients, age, zstd, restic, chromium for the dashboard test) and a Python virtual environment (.venv) pinned by constraints.txt.
+# servers and clients, age, zstd, restic, pgBackRest, mariabackup, chromium for the dashboard test) and a Python virtual environment (.venv) pinned by constraints.txt.
 # Idempotent: a second run installs nothing. Needs root or sudo for the system packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql pos
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server mariadb-client)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)  # the tests judge restored SQLite files with its .dump
+command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)  # postgres_cluster datasets: base backups and WAL archive
+command -v mariabackup >/dev/null || need_apt+=(mariadb-backup)  # physical MariaDB backups
 command -v jq >/dev/null || need_apt+=(jq)  # docs/restore.md reads sidecars with it, and the tests run those blocks
 command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)  # renders the status dashboard in e2e tests
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }

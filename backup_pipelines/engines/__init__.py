@@ -8,6 +8,7 @@ from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreRep
 from backup_pipelines.engines.command import CommandEngine
 from backup_pipelines.engines.files import FilesEngine
 from backup_pipelines.engines.mysql import MysqlEngine
+from backup_pipelines.engines.pgbackrest import PgBackRestEngine
 from backup_pipelines.engines.postgres import PostgresEngine
 from backup_pipelines.engines.snapshots import AuroraEngine, EbsEngine, RdsEngine
 from backup_pipelines.engines.sqlite import SqliteEngine
@@ -30,12 +31,13 @@ ENGINES: dict[str, Engine] = {
     "command": CommandEngine(),
 }
 
-# Kinds that store through their own tool or service (restic, AWS snapshots) instead of the object pipeline.
+# Kinds that store through their own tool or service (restic, AWS snapshots, pgBackRest) instead of the object pipeline.
 STORING_ENGINES: dict[str, StoringEngine[Any]] = {
     "files": FilesEngine(),
     "rds": RdsEngine(),
     "aurora": AuroraEngine(),
     "ebs": EbsEngine(),
+    "postgres_cluster": PgBackRestEngine(),
 }
 
 

@@ -69,6 +69,11 @@ from backup_pipelines.manifest.postgres import (
     PostgresDataset,
     PostgresSource,
 )
+from backup_pipelines.manifest.postgres_cluster import (
+    BackupTypes,
+    PostgresClusterDataset,
+    PostgresClusterSource,
+)
 from backup_pipelines.manifest.sqlite import (
     SqliteDataset,
     SqliteSource,
@@ -79,6 +84,8 @@ from backup_pipelines.manifest.storage import (
     LocalRepositoryConfig,
     MysqlServerConfig,
     ObjectLock,
+    PgBackRestRepositoryConfig,
+    PgBackRestS3,
     Placement,
     PostgresServerConfig,
     RepositoryConfig,
@@ -125,6 +132,7 @@ __all__ = [
     "AuroraSource",
     "AwsAccess",
     "AwsSnapshotRepositoryConfig",
+    "BackupTypes",
     "CommandDataset",
     "CommandSource",
     "Compliance",
@@ -148,7 +156,11 @@ __all__ = [
     "Name",
     "ObjectLock",
     "Owner",
+    "PgBackRestRepositoryConfig",
+    "PgBackRestS3",
     "Placement",
+    "PostgresClusterDataset",
+    "PostgresClusterSource",
     "PostgresDataset",
     "PostgresServerConfig",
     "PostgresSource",

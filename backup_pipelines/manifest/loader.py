@@ -14,6 +14,7 @@ from backup_pipelines.manifest.model import Manifest
 from backup_pipelines.manifest.types import (
     DEFAULT_MANIFEST,
     MANIFEST_ENV,
+    PGBACKREST_KINDS,
     RESTIC_KINDS,
     SAFE_LOADER,
     SERVER_KINDS,
@@ -228,7 +229,7 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
         ):
             if isinstance(server, str):
                 problems += _server_problem(servers, path, server, kind)
-        needs_age = kind not in (*SNAPSHOT_KINDS, *WATCH_KINDS)
+        needs_age = kind not in (*SNAPSHOT_KINDS, *WATCH_KINDS, *PGBACKREST_KINDS)
         if needs_age and dataset.get("enabled", True) and dataset.get("encryption") is None and top_encryption is None:
             problems.append(
                 Problem(
@@ -262,6 +263,8 @@ def _repository_family(kind: Any) -> tuple[str, str]:
         return "restic", "a restic repository"
     if kind in SNAPSHOT_KINDS:
         return "aws_snapshots", "an aws_snapshots repository"
+    if kind in PGBACKREST_KINDS:
+        return "pgbackrest", "a pgbackrest repository"
     return "objects", "a local or s3 repository"
 
 
@@ -271,7 +274,7 @@ def _repository_problems(
     kind = dataset.get("kind")
     repository_type = _mapping(config).get("type")
     family, wanted = _repository_family(kind)
-    actual = repository_type if repository_type in ("restic", "aws_snapshots") else "objects"
+    actual = repository_type if repository_type in ("restic", "aws_snapshots", "pgbackrest") else "objects"
     if actual != family:
         message = f"a {kind} dataset needs {wanted}; {repository!r} is not one"
         return [Problem(f"{where}.repositories.{index}", message)]
@@ -302,7 +305,7 @@ def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) 
     if server not in servers:
         return [Problem(path, f"unknown server {server!r} (known: {', '.join(servers) or 'none'})")]
     server_kind = _mapping(servers[server]).get("kind")
-    if server_kind != kind:
+    if server_kind != {"postgres_cluster": "postgres"}.get(kind, kind):
         return [Problem(path, f"server {server!r} is a {server_kind} server, not {kind}")]
     return []
 

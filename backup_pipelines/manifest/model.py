@@ -18,12 +18,14 @@ from backup_pipelines.manifest.files import FilesDataset
 from backup_pipelines.manifest.mysql import MysqlDataset
 from backup_pipelines.manifest.policies import Alerts, Encryption
 from backup_pipelines.manifest.postgres import PostgresDataset
+from backup_pipelines.manifest.postgres_cluster import PostgresClusterDataset
 from backup_pipelines.manifest.sqlite import SqliteDataset
 from backup_pipelines.manifest.storage import RepositoryConfig, ServerConfig
-from backup_pipelines.manifest.types import SNAPSHOT_KINDS, Name, StrictModel
+from backup_pipelines.manifest.types import PGBACKREST_KINDS, SNAPSHOT_KINDS, Name, StrictModel
 
 ActiveDataset = (
     PostgresDataset
+    | PostgresClusterDataset
     | MysqlDataset
     | SqliteDataset
     | CommandDataset
@@ -94,7 +96,7 @@ class Manifest(StrictModel):
         """Return the age encryption settings of dataset `name` (its own, else the manifest's; off for the
         kinds AWS encrypts with KMS)."""
         dataset = self.dataset(name)
-        if dataset.kind in SNAPSHOT_KINDS:
+        if dataset.kind in SNAPSHOT_KINDS or dataset.kind in PGBACKREST_KINDS:  # KMS, pgBackRest's own cipher
             return Encryption(enabled=False)
         own = dataset.encryption
         return own if own is not None else (self.encryption or Encryption())

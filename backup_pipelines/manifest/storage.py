@@ -100,8 +100,44 @@ class AwsSnapshotRepositoryConfig(AwsAccess, Placement):
         return self.medium or "aws-snapshot"
 
 
+class PgBackRestS3(StrictModel):
+    """An S3 bucket holding a pgBackRest repository (pgBackRest speaks HTTPS only)."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    endpoint: str = Field("s3.amazonaws.com", description="Endpoint host[:port] (repo1-s3-endpoint).")
+    region: str = Field("us-east-1", description="Region of the bucket.")
+    uri_style: Literal["host", "path"] = Field("host", description="repo1-s3-uri-style: path for most S3 servers.")
+    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate.")
+    access_key_id_env: str = Field(description="Env var holding the access key id.")
+    secret_access_key_env: str = Field(description="Env var holding the secret access key.")
+
+
+class PgBackRestRepositoryConfig(Placement):
+    """A pgBackRest repository, for postgres_cluster datasets: base backups and archived WAL, compressed with
+    zstd and encrypted (aes-256-cbc) by pgBackRest with a passphrase kept apart from it."""
+
+    type: Literal["pgbackrest"] = Field(description="Repository type.")
+    path: str = Field(
+        description="repo1-path: a folder on this machine (relative to the manifest's folder), or the path "
+        "inside the bucket when `s3` is given."
+    )
+    s3: PgBackRestS3 | None = Field(None, description="Keep the repository in an S3 bucket instead of a folder.")
+    cipher_pass_env: str | None = Field(
+        description="Env var holding the repository's encryption passphrase; null leaves it unencrypted, which "
+        "must be written explicitly."
+    )
+    compress_level: StrictInt = Field(3, ge=1, le=19, description="zstd level pgBackRest compresses with.")
+
+    def medium_name(self) -> str:
+        return self.medium or ("object-storage" if self.s3 else "disk")
+
+
 RepositoryConfig = Annotated[
-    LocalRepositoryConfig | S3RepositoryConfig | ResticRepositoryConfig | AwsSnapshotRepositoryConfig,
+    LocalRepositoryConfig
+    | S3RepositoryConfig
+    | ResticRepositoryConfig
+    | AwsSnapshotRepositoryConfig
+    | PgBackRestRepositoryConfig,
     Field(discriminator="type"),
 ]
 

@@ -27,13 +27,25 @@ from backup_pipelines.durations import format_duration, parse_duration
 DEFAULT_MANIFEST = "backup_manifest.yaml"
 MANIFEST_ENV = "BACKUP_MANIFEST"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-IMPLEMENTED_KINDS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "aurora", "ebs", "s3")
-SERVER_KINDS = ("postgres", "mysql")
+IMPLEMENTED_KINDS = (
+    "postgres",
+    "postgres_cluster",
+    "mysql",
+    "sqlite",
+    "command",
+    "files",
+    "rds",
+    "aurora",
+    "ebs",
+    "s3",
+)
+SERVER_KINDS = ("postgres", "postgres_cluster", "mysql")
 RESTIC_KINDS = ("files",)
+PGBACKREST_KINDS = ("postgres_cluster",)  # kept by pgBackRest, encrypted by its repository cipher instead of age
 SNAPSHOT_KINDS = ("rds", "aurora", "ebs")  # kept as AWS snapshots, encrypted by KMS instead of age
 WATCH_KINDS = ("s3",)  # checked, not backed up: no repositories, schedule of checks only
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
-UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "restic", "aws_snapshots", "slack", "webhook", "log"}
+UNION_TAGS = {*IMPLEMENTED_KINDS, "local", "restic", "aws_snapshots", "pgbackrest", "slack", "webhook", "log"}
 UNION_PARENTS = ("datasets", "repositories", "channels", "servers")
 MAX_DURATION = timedelta(days=3650)  # 10 years: any longer duration in a manifest is a typo
 MAX_KEEP = 10_000  # retention counts: a year of hourly backups is 8760

@@ -10,6 +10,7 @@ from backup_pipelines.manifest import (
     AwsSnapshotRepositoryConfig,
     LocalRepositoryConfig,
     Manifest,
+    PgBackRestRepositoryConfig,
     ResticRepositoryConfig,
     S3RepositoryConfig,
     read_secret,
@@ -66,6 +67,18 @@ def _open_restic(manifest: Manifest, name: str, config: Any) -> BackupStore:
     return ResticRepository(name, location, environment, config.read_data_subset)
 
 
+def _open_pgbackrest(manifest: Manifest, name: str, config: Any) -> BackupStore:
+    from backup_pipelines.repository.pgbackrest import PgBackRestRepository
+
+    datasets = [
+        dataset_name
+        for dataset_name, dataset in manifest.active_datasets().items()
+        if dataset.kind == "postgres_cluster" and name in dataset.repositories
+    ]
+    location = f"s3://{config.s3.bucket}{config.path}" if config.s3 else str(manifest.resolve_path(config.path))
+    return PgBackRestRepository(name, manifest, datasets, location)
+
+
 def _open_aws_snapshots(manifest: Manifest, name: str, config: Any) -> BackupStore:
     from backup_pipelines.repository.aws_snapshots import SnapshotStore
 
@@ -80,6 +93,7 @@ _OPENERS: dict[type, Callable[[Manifest, str, Any], BackupStore]] = {
     S3RepositoryConfig: _open_s3,
     ResticRepositoryConfig: _open_restic,
     AwsSnapshotRepositoryConfig: _open_aws_snapshots,
+    PgBackRestRepositoryConfig: _open_pgbackrest,
 }
 
 

@@ -239,6 +239,10 @@ class BackupStore(ABC):
         """Return until when the storage forbids deleting the backup (object lock), or None."""
         return None
 
+    def prerequisites(self, record: BackupRecord) -> set[str]:
+        """Return the ids of the backups `record` cannot be restored without (an incremental's full)."""
+        return set()
+
     def finish_deletes(self) -> None:  # noqa: B027 - optional hook, empty on purpose
         """Called once after a prune deleted backups (restic reclaims space here)."""
 

@@ -1,0 +1,87 @@
+"""`backup-pipelines pitr-setup <dataset>`: make a postgres_cluster ready for point-in-time recovery.
+
+Writes the dataset's pgBackRest configuration, runs `stanza-create` and `check` (which proves the WAL
+archive works: it switches a segment and waits for it to arrive), and returns the exact postgresql.conf lines
+and environment the server needs. A cluster whose archiving does not work fails here with pgBackRest's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from backup_pipelines.manifest import Manifest, PgBackRestRepositoryConfig
+from backup_pipelines.repository.pgbackrest_config import cluster_dataset, render_config, write_config
+
+
+def archive_settings(config_file: Path | str, stanza: str, archive_timeout: timedelta) -> dict[str, str]:
+    """The postgresql.conf settings that archive a cluster's WAL to pgBackRest."""
+    return {
+        "archive_mode": "on",
+        "archive_command": f"pgbackrest --config={config_file} --stanza={stanza} archive-push %p",
+        "archive_timeout": f"{int(archive_timeout.total_seconds())}s",
+        "wal_level": "replica",
+        "full_page_writes": "on",
+        "max_wal_senders": "3",
+    }
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """What pitr-setup wrote and what the operator still has to do."""
+
+    config_file: Path
+    settings: dict[str, str]
+    server_environment: list[str]  # variables the server's archive_command needs
+    checked: bool
+
+    def render(self) -> str:
+        lines = [f"pgBackRest configuration written to {self.config_file}", "", "postgresql.conf:"]
+        lines += [f"  {key} = '{value}'" for key, value in self.settings.items()]
+        lines += ["", "archive_mode and wal_level take effect after a restart; the others after a reload."]
+        if self.server_environment:
+            lines += [
+                "",
+                "The server's environment must hold (its archive_command encrypts and uploads with them):",
+                *[f"  {variable}" for variable in self.server_environment],
+                "e.g. in a systemd drop-in (Environment=...) or the cluster's environment file, readable only by "
+                "the postgres user.",
+            ]
+        lines += ["", "pgbackrest check: " + ("archiving works" if self.checked else "not run (--no-check)")]
+        return "\n".join(lines)
+
+
+def pitr_setup(manifest: Manifest, name: str, check: bool = True) -> SetupReport:
+    """Write dataset `name`'s pgBackRest configuration, create the stanza and check archiving (unless
+    `check` is False); return the report. Raise StorageError with pgBackRest's reason when it fails."""
+    from backup_pipelines.repository import open_repository
+    from backup_pipelines.repository.pgbackrest import PgBackRestRepository
+
+    dataset = cluster_dataset(manifest, name)
+    settings = render_config(manifest, name)
+    write_config(settings)
+    variables = []
+    for index, repository in enumerate(dataset.repositories, start=1):
+        config = manifest.repositories[repository]
+        assert isinstance(config, PgBackRestRepositoryConfig)
+        if config.cipher_pass_env:
+            variables.append(f"PGBACKREST_REPO{index}_CIPHER_PASS (the value of {config.cipher_pass_env})")
+        if config.s3 is not None:
+            variables.append(f"PGBACKREST_REPO{index}_S3_KEY (the value of {config.s3.access_key_id_env})")
+            variables.append(f"PGBACKREST_REPO{index}_S3_KEY_SECRET (the value of {config.s3.secret_access_key_env})")
+    if check:
+        store = open_repository(manifest, dataset.repositories[0])
+        assert isinstance(store, PgBackRestRepository)
+        store.run(name, "stanza-create", repo=False, timeout=300)
+        store.run(name, "check", repo=False, timeout=300)
+    report = SetupReport(
+        settings.config_file,
+        archive_settings(settings.config_file, settings.stanza, dataset.source.archive_timeout),
+        variables,
+        check,
+    )
+    return report
+
+
+__all__ = ["SetupReport", "archive_settings", "pitr_setup"]

@@ -1,0 +1,185 @@
+"""postgres_cluster datasets on a real cluster archiving its WAL to a real pgBackRest repository (encrypted).
+
+One cluster per module: full then incremental base backups, a writer stamping rows throughout, verify (and a
+corrupted repository file caught by it), the restore test to a random moment and to the newest one, retention
+keeping what a kept backup needs, and a broken archive_command failing `pitr-setup`'s check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from backup_pipelines.errors import IntegrityError, StorageError
+from backup_pipelines.manifest import Manifest, load_manifest
+from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
+from backup_pipelines.pitr_setup import archive_settings, pitr_setup
+from backup_pipelines.prune import prune_dataset
+from backup_pipelines.repository import open_repository
+from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox
+
+pytestmark = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest is not installed")
+
+CIPHER_ENV = "TEST_PGBACKREST_CIPHER"
+PASSWORD_ENV = "TEST_PITR_PG_PASSWORD"
+CIPHER = "test-cipher-pass-0123456789"
+STANZA = "main"
+
+
+class Cluster:
+    def __init__(self, sandbox: PostgresSandbox, folder: Path) -> None:
+        self.sandbox, self.folder = sandbox, folder
+        self.manifest_path = folder / "backup_manifest.yaml"
+
+    def manifest_data(self, **changes: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "partition_start": "2026-11-01",
+            "repositories": {
+                "pitr": {"type": "pgbackrest", "path": str(self.folder / "repo"), "cipher_pass_env": CIPHER_ENV}
+            },
+            "servers": {
+                "pg": {
+                    "kind": "postgres",
+                    "host": "127.0.0.1",
+                    "port": self.sandbox.port,
+                    "user": self.sandbox.user,
+                    "password_env": PASSWORD_ENV,
+                }
+            },
+            "datasets": {
+                "main_cluster": {
+                    "kind": "postgres_cluster",
+                    "schedule": "hourly",
+                    "rpo": "10m",
+                    "rto": "10m",
+                    "retention": {"keep_last": 1},
+                    "repositories": ["pitr"],
+                    "source": {
+                        "server": "pg",
+                        "data_directory": str(self.sandbox.root / "data"),
+                        "socket_directory": str(self.sandbox.root / "socket"),
+                        "stanza": STANZA,
+                        "config_file": str(self.folder / "pgbackrest.conf"),
+                        "archive_wait": "10s",
+                    },
+                }
+            },
+        }
+        data["datasets"]["main_cluster"].update(changes)
+        return data
+
+    def manifest(self, **changes: Any) -> Manifest:
+        self.manifest_path.write_text(yaml.safe_dump(self.manifest_data(**changes)))
+        return load_manifest(self.manifest_path)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"bp-pitr-test-{os.getpid()}"
+    folder.mkdir(mode=0o755)
+    settings = archive_settings(folder / "pgbackrest.conf", STANZA, timedelta(seconds=30))
+    os.environ[CIPHER_ENV] = CIPHER
+    sandbox = start_postgres_sandbox(
+        password="pitr-pässword", settings=settings, environment={"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
+    )
+    os.environ[PASSWORD_ENV] = sandbox.password
+    try:
+        yield Cluster(sandbox, folder)
+    finally:
+        sandbox.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Writer:
+    """Inserts a stamped row every 50 ms until stopped."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo, self.stop_flag = conninfo, threading.Event()
+        self.thread = threading.Thread(target=self.write, daemon=True)
+
+    def write(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as connection:
+            connection.execute("create table if not exists stamped (at timestamptz default clock_timestamp())")
+            while not self.stop_flag.is_set():
+                connection.execute("insert into stamped default values")
+                time.sleep(0.05)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop_flag.set()
+        self.thread.join()
+
+
+def test_setup_backups_verify_restore_test_and_retention(cluster: Cluster) -> None:
+    manifest = cluster.manifest()
+    report = pitr_setup(manifest, "main_cluster")
+    assert report.checked and "archive-push %p" in report.settings["archive_command"]
+    assert "PGBACKREST_REPO1_CIPHER_PASS" in report.render()
+    assert CIPHER not in Path(report.config_file).read_text()  # secrets travel in the environment only
+
+    with Writer(cluster.sandbox.conninfo()):
+        full = run_backup(manifest, "main_cluster", "2026-11-29-00:00").record  # a Sunday midnight: full
+        time.sleep(1.5)
+        incr = run_backup(manifest, "main_cluster", "2026-12-01-05:00").record
+        time.sleep(1.5)
+    assert full.format == "pgbackrest-full" and incr.format == "pgbackrest-incr"
+    assert incr.source_stats["needs"] == [full.backup_id]
+    assert incr.encrypted and incr.bytes_raw > 0
+
+    checks = verify_backup(manifest, "main_cluster", incr)
+    assert checks[0].archive["files_checked"] > 0 and checks[0].archive["wal_segments"] >= 1
+
+    result = restore_test_backup(manifest, "main_cluster", incr)
+    names = [outcome.name for outcome in result.outcomes]
+    assert any(name.startswith("random moment: markers stamped after") for name in names)
+    assert any(name.startswith("newest moment: markers stamped before") for name in names)
+    assert not result.failures and result.restore_seconds > 0
+
+    store = open_repository(manifest, "pitr")
+    assert incr.backup_id in store.restore_tested("main_cluster")
+    plan = prune_dataset(manifest, "main_cluster", dry_run=True)
+    kept = {record.backup_id: reasons for record, reasons in plan.kept}
+    assert full.backup_id in kept and any("needed by" in reason for reason in kept[full.backup_id])
+    assert not plan.expired
+
+
+def test_corrupted_repository_file_fails_verify(cluster: Cluster) -> None:
+    manifest = cluster.manifest()
+    record = run_backup(manifest, "main_cluster", "2026-11-22-00:00").record  # another full
+    files = sorted((cluster.folder / "repo" / "backup" / STANZA / record.object_name / "pg_data").rglob("*"))
+    victim = max((path for path in files if path.is_file()), key=lambda path: path.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"checksum invalid|not valid|status"):
+        verify_backup(manifest, "main_cluster", record)
+
+
+def test_broken_archive_command_fails_the_check(cluster: Cluster) -> None:
+    """The archive_command fails (its repository folder refuses writes): pgbackrest check, and so pitr-setup,
+    fail with pgBackRest's reason once archive_wait has passed."""
+    manifest = cluster.manifest()
+    pitr_setup(manifest, "main_cluster")
+    archive = cluster.folder / "repo" / "archive" / STANZA
+    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
+    for folder in folders:
+        folder.chmod(0o500)
+    try:
+        with pytest.raises(StorageError, match="check of main_cluster"):
+            pitr_setup(manifest, "main_cluster")
+    finally:
+        for folder in folders:
+            folder.chmod(0o750)
