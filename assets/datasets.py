@@ -209,6 +209,8 @@ def _storage_kinds(dataset: ActiveDataset) -> set[str]:
         return {dataset.kind, "aws"}
     if dataset.kind == "files":
         return {"files", "restic"}
+    if dataset.kind == "postgres_cluster":
+        return {"postgres", "pgbackrest"}
     return {dataset.kind, "zstd", "age"}
 
 

@@ -13,6 +13,7 @@ from assets.keys import DatasetKeys, dataset_of_step
 from assets.metadata import rpo_check_metadata
 from assets.pools import PoolWait, pool_waits
 from assets.run_doctor import acts_here, diagnose, repair
+from backup_pipelines.errors import BackupError
 from backup_pipelines.freshness import Freshness, already_delivered, plan_alerts, settle
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.notify import Alert, Notifier
@@ -28,9 +29,13 @@ POOL_WAITS_CURSOR_KEY = "~pool_waits"
 
 
 def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None], now: float) -> list[Freshness]:
-    """Return every active dataset's freshness from its newest recorded backup that is not quarantined."""
+    """Return every active dataset's freshness from its newest recorded backup that is not quarantined; a
+    cluster archiving its WAL (postgres_cluster) by its newest archived segment instead (`wal_freshness`)."""
     items = []
     for name, dataset in manifest.active_datasets().items():
+        if dataset.kind == "postgres_cluster":
+            items.append(wal_freshness(manifest, name, now))
+            continue
         backup = latest.get(name)
         items.append(
             Freshness(
@@ -43,6 +48,23 @@ def current_freshness(manifest: Manifest, latest: dict[str, LatestBackup | None]
             )
         )
     return items
+
+
+def wal_freshness(manifest: Manifest, name: str, now: float) -> Freshness:
+    """A cluster's freshness: the age of the newest WAL segment in its archive (its recovery point), stale at
+    once when the server reports archive_command failures newer than its last success, or when the archive
+    cannot be read."""
+    from backup_pipelines.engines.pgbackrest_wal import wal_status
+
+    rpo = manifest.dataset(name).rpo.total_seconds()
+    try:
+        status = wal_status(manifest, name)
+    except BackupError as error:
+        return Freshness(name, rpo, None, None, now, archive_failing=f"the archive cannot be read: {error}")
+    newest = status.newest
+    at = newest.archived_at.timestamp() if newest else None
+    segment = newest.name if newest else None
+    return Freshness(name, rpo, at, segment, now, wal_segment=segment, archive_failing=status.failing)
 
 
 def build_rpo_check(manifest: Manifest) -> dg.AssetChecksDefinition:

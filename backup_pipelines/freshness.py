@@ -28,6 +28,10 @@ class Freshness:
     partition: str | None
     now: float
     quarantined_newer: str | None = None  # why newer backups are quarantined (they do not count)
+    # A cluster archiving its WAL (postgres_cluster) is as fresh as its newest archived segment, named here; a
+    # failing archive_command (`archive_failing`, the reason) makes it stale at once, whatever the age.
+    wal_segment: str | None = None
+    archive_failing: str | None = None
 
     @property
     def age_seconds(self) -> float | None:
@@ -35,12 +39,14 @@ class Freshness:
 
     @property
     def stale(self) -> bool:
-        """True when the newest backup is older than the RPO, or there is none."""
+        """True when the newest backup is older than the RPO, or there is none, or the WAL archive fails."""
         age = self.age_seconds
-        return age is None or age > self.rpo_seconds
+        return age is None or age > self.rpo_seconds or self.archive_failing is not None
 
     def describe(self) -> str:
         rpo = format_duration(timedelta(seconds=self.rpo_seconds))
+        if self.wal_segment is not None or self.archive_failing is not None:
+            return self._describe_wal(rpo)
         quarantined = f"; newer backups are quarantined ({self.quarantined_newer})" if self.quarantined_newer else ""
         if self.newest_backup_at is None:
             return f"{self.dataset} has no {'good ' if quarantined else ''}backup (RPO {rpo}){quarantined}"
@@ -50,6 +56,17 @@ class Freshness:
         return (
             f"newest {good}backup of {self.dataset} (partition {self.partition}) is {age} old, {state} its RPO "
             f"of {rpo}{quarantined}"
+        )
+
+    def _describe_wal(self, rpo: str) -> str:
+        failing = f"; archiving fails: {self.archive_failing}" if self.archive_failing else ""
+        if self.newest_backup_at is None:
+            return f"{self.dataset} has no archived WAL segment (RPO {rpo}){failing}"
+        age = describe_duration(self.age_seconds or 0)
+        state = "older than" if self.age_seconds and self.age_seconds > self.rpo_seconds else "within"
+        return (
+            f"newest archived WAL segment of {self.dataset} ({self.wal_segment}) is {age} old, {state} its RPO "
+            f"of {rpo}{failing}"
         )
 
 

@@ -52,6 +52,7 @@ from backup_pipelines.repository.pgbackrest_config import cluster_dataset, clust
 
 LOG = logging.getLogger("backup_pipelines")
 PARTITION_FORMATS = ("%Y-%m-%d-%H:%M", "%Y-%m-%d")
+WINDOW_MARGIN = timedelta(seconds=2)  # a random target keeps this far from the window's ends
 
 
 @functools.cache
@@ -134,13 +135,15 @@ class PgBackRestEngine:
         self, manifest: Manifest, name: str, store: PgBackRestRepository, record: BackupRecord
     ) -> RestoreReport:
         dataset, server, password = _parts(manifest, name)
+        # The window to draw from: after the backup became consistent (pgBackRest's stop time, in whole seconds)
+        # and before the marker stamped now, whose commit is the record that lets recovery see the target passed.
+        stopped = datetime.fromisoformat(record.source_stats["stopped_at"])
+        time.sleep(max(0.0, (stopped + 2 * WINDOW_MARGIN - datetime.now(UTC)).total_seconds()))
         stamped = write_marker(server, dataset.source.marker_database, password)
         store.run(name, "check", repo=False, timeout=300)  # switches the WAL segment and waits until archived
         with connect(server, dataset.source.marker_database, password) as connection:
             source_markers = markers(connection)
-        stopped = datetime.fromisoformat(record.source_stats["stopped_at"])
-        window_end = stamped - timedelta(seconds=2)
-        target = _random_moment(stopped + timedelta(seconds=2), window_end)
+        target = _random_moment(stopped + WINDOW_MARGIN, stamped - WINDOW_MARGIN)
         outcomes: list[CheckOutcome] = []
         restore_seconds = 0.0
         restored_stats: dict[str, Any] = {"recovery_window": [stopped.isoformat(), stamped.isoformat()]}

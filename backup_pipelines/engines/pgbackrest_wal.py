@@ -112,3 +112,51 @@ def judge_verify_report(report: str, label: str) -> dict[str, Any]:
     checked = re.search(r"total files checked: (\d+)", " ".join(backup_lines))
     wal = re.search(r"total WAL checked: (\d+)", report)
     return {"files_checked": int(checked.group(1)) if checked else 0, "wal_checked": int(wal.group(1)) if wal else 0}
+
+
+@dataclass(frozen=True)
+class WalStatus:
+    """A cluster's WAL archive now: its newest archived segment, and why archiving fails if it does."""
+
+    newest: Segment | None
+    failing: str | None
+
+
+ARCHIVER_SQL = (
+    "select last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time "
+    "from pg_stat_archiver"
+)
+
+
+def archiver_failure(row: tuple[Any, ...] | None) -> str | None:
+    """Given pg_stat_archiver's row, say why archiving fails now (a failure newer than the last success)."""
+    if row is None:
+        return None
+    archived_wal, archived_at, failed_count, failed_wal, failed_at = row
+    if failed_at is None or (archived_at is not None and archived_at >= failed_at):
+        return None
+    since = f", last success {archived_wal} at {archived_at.isoformat()}" if archived_at else ", never succeeded"
+    return f"archive_command failed for {failed_wal} at {failed_at.isoformat()} ({failed_count} failures{since})"
+
+
+def wal_status(manifest: Any, name: str) -> WalStatus:
+    """Return the WAL archive status of postgres_cluster dataset `name`: the newest segment in its first
+    repository, and the server's own account of archiving failures (pg_stat_archiver; not judged when the
+    server cannot be reached, the segment's age still is). Raise StorageError if the archive cannot be read."""
+    from backup_pipelines.engines.postgres import _password, connect
+    from backup_pipelines.errors import SourceUnavailableError
+    from backup_pipelines.repository import open_repository
+    from backup_pipelines.repository.pgbackrest import PgBackRestRepository
+    from backup_pipelines.repository.pgbackrest_config import cluster_dataset, cluster_server
+
+    dataset = cluster_dataset(manifest, name)
+    store = open_repository(manifest, dataset.repositories[0])
+    assert isinstance(store, PgBackRestRepository)
+    newest = newest_segment(store, name)
+    server = cluster_server(manifest, dataset)
+    try:
+        with connect(server, dataset.source.marker_database, _password(dataset.source.server, server)) as connection:
+            failing = archiver_failure(connection.execute(ARCHIVER_SQL).fetchone())
+    except SourceUnavailableError:
+        failing = None
+    return WalStatus(newest, failing)

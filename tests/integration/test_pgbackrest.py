@@ -16,10 +16,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import psycopg
 import pytest
 import yaml
 
+from assets.monitoring import current_freshness, wal_freshness
+from backup_pipelines.definitions import build_definitions
 from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.manifest import Manifest, load_manifest
 from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
@@ -154,6 +157,50 @@ def test_setup_backups_verify_restore_test_and_retention(cluster: Cluster) -> No
     kept = {record.backup_id: reasons for record, reasons in plan.kept}
     assert full.backup_id in kept and any("needed by" in reason for reason in kept[full.backup_id])
     assert not plan.expired
+
+
+def test_protect_job_runs_the_chain_and_the_rpo_follows_the_wal(cluster: Cluster) -> None:
+    """The Dagster path: the hourly protect job backs up, verifies and restore-tests the cluster; its RPO check
+    judges the newest archived WAL segment, not the base backup."""
+    cluster.manifest()
+    defs = build_definitions(cluster.manifest_path)
+    result = defs.resolve_job_def("protect_hourly").execute_in_process(
+        partition_key=dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00").get_last_partition_key(),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    events = {event.asset_key.path[-1]: event for event in result.get_asset_materialization_events() if event.asset_key}
+    assert {"backup", "verify", "restore_test"} <= set(events)
+    manifest = load_manifest(cluster.manifest_path)
+    fresh = current_freshness(manifest, {}, time.time())[0]
+    assert not fresh.stale and fresh.wal_segment and "archived WAL segment" in fresh.describe()
+
+
+def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> None:
+    """pg_stat_archiver reports a failure newer than the last success: the dataset is stale on the next check,
+    long before its RPO has passed, and the description gives the server's reason."""
+    manifest = cluster.manifest()
+    pitr_setup(manifest, "main_cluster")
+    archive = cluster.folder / "repo" / "archive" / STANZA
+    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
+    for folder in folders:
+        folder.chmod(0o500)
+    try:
+        with psycopg.connect(cluster.sandbox.conninfo(), autocommit=True) as connection:
+            connection.execute("create table if not exists churn (i int)")
+            connection.execute("insert into churn values (1)")
+            connection.execute("select pg_switch_wal()")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                row = connection.execute("select failed_count from pg_stat_archiver").fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.2)
+        item = wal_freshness(manifest, "main_cluster", time.time())
+        assert item.stale and item.archive_failing and "archive_command failed" in item.describe()
+    finally:
+        for folder in folders:
+            folder.chmod(0o750)
 
 
 def test_corrupted_repository_file_fails_verify(cluster: Cluster) -> None:
