@@ -9,6 +9,8 @@
     backup-pipelines restore DATASET (--output FILE | --database NAME) [--backup-id ID | --partition KEY]
     backup-pipelines quarantine DATASET BACKUP_ID (--reason TEXT | --release)
     backup-pipelines doctor [--dry-run]                fail runs whose processes died, free the pool slots they hold
+    backup-pipelines pitr-setup DATASET                prepare a postgres_cluster for point-in-time recovery
+    backup-pipelines pitr-restore DATASET --data-directory NEW [--time MOMENT]   restore a cluster to a moment
 
 `list`, `restore`, `restore-commands` and `quarantine` need no Dagster instance: they read the repositories
 directly. A quarantined backup (a blocking check failed on it) is listed with its reason but never chosen as
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from backup_pipelines.cli_pitr import add_commands as add_pitr_commands
 from backup_pipelines.crypto import IDENTITY_FILE_ENV
 from backup_pipelines.errors import BackupError, ManifestError
 from backup_pipelines.manifest import Manifest, load_manifest, manifest_json_schema
@@ -315,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that ran them)",
     )
     doctor.set_defaults(run=_doctor)
+    add_pitr_commands(commands)
     listing = commands.add_parser("list", help="list committed backups (quarantined ones with their reason)")
     listing.add_argument("dataset", nargs="?")
     listing.set_defaults(run=_list)
@@ -354,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ManifestError as error:
         print(f"manifest has {len(error.problems)} problem(s):\n{error}", file=sys.stderr)
         return 1
-    except (BackupError, KeyError, FileExistsError) as error:
+    except (BackupError, KeyError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

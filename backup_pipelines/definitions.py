@@ -19,6 +19,7 @@ from assets.executor import backup_executor
 from assets.failure_alerts import build_failure_sensor, code_location_runs
 from assets.jobs import build_jobs
 from assets.monitoring import build_rpo_check, build_rpo_sensor
+from assets.pitr import build_marker_sensor, clusters
 from assets.reports import report_assets, reports_job, reports_schedule
 from assets.retention import RetentionResource, build_retention_asset, build_retention_job
 from backup_pipelines.errors import ManifestError
@@ -65,6 +66,8 @@ def build_definitions(manifest_path: str | Path | None = None) -> dg.Definitions
     sensors = [build_failure_sensor(runs)]
     if manifest.active_datasets():
         sensors.append(build_rpo_sensor(manifest, runs=runs))
+    if clusters(manifest):
+        sensors.append(build_marker_sensor(manifest))
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
         executor=backup_executor,

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from backup_pipelines.crypto import fingerprint
 from backup_pipelines.durations import describe_duration
-from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest
+from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest, PgBackRestRepositoryConfig
 from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.repository.pgbackrest import PgBackRestRepository
 from backup_pipelines.units import human_bytes
 
 
@@ -50,6 +51,8 @@ def restore_commands(repository: BackupStore, record: BackupRecord, database: st
     kind's tool, names quoted for the shell and, inside MySQL statements, with backticks."""
     if isinstance(repository, SnapshotStore):
         return snapshot_restore_commands(repository, record, database)
+    if isinstance(repository, PgBackRestRepository):
+        return pgbackrest_restore_commands(repository, record, database)
     if isinstance(repository, ResticRepository):
         return [
             "set -euo pipefail",
@@ -77,6 +80,21 @@ def restore_commands(repository: BackupStore, record: BackupRecord, database: st
         else:
             commands.append(f"zstd -d -q {local} -o {shlex.quote(plain)}")
     return [*commands, *LAST_STEPS[record.kind](record, objects[0][3], database)]
+
+
+def pgbackrest_restore_commands(store: PgBackRestRepository, record: BackupRecord, target: str) -> list[str]:
+    """Return the pgBackRest commands that restore a cluster's base backup into the new data directory
+    `target`, recovering to the end of the archive, or to a moment (docs/restore.md, "PostgreSQL clusters")."""
+    settings = store.settings(record.dataset)
+    base = f"pgbackrest --config={shlex.quote(str(settings.config_file))} --stanza={shlex.quote(settings.stanza)}"
+    return [
+        "set -euo pipefail",
+        f"{base} info --set={record.object_name}",
+        f"{base} restore --set={record.object_name} --pg1-path={shlex.quote(target)} --archive-mode=off",
+        f"# or to a moment: add --type=time --target='YYYY-MM-DD HH:MM:SS+00' --target-action=promote (after "
+        f"{record.source_stats.get('stopped_at', 'the backup ended')})",
+        f"pg_ctl -D {shlex.quote(target)} -o '-p 5433' start  # recovery replays the archived WAL, then promotes",
+    ]
 
 
 def _plain_extension(object_name: str) -> str:
@@ -246,6 +264,14 @@ def setup_lines(manifest: Manifest, record: BackupRecord, repository: BackupStor
     backup is encrypted) and the target server's variables of the kind's tool (PostgreSQL, MySQL)."""
     if record.kind in SNAPSHOT_KINDS:
         return [SNAPSHOT_SETUP]
+    if isinstance(repository, PgBackRestRepository):
+        config = manifest.repositories[repository.name]
+        variable = getattr(config, "cipher_pass_env", None)
+        where = f"the value of ${variable}" if variable else "not encrypted: leave it out"
+        return [
+            f"export PGBACKREST_REPO1_CIPHER_PASS=...  # {where}; run as the cluster's system user "
+            f"({manifest.dataset(record.dataset).source.os_user})"  # type: ignore[union-attr]
+        ]
     if isinstance(repository, ResticRepository):
         placement = restic_placement(manifest, repository.name)
         variable = f"${placement[1]}" if placement else "its password variable"
@@ -264,6 +290,10 @@ def _keys_line(manifest: Manifest, dataset_repositories: list[str], record: Back
         return "- Encrypted by restic: " + "; ".join(
             f"repository `{location}`, password in `${variable}`" for location, variable in restic
         )
+    configs = [manifest.repositories[name] for name in dataset_repositories]
+    ciphers = [c.cipher_pass_env for c in configs if isinstance(c, PgBackRestRepositoryConfig) and c.cipher_pass_env]
+    if ciphers:
+        return "- Encrypted by pgBackRest (aes-256-cbc): passphrase in " + ", ".join(f"`${c}`" for c in ciphers)
     if record is None:
         return "- Encrypted to: unknown (no backup yet)"
     if record.kind in SNAPSHOT_KINDS:

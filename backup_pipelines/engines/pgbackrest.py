@@ -48,7 +48,12 @@ from backup_pipelines.execute import Command, run
 from backup_pipelines.manifest import Manifest, PostgresClusterDataset, PostgresServerConfig
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
 from backup_pipelines.repository.pgbackrest import NOTE_DATASET, NOTE_ID, NOTE_PARTITION, PgBackRestRepository
-from backup_pipelines.repository.pgbackrest_config import cluster_dataset, cluster_server, secret_environment
+from backup_pipelines.repository.pgbackrest_config import (
+    cluster_dataset,
+    cluster_server,
+    give_to,
+    secret_environment,
+)
 
 LOG = logging.getLogger("backup_pipelines")
 PARTITION_FORMATS = ("%Y-%m-%d-%H:%M", "%Y-%m-%d")
@@ -112,7 +117,8 @@ class PgBackRestEngine:
         records, locations = [], {}
         for store in stores:
             store.run(name, "stanza-create", repo=False, timeout=300)
-            store.run(name, "backup", f"--type={backup_type}", *notes, timeout=None)
+            kind = backup_type if backup_type == "full" else _type_beside_quarantine(store, name, backup_type)
+            store.run(name, "backup", f"--type={kind}", *notes, timeout=None)
             record = store.find_backup(name, backup_id)
             if record is None:
                 raise StorageError(f"pgbackrest reported backup {backup_id} of {name} done but does not list it")
@@ -210,15 +216,61 @@ class PgBackRestEngine:
     ) -> str:
         """Restore `record` into the new data directory `target`, set to recover to the end of the archive
         when started. Raise RestoreTargetExistsError if `target` exists."""
+        return self.restore_to_moment(store, name, record, target, None)
+
+    def restore_to_moment(
+        self, store: PgBackRestRepository, name: str, record: BackupRecord, target: str, moment: datetime | None
+    ) -> str:
+        """Restore `record` into the new data directory `target`, set to recover to `moment` (then promote) or,
+        when None, to the end of the archive, once a server is started on it; return its path. The folder
+        is removed if the restore fails. Raise RestoreTargetExistsError if it exists, ValueError if `moment`
+        is before the backup's end (no backup can recover to an earlier moment)."""
         path = Path(target).resolve()
         if os.path.lexists(path):
             raise RestoreTargetExistsError(f"{path} already exists: a restore never overwrites, choose a new name")
+        stopped = record.source_stats.get("stopped_at")
+        if moment is not None and stopped and moment <= datetime.fromisoformat(stopped):
+            raise ValueError(f"backup {record.backup_id} ended at {stopped}: it cannot recover to {moment.isoformat()}")
         try:
-            self._restore(store, name, record, path, None)
+            path.mkdir(mode=0o700)  # pgBackRest runs as the cluster's user, who may not write the parent
+            give_to(path, store.settings(name).os_user)
+            self._restore(store, name, record, path, moment)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
         return str(path)
+
+
+def _type_beside_quarantine(store: PgBackRestRepository, name: str, wanted: str) -> str:
+    """`wanted` (diff or incr), or "full" when the backup it would build on, or one that one needs, is
+    quarantined: a chain never grows from a backup known to be bad."""
+    records = store.list_backups(name)
+    if not records:
+        return wanted
+    newest = records[-1]
+    by_id = {record.backup_id: record for record in records}
+    chain = [newest, *(by_id[backup_id] for backup_id in newest.source_stats.get("needs", []) if backup_id in by_id)]
+    if wanted == "diff":  # a differential builds on the newest full only
+        chain = [record for record in chain if record.source_stats.get("backup_type") == "full"][:1]
+    bad = [record for record in chain if record.quarantined]
+    if bad:
+        LOG.warning(
+            f"{name}: {bad[0].object_name} is quarantined ({bad[0].quarantine_reason}): taking a full backup "
+            f"instead of {'a' if wanted == 'diff' else 'an'} {wanted}"
+        )
+        return "full"
+    return wanted
+
+
+def backup_for_moment(records: list[BackupRecord], moment: datetime | None) -> BackupRecord | None:
+    """The newest good (not quarantined) backup that ended before `moment` (any moment: the newest good one)."""
+    usable = [
+        record
+        for record in records
+        if not record.quarantined
+        and (moment is None or datetime.fromisoformat(record.source_stats["stopped_at"]) < moment)
+    ]
+    return max(usable, key=lambda record: record.source_stats["stopped_at"], default=None)
 
 
 def _random_moment(start: datetime, end: datetime) -> datetime:

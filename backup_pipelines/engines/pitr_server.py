@@ -147,14 +147,10 @@ def temporary_server(
     yield it, and stop it whatever happens. Raise ValidationFailedError with the server's log
     if it does not start (a recovery that cannot reach its target stops the server)."""
     prepare_data_directory(data, user)
-    sockets = data.parent / "socket"
-    sockets.mkdir(exist_ok=True)
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(user)
-        os.chown(sockets, account.pw_uid, account.pw_gid)
-    server = TemporaryServer(data, _free_port(), bin_dir, user, data.parent / "server.log")
+    work = scratch_root(user)  # the socket and the log, apart from the data directory
+    server = TemporaryServer(data, _free_port(), bin_dir, user, work / "server.log")
     options = (
-        f"-c listen_addresses=127.0.0.1 -p {server.port} -k {sockets} -c archive_mode=off -c hot_standby=on -c ssl=off"
+        f"-c listen_addresses=127.0.0.1 -p {server.port} -k {work} -c archive_mode=off -c hot_standby=on -c ssl=off"
     )
     argv = server.as_user(
         f"{bin_dir}/pg_ctl", "-D", str(data), "-l", str(server.log), "-o", options, "-w", "-t", str(int(wait_seconds))
@@ -169,9 +165,11 @@ def temporary_server(
         )
         yield server
     except subprocess.CalledProcessError as error:
-        raise ValidationFailedError(f"the restored cluster did not start: {server.log_tail()}") from error
+        said = (error.stderr or b"").decode(errors="replace").strip()
+        raise ValidationFailedError(f"the restored cluster did not start: {said} {server.log_tail()}") from error
     finally:
         server.stop()
+        remove_scratch(work)
 
 
 def wait_promoted(connect_restored: Any, server: TemporaryServer, wait_seconds: float) -> None:

@@ -115,8 +115,8 @@ def render_config(manifest: Manifest, name: str) -> ClusterSettings:
         f"process-max={source.process_max}",
         "start-fast=y",
         f"archive-timeout={int(source.archive_wait.total_seconds())}",
-        "log-level-console=warn",
-        "log-level-stderr=off",
+        "log-level-console=off",
+        "log-level-stderr=warn",
         "log-level-file=info",
         f"log-path={folder / 'log'}",
         f"lock-path={folder / 'lock'}",
@@ -160,23 +160,23 @@ def write_config(settings: ClusterSettings) -> None:
     for folder in settings.local_paths:
         if not folder.exists():
             folder.mkdir(parents=True, mode=0o750)
-            _give_to(folder, settings.os_user)
+            give_to(folder, settings.os_user)
     path = settings.config_file
     if path.is_file() and path.read_text() == settings.text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     for folder in (path.parent / "log", path.parent / "lock"):
         folder.mkdir(exist_ok=True)
-        _give_to(folder, settings.os_user)
+        give_to(folder, settings.os_user)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temporary.write_text(settings.text)
     temporary.chmod(0o640)
-    _give_to(temporary, settings.os_user)
+    give_to(temporary, settings.os_user)
     os.replace(temporary, path)
 
 
-def _give_to(path: Path, user: str) -> None:
-    """As root, hand `path` to the cluster's system user (pgBackRest runs as it)."""
+def give_to(path: Path, user: str) -> None:
+    """As root, hand `path` to the cluster's system user (pgBackRest runs as it); otherwise nothing."""
     if os.geteuid() != 0:
         return
     import pwd

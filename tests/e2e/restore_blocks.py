@@ -18,7 +18,7 @@ from tests.conftest import (
 from tests.e2e.conftest import BIN, ROOT, run
 from tests.postgres_checks import conninfo
 
-BLOCKS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "ebs")
+BLOCKS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "ebs", "pgbackrest")
 OBJECT_BLOCKS = ("postgres", "mysql", "sqlite", "command")
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,21 @@ import pytest
 import yaml
 
 from assets.monitoring import current_freshness, wal_freshness
+from assets.pitr import build_marker_sensor
+from backup_pipelines.cli import main
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted
+from backup_pipelines.engines.postgres import connect
 from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.manifest import Manifest, load_manifest
 from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
 from backup_pipelines.pitr_setup import archive_settings, pitr_setup
 from backup_pipelines.prune import prune_dataset
+from backup_pipelines.quarantine import quarantine_backup
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox
+from resources import ManifestResource
+from tests.e2e.restore_blocks import documented_block, with_variables
 
 pytestmark = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest is not installed")
 
@@ -176,6 +184,28 @@ def test_protect_job_runs_the_chain_and_the_rpo_follows_the_wal(cluster: Cluster
     assert not fresh.stale and fresh.wal_segment and "archived WAL segment" in fresh.describe()
 
 
+def test_marker_sensor_stamps_each_cluster_once_per_interval(cluster: Cluster) -> None:
+    cluster.manifest()
+    sensor = build_marker_sensor(load_manifest(cluster.manifest_path))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"manifest": ManifestResource(path=str(cluster.manifest_path))}
+
+    def count() -> int:
+        with psycopg.connect(cluster.sandbox.conninfo()) as connection:
+            try:
+                row = connection.execute("select count(*) from backup_pipelines.pitr_marker").fetchone()
+            except psycopg.errors.UndefinedTable:
+                return 0
+            return int(row[0]) if row else 0
+
+    before = count()
+    context = dg.build_sensor_context(instance=instance, resources=resources)
+    assert "main_cluster" in str(sensor(context).skip_message)  # type: ignore[union-attr]
+    again = dg.build_sensor_context(instance=instance, cursor=context.cursor, resources=resources)
+    assert "none due" in str(sensor(again).skip_message)  # type: ignore[union-attr]  # marker_every (5m) not passed
+    assert count() == before + 1
+
+
 def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> None:
     """pg_stat_archiver reports a failure newer than the last success: the dataset is stale on the next check,
     long before its RPO has passed, and the description gives the server's reason."""
@@ -203,7 +233,9 @@ def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> No
             folder.chmod(0o750)
 
 
-def test_corrupted_repository_file_fails_verify(cluster: Cluster) -> None:
+def test_corrupted_file_fails_verify_and_a_quarantined_base_is_not_built_on(cluster: Cluster) -> None:
+    """A byte flipped in a stored file fails verify; once that backup is quarantined, the next scheduled
+    incremental becomes a full one (a chain never grows from a bad base), and expiring the bad one removes it."""
     manifest = cluster.manifest()
     record = run_backup(manifest, "main_cluster", "2026-11-22-00:00").record  # another full
     files = sorted((cluster.folder / "repo" / "backup" / STANZA / record.object_name / "pg_data").rglob("*"))
@@ -213,6 +245,13 @@ def test_corrupted_repository_file_fails_verify(cluster: Cluster) -> None:
     victim.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=r"checksum invalid|not valid|status"):
         verify_backup(manifest, "main_cluster", record)
+    quarantine_backup(manifest, "main_cluster", record.backup_id, "verify failed: checksum invalid")
+    after = run_backup(manifest, "main_cluster", "2026-11-24-05:00").record  # an incr by the schedule
+    assert after.format == "pgbackrest-full"
+    store = open_repository(manifest, "pitr")
+    store.delete_backup(store.find_backup("main_cluster", record.backup_id))  # type: ignore[arg-type]
+    assert store.find_backup("main_cluster", record.backup_id) is None
+    assert store.find_backup("main_cluster", after.backup_id) is not None
 
 
 def test_broken_archive_command_fails_the_check(cluster: Cluster) -> None:
@@ -230,3 +269,81 @@ def test_broken_archive_command_fails_the_check(cluster: Cluster) -> None:
     finally:
         for folder in folders:
             folder.chmod(0o750)
+
+
+def _stamped_then_moment(cluster: Cluster) -> tuple[datetime, str, str]:
+    """Five rows, a moment, seven rows, each batch under a new label; return (moment, before, after labels)."""
+    before, after = f"before-{time.time_ns()}", f"after-{time.time_ns()}"
+    with psycopg.connect(cluster.sandbox.conninfo(), autocommit=True) as connection:
+        connection.execute("create table if not exists timeline (phase text, at timestamptz default clock_timestamp())")
+        connection.execute("insert into timeline (phase) select %s from generate_series(1, 5)", (before,))
+        time.sleep(1.5)
+        row = connection.execute("select clock_timestamp()").fetchone()
+        assert row is not None
+        moment: datetime = row[0]
+        time.sleep(1.5)
+        connection.execute("insert into timeline (phase) select %s from generate_series(1, 7)", (after,))
+    return moment, before, after
+
+
+def _phases_when_started(cluster: Cluster, data: Path) -> dict[str, int]:
+    """Start a server on the restored `data`, wait for recovery, and count the timeline rows by phase."""
+    manifest = cluster.manifest()
+    server = manifest.servers["pg"]
+    environment = {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
+    with temporary_server(data, cluster.sandbox.bin_dir, "postgres", 120, environment) as restored:
+        local = server.model_copy(update={"port": restored.port, "sslmode": "disable"})
+        wait_promoted(lambda: connect(local, "postgres", cluster.sandbox.password), restored, 120)
+        with connect(local, "postgres", cluster.sandbox.password) as connection:
+            return dict(connection.execute("select phase, count(*) from timeline group by phase").fetchall())
+
+
+def test_pitr_restore_command_recovers_to_the_moment(cluster: Cluster) -> None:
+    manifest = cluster.manifest()
+    run_backup(manifest, "main_cluster", "2026-12-01-09:00")
+    moment, before, after = _stamped_then_moment(cluster)
+    pitr_setup(manifest, "main_cluster")  # pgbackrest check: the segment holding the rows after is archived
+    data = cluster.folder / "restored-by-cli"  # pytest's own folders are closed to the postgres user
+    arguments = ["--manifest", str(cluster.manifest_path), "pitr-restore", "main_cluster", "--data-directory"]
+    assert main([*arguments, str(data), "--time", moment.isoformat()]) == 0
+    phases = _phases_when_started(cluster, data)
+    assert phases.get(before) == 5 and after not in phases
+    assert main([*arguments, str(data), "--time", moment.isoformat()]) == 1  # never overwrites
+
+
+def test_documented_pgbackrest_block_recovers_to_the_moment(cluster: Cluster) -> None:
+    """docs/restore.md's block, run verbatim as the postgres user with only its variables set."""
+    manifest = cluster.manifest()
+    run_backup(manifest, "main_cluster", "2026-12-01-10:00")
+    moment, before, after = _stamped_then_moment(cluster)
+    pitr_setup(manifest, "main_cluster")
+    work = cluster.folder / "documented"
+    work.mkdir(mode=0o755)
+    shutil.chown(work, "postgres", "postgres")  # the block runs as the cluster's user, who makes the new folder
+    secret = work / "cipher.txt"
+    secret.write_text(CIPHER + "\n")
+    secret.chmod(0o644)
+    data = work / "restored"
+    script = with_variables(
+        documented_block("pgbackrest"),
+        {
+            "PGBACKREST_CONFIG": str(cluster.folder / "pgbackrest.conf"),
+            "STANZA": STANZA,
+            "CIPHER_PASS_FILE": str(secret),
+            "TARGET_TIME": moment.isoformat(sep=" "),
+            "NEW_DATA_DIR": str(data),
+        },
+    )
+    path = work / "restore.sh"
+    path.write_text(script)
+    path.chmod(0o644)
+    completed = subprocess.run(
+        [shutil.which("runuser") or "runuser", "-u", "postgres", "--", "bash", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
+    )
+    assert completed.returncode == 0, completed.stderr
+    phases = _phases_when_started(cluster, data)
+    assert phases.get(before) == 5 and after not in phases
