@@ -347,3 +347,23 @@ def test_documented_pgbackrest_block_recovers_to_the_moment(cluster: Cluster) ->
     assert completed.returncode == 0, completed.stderr
     phases = _phases_when_started(cluster, data)
     assert phases.get(before) == 5 and after not in phases
+
+
+def test_prune_expires_with_pgbackrest_and_keeps_chains_whole(cluster: Cluster) -> None:
+    """keep_last 1: a real prune expires the older chains through `pgbackrest expire --set`, keeps the newest
+    backup with the full it needs, and the newest restore-tested one; pgBackRest lists exactly what is kept."""
+    manifest = cluster.manifest(retention={"keep_last": 1, "min_age": "1s"})
+    old_full = run_backup(manifest, "main_cluster", "2026-11-15-00:00").record  # an older chain: a full ...
+    old_incr = run_backup(manifest, "main_cluster", "2026-11-16-05:00").record  # ... and an incremental on it
+    full = run_backup(manifest, "main_cluster", "2026-12-06-00:00").record  # a Sunday: full
+    incr = run_backup(manifest, "main_cluster", "2026-12-07-05:00").record
+    store = open_repository(manifest, "pitr")
+    store.mark_restore_tested(old_incr, {"tested_at": "2026-12-07T06:00:00+00:00"})  # the newest tested one
+    planned = prune_dataset(manifest, "main_cluster", dry_run=True)
+    done = prune_dataset(manifest, "main_cluster")
+    assert {r.backup_id for r in planned.expired} == {r.backup_id for r in done.expired} != set()
+    remaining = {record.backup_id for record in store.list_backups("main_cluster")}
+    assert {incr.backup_id, full.backup_id} <= remaining
+    assert remaining == {record.backup_id for record, _ in done.kept}
+    assert not {r.backup_id for r in done.expired} & remaining
+    assert {old_incr.backup_id, old_full.backup_id} <= remaining, "the newest restore-tested backup stays, whole"
