@@ -211,6 +211,8 @@ def _storage_kinds(dataset: ActiveDataset) -> set[str]:
         return {"files", "restic"}
     if dataset.kind == "postgres_cluster":
         return {"postgres", "pgbackrest"}
+    if dataset.kind == "mariadb_physical":
+        return {"mariadb", "mariabackup", "zstd", "age"}
     return {dataset.kind, "zstd", "age"}
 
 

@@ -38,6 +38,8 @@ from backup_pipelines.quarantine import describe, quarantine_backup, release_bac
 from backup_pipelines.repository import BackupRecord, BackupStore, open_repository
 from backup_pipelines.runbook import measured_from_repositories, render_runbook, restore_commands
 
+FOLDER_KINDS = ("files", "mariadb_physical")  # `restore --output` makes a folder of these, not an archive file
+
 
 def _validate(arguments: argparse.Namespace) -> int:
     manifest = load_manifest(arguments.manifest)
@@ -157,7 +159,7 @@ def _restore(arguments: argparse.Namespace) -> int:
         target,
         arguments.server,
         arguments.identity_file,
-        raw_file=bool(arguments.output) and record.kind != "files",
+        raw_file=bool(arguments.output) and record.kind not in FOLDER_KINDS,
         keep_privileges=not arguments.skip_privileges,
     )
     print(f"restored {record.backup_id} (partition {record.partition_key}) to {where}")
@@ -336,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--target-database", default="restored")
         else:
             target = sub.add_mutually_exclusive_group(required=True)
-            target.add_argument("--output", help="the plain archive as this new file (file trees: this new folder)")
+            target.add_argument(
+                "--output",
+                help="the plain archive as this new file (file trees: this new folder; mariadb_physical: a new, "
+                "prepared datadir)",
+            )
             target.add_argument("--database", help="restore into this new database")
             sub.add_argument("--server", help="server to restore on (default: the dataset's restore server)")
             sub.add_argument(

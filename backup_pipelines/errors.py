@@ -71,6 +71,10 @@ class SourceUnavailableError(BackupError):
     """The dataset's source (a database server, ...) cannot be reached or refused the connection."""
 
 
+class RestoreTargetError(BackupError):
+    """A restore's target cannot be used (a folder the restoring system user cannot reach)."""
+
+
 class RestoreTargetExistsError(BackupError):
     """A restore was asked to write into a database, file or folder that already exists: restores never
     overwrite."""

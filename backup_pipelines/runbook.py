@@ -176,6 +176,17 @@ def _mysql_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
     ]
 
 
+def _mariabackup_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
+    target = _beside_caller(database)
+    return [
+        f"test ! -e {target}  # a new datadir: never overwrite",
+        f"mkdir {target} && mbstream -x -C {target} < {plain}",
+        f"mariabackup --prepare --target-dir={target}  # applies the redo log copied during the backup",
+        f"chown -R mysql: {target}  # as root: the server's user owns its files",
+        f"# start: mariadbd --defaults-file={target}/backup-my.cnf --datadir={target} --port=3307 --user=mysql",
+    ]
+
+
 def _sqlite_steps(record: BackupRecord, plain: str, database: str) -> list[str]:
     target = _beside_caller(f"{database}.sqlite")
     return [
@@ -201,6 +212,7 @@ def _beside_caller(path: str) -> str:
 LAST_STEPS: dict[str, Callable[[BackupRecord, str, str], list[str]]] = {
     "postgres": _postgres_steps,
     "mysql": _mysql_steps,
+    "mariadb_physical": _mariabackup_steps,
     "sqlite": _sqlite_steps,
     "command": _command_steps,
 }

@@ -72,10 +72,12 @@ def start_postgres_sandbox(
     port: int | None = None,
     settings: dict[str, str] | None = None,
     environment: dict[str, str] | None = None,
+    root: Path | None = None,
 ) -> PostgresSandbox:
     """Create and start a new PostgreSQL cluster on loopback `port` (default: a free one); return it.
     `settings` are extra server settings (e.g. WAL archiving: the cluster's data is then kept consistent on
-    disk, with full_page_writes on); `environment` is added to the server's (what its archive_command needs).
+    disk, with full_page_writes on); `environment` is added to the server's (what its archive_command needs);
+    `root` is the new folder to keep it in (default: a new temporary one), when a manifest must name its path.
 
     Raise RuntimeError naming the missing package if the PostgreSQL server binaries are not installed,
     or CalledProcessError (with the server's log) if the cluster fails to start.
@@ -84,7 +86,10 @@ def start_postgres_sandbox(
     if bin_dir is None or not os.path.exists(f"{bin_dir}/initdb"):
         raise RuntimeError("PostgreSQL server binaries not found: install the postgresql package")
     run_as = "postgres" if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="bp-postgres-"))
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="bp-postgres-"))
+    else:
+        root.mkdir(parents=True, mode=0o700)
     if run_as:
         account = pwd.getpwnam(run_as)
         os.chown(root, account.pw_uid, account.pw_gid)

@@ -37,7 +37,10 @@ from backup_pipelines.crypto import IDENTITY_FILE_ENV, generate_key_pair  # noqa
 from backup_pipelines.manifest import (  # noqa: E402
     MANIFEST_ENV,
     LocalRepositoryConfig,
+    Manifest,
     MysqlDataset,
+    PgBackRestRepositoryConfig,
+    PostgresClusterDataset,
     PostgresDataset,
     PostgresServerConfig,
     ResticRepositoryConfig,
@@ -123,7 +126,20 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]
             for d in manifest.active_datasets().values()
             if d.server_name == name and isinstance(d, PostgresDataset | MysqlDataset)
         ]
-        if isinstance(server, PostgresServerConfig):
+        cluster = next(
+            (
+                n
+                for n, d in manifest.active_datasets().items()
+                if isinstance(d, PostgresClusterDataset) and d.server_name == name
+            ),
+            None,
+        )
+        if isinstance(server, PostgresServerConfig) and cluster is not None:
+            postgres = start_archiving_cluster(manifest, cluster, server.user, password, server.port)
+            sandboxes.append(postgres)
+            databases = [manifest.active_datasets()[cluster].source.marker_database]  # type: ignore[union-attr]
+            create_sample_database(postgres.conninfo(), databases[0])
+        elif isinstance(server, PostgresServerConfig):
             postgres = start_postgres_sandbox(user=server.user, password=password, port=server.port)
             sandboxes.append(postgres)
             for database in databases:
@@ -139,6 +155,40 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]
             f"with sample database(s) {', '.join(databases)}"
         )
     return sandboxes
+
+
+def start_archiving_cluster(manifest: Manifest, name: str, user: str, password: str, port: int) -> PostgresSandbox:
+    """Start the throw-away cluster of postgres_cluster dataset `name` where its manifest entry says, archiving
+    its WAL to pgBackRest; a new cluster gets a new repository (the last demo's belongs to another cluster)."""
+    from backup_pipelines.pitr_setup import archive_settings, pitr_setup
+    from backup_pipelines.repository.pgbackrest_config import render_config
+
+    dataset = manifest.active_datasets()[name]
+    assert isinstance(dataset, PostgresClusterDataset)
+    settings = render_config(manifest, name)
+    for folder in (*settings.local_paths, Path(dataset.source.data_directory).parent):
+        shutil.rmtree(folder, ignore_errors=True)
+    cipher = {}
+    for index, repository in enumerate(dataset.repositories, start=1):
+        variable = getattr(manifest.repositories[repository], "cipher_pass_env", None)
+        if variable:
+            cipher[f"PGBACKREST_REPO{index}_CIPHER_PASS"] = ensure_password(variable)
+    folder = Path(dataset.source.data_directory).parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.chmod(0o755)
+    sandbox = start_postgres_sandbox(
+        user=user,
+        password=password,
+        port=port,
+        settings=archive_settings(settings.config_file, settings.stanza, dataset.source.archive_timeout),
+        environment=cipher,
+        root=folder,
+    )
+    if Path(dataset.source.socket_directory) != sandbox.root / "socket":
+        sys.exit(f"demo: {name}'s socket_directory must be {sandbox.root / 'socket'} (the sandbox's)")
+    pitr_setup(manifest, name)
+    print(f"demo: {name} archives its WAL to pgBackRest ({settings.config_file})")
+    return sandbox
 
 
 def ensure_port_free(name: str, port: int) -> None:
@@ -241,6 +291,11 @@ def demo_environment(manifest_path: Path, dagster_home: Path) -> dict[str, str]:
     manifest = load_manifest(manifest_path)
     names = {server.password_env for server in manifest.servers.values() if server.password_env}
     names |= {repo.password_env for repo in manifest.repositories.values() if isinstance(repo, ResticRepositoryConfig)}
+    names |= {
+        repo.cipher_pass_env
+        for repo in manifest.repositories.values()
+        if isinstance(repo, PgBackRestRepositoryConfig) and repo.cipher_pass_env
+    }
     values = {name: os.environ[name] for name in sorted(names) if os.environ.get(name)}
     return {
         **values,

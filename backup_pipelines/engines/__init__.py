@@ -7,6 +7,7 @@ from typing import Any
 from backup_pipelines.engines.base import CheckOutcome, Dump, Engine, RestoreReport, StoringEngine
 from backup_pipelines.engines.command import CommandEngine
 from backup_pipelines.engines.files import FilesEngine
+from backup_pipelines.engines.mariabackup import MariabackupEngine
 from backup_pipelines.engines.mysql import MysqlEngine
 from backup_pipelines.engines.pgbackrest import PgBackRestEngine
 from backup_pipelines.engines.postgres import PostgresEngine
@@ -27,6 +28,7 @@ __all__ = [
 ENGINES: dict[str, Engine] = {
     "postgres": PostgresEngine(),
     "mysql": MysqlEngine(),
+    "mariadb_physical": MariabackupEngine(),
     "sqlite": SqliteEngine(),
     "command": CommandEngine(),
 }

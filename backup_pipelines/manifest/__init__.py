@@ -37,6 +37,10 @@ from backup_pipelines.manifest.loader import (
     parse_manifest,
     read_secret,
 )
+from backup_pipelines.manifest.mariadb_physical import (
+    MariadbPhysicalDataset,
+    MariadbPhysicalSource,
+)
 from backup_pipelines.manifest.model import (
     ActiveDataset,
     Dataset,
@@ -150,6 +154,8 @@ __all__ = [
     "LocalRepositoryConfig",
     "LogChannel",
     "Manifest",
+    "MariadbPhysicalDataset",
+    "MariadbPhysicalSource",
     "MysqlDataset",
     "MysqlServerConfig",
     "MysqlSource",

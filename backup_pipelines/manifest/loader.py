@@ -305,7 +305,7 @@ def _server_problem(servers: dict[str, Any], path: str, server: str, kind: Any) 
     if server not in servers:
         return [Problem(path, f"unknown server {server!r} (known: {', '.join(servers) or 'none'})")]
     server_kind = _mapping(servers[server]).get("kind")
-    if server_kind != {"postgres_cluster": "postgres"}.get(kind, kind):
+    if server_kind != {"postgres_cluster": "postgres", "mariadb_physical": "mysql"}.get(kind, kind):
         return [Problem(path, f"server {server!r} is a {server_kind} server, not {kind}")]
     return []
 

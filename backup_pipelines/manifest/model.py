@@ -15,6 +15,7 @@ from backup_pipelines.errors import MissingSecretError
 from backup_pipelines.manifest.aws import AuroraDataset, EbsDataset, RdsDataset, S3BucketDataset
 from backup_pipelines.manifest.command import CommandDataset
 from backup_pipelines.manifest.files import FilesDataset
+from backup_pipelines.manifest.mariadb_physical import MariadbPhysicalDataset
 from backup_pipelines.manifest.mysql import MysqlDataset
 from backup_pipelines.manifest.policies import Alerts, Encryption
 from backup_pipelines.manifest.postgres import PostgresDataset
@@ -27,6 +28,7 @@ ActiveDataset = (
     PostgresDataset
     | PostgresClusterDataset
     | MysqlDataset
+    | MariadbPhysicalDataset
     | SqliteDataset
     | CommandDataset
     | FilesDataset

@@ -62,7 +62,9 @@ class PostgresClusterSource(StrictModel):
         description="How often the project stamps a row into backup_pipelines.pitr_marker (in the database "
         "named by marker_database), so a restore to a moment can prove which side of it each row is on.",
     )
-    marker_database: str = Field("postgres", min_length=1, description="The database holding the marker table.")
+    marker_database: str = Field(
+        "postgres", min_length=1, description="The database holding the marker table; validation queries run there."
+    )
     archive_timeout: Duration = Field(
         timedelta(minutes=1),
         description="The archive_timeout recommended by `backup-pipelines pitr-setup`: a quiet cluster still "

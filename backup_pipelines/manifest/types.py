@@ -31,6 +31,7 @@ IMPLEMENTED_KINDS = (
     "postgres",
     "postgres_cluster",
     "mysql",
+    "mariadb_physical",
     "sqlite",
     "command",
     "files",
@@ -39,7 +40,7 @@ IMPLEMENTED_KINDS = (
     "ebs",
     "s3",
 )
-SERVER_KINDS = ("postgres", "postgres_cluster", "mysql")
+SERVER_KINDS = ("postgres", "postgres_cluster", "mysql", "mariadb_physical")
 RESTIC_KINDS = ("files",)
 PGBACKREST_KINDS = ("postgres_cluster",)  # kept by pgBackRest, encrypted by its repository cipher instead of age
 SNAPSHOT_KINDS = ("rds", "aurora", "ebs")  # kept as AWS snapshots, encrypted by KMS instead of age

@@ -18,8 +18,8 @@ from tests.conftest import (
 from tests.e2e.conftest import BIN, ROOT, run
 from tests.postgres_checks import conninfo
 
-BLOCKS = ("postgres", "mysql", "sqlite", "command", "files", "rds", "ebs", "pgbackrest")
-OBJECT_BLOCKS = ("postgres", "mysql", "sqlite", "command")
+BLOCKS = ("postgres", "mysql", "mariabackup", "sqlite", "command", "files", "rds", "ebs", "pgbackrest")
+OBJECT_BLOCKS = ("postgres", "mysql", "mariabackup", "sqlite", "command")
 
 
 def documented_block(name: str) -> str:

@@ -84,7 +84,7 @@ def test_a_dataset_group_selects_its_chain_and_never_retention(defs: dg.Definiti
     retention = dg.AssetSelection.groups("retention").resolve(graph)
     assert retention == {
         dg.AssetKey([name, "retention"])
-        for name in ("postgres_main", "shop_mysql", "configs", "notes_sqlite", "secrets")
+        for name in ("postgres_main", "cluster_main", "shop_mysql", "configs", "notes_sqlite", "secrets")
     }
 
 
@@ -128,6 +128,7 @@ def test_restore_drill_schedule_requests_the_newest_complete_partition(defs: dg.
 def test_cron_and_daily_datasets_get_their_own_jobs(tmp_path: Path) -> None:
     text = (ROOT / "backup_manifest.yaml").read_text()
     text = text.replace("schedule: hourly\n    rpo: 2h", 'schedule: "0 */6 * * *"\n    rpo: 7h')
+    text = text.replace("schedule: hourly  ", "schedule: daily   ")  # the cluster's base backups
     (tmp_path / "m.yaml").write_text(text)
     keys = tmp_path / ".local" / "keys"  # the manifest's recipients file, relative to its folder
     keys.mkdir(parents=True)

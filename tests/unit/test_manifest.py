@@ -174,8 +174,10 @@ def example_manifest(tmp_path: Path) -> Path:
 
 def test_example_manifest_is_valid_and_mirrors_the_seed(example_manifest: Path) -> None:
     manifest = load_manifest(example_manifest)
-    assert list(manifest.active_datasets()) == ["postgres_main", "shop_mysql", "configs", "secrets", "notes_sqlite"]
-    assert {d.kind for d in manifest.active_datasets().values()} == {"postgres", "mysql", "files", "command", "sqlite"}
+    names = ["postgres_main", "cluster_main", "shop_mysql", "configs", "secrets", "notes_sqlite"]
+    assert list(manifest.active_datasets()) == names
+    kinds = {"postgres", "postgres_cluster", "mysql", "files", "command", "sqlite"}
+    assert {d.kind for d in manifest.active_datasets().values()} == kinds
     assert manifest.datasets["postgres_main"].schedule == "hourly"
     assert manifest.datasets["configs"].retention.keep_daily == 90
     assert manifest.datasets["secrets"].retention.keep_daily == 365
@@ -210,7 +212,7 @@ def test_cli_validate_and_schema_succeed_on_the_example(
     example_manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli_main(["--manifest", str(example_manifest), "validate"]) == 0
-    assert "valid: 5 datasets (5 backed up)" in capsys.readouterr().out
+    assert "valid: 6 datasets (6 backed up)" in capsys.readouterr().out
     assert cli_main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Manifest"
 
