@@ -29,6 +29,7 @@ from backup_pipelines.definitions import build_definitions
 from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted
 from backup_pipelines.engines.postgres import connect
 from backup_pipelines.errors import IntegrityError, StorageError
+from backup_pipelines.freshness import plan_alerts
 from backup_pipelines.manifest import Manifest, load_manifest
 from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
 from backup_pipelines.pitr_setup import archive_settings, pitr_setup
@@ -228,6 +229,8 @@ def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> No
                 time.sleep(0.2)
         item = wal_freshness(manifest, "main_cluster", time.time())
         assert item.stale and item.archive_failing and "archive_command failed" in item.describe()
+        alerts, _ = plan_alerts({"main_cluster": {"first_seen": 0, "stale": False}}, [item], None)
+        assert [alert.kind for alert in alerts] == ["stale"] and "archive_command failed" in alerts[0].message
     finally:
         for folder in folders:
             folder.chmod(0o750)
