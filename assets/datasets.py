@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.history import QUARANTINED, SIZE_CHECK, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
+from assets.kubernetes import step_k8s_tags
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
 from assets.partitions import LATE_ALLOW, LATE_TAG, describe_window, lateness, partitions_for
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
@@ -246,6 +247,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=dataset.description or f"Backups of {name}: one partition is one encrypted backup.",
         kinds=_storage_kinds(dataset),
         pool=f"db-{source_server}" if source_server else None,
+        op_tags=step_k8s_tags(dataset.tags, needs_identity=False),
         freshness_policy=freshness_policy(dataset.rpo),
         retry_policy=retry_policy(dataset.retries, dataset.retry_delay),
         check_specs=[
@@ -326,6 +328,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         deps=[keys.copy if has_copies else keys.backup],
         description=VERIFY_DESCRIPTIONS.get(dataset.kind, VERIFY_DESCRIPTIONS["objects"]).format(name=name),
         kinds={dataset.kind},
+        op_tags=step_k8s_tags(dataset.tags, needs_identity=True),
         **common,
     )
     def verify(
@@ -343,6 +346,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         description=RESTORE_DESCRIPTIONS.get(dataset.kind, RESTORE_DESCRIPTIONS["objects"]).format(name=name),
         kinds={dataset.kind},
         pool=f"db-{restore_server}" if restore_server else None,
+        op_tags=step_k8s_tags(dataset.tags, needs_identity=True),
         check_specs=[partitioned_check(RTO_CHECK, keys.restore_test, partitions_def, "Restore took at most the RTO.")],
         **common,
     )

@@ -14,6 +14,7 @@ from assets.datasets import build_dataset_assets
 from assets.executor import backup_executor
 from assets.failure_alerts import build_failure_sensor, code_location_runs
 from assets.jobs import build_jobs
+from assets.kubernetes import chosen_executor
 from assets.monitoring import build_rpo_check, build_rpo_sensor
 from assets.pitr import build_marker_sensor, clusters
 from assets.reports import report_assets, reports_job, reports_schedule
@@ -67,7 +68,7 @@ def build_definitions(manifest_path: str | Path | None = None, own_executor: boo
         sensors.append(build_marker_sensor(manifest))
     manifest_resource = ManifestResource(path=str(manifest.path))
     return dg.Definitions(
-        executor=backup_executor if own_executor else None,
+        executor=chosen_executor(backup_executor) if own_executor else None,
         assets=all_assets,
         asset_checks=checks,
         jobs=[*jobs, reports_job],
