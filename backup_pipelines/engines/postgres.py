@@ -7,6 +7,7 @@ exactly the data in the archive and a restore test can demand equality.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 import time
@@ -121,6 +122,19 @@ def connect(server: PostgresServerConfig, database: str, password: str | None) -
         raise SourceUnavailableError(
             f"cannot connect to PostgreSQL {server.host}:{server.port} database {database!r}: {message}"
         ) from error
+
+
+def refuse_older_pg_dump(pg_dump: str, server_version: int, server_name: str) -> None:
+    """Raise SourceUnavailableError when `pg_dump` is of an older major version than the server (it cannot dump
+    a newer server), naming both and what to install."""
+    match = re.search(r"PostgreSQL\)?\s+(\d+)", tool_version(pg_dump))  # "pg_dump (PostgreSQL) 15.18 (Debian ...)"
+    server_major = server_version // 10000
+    if match and int(match.group(1)) < server_major:
+        raise SourceUnavailableError(
+            f"{pg_dump} is version {match.group(1)}, older than server {server_name} (PostgreSQL {server_major}): "
+            f"pg_dump cannot dump a newer server; install postgresql-client-{server_major} or point "
+            f"servers.{server_name}.bin_dir at its binaries"
+        )
 
 
 def _in_scope(schema: str, table: str, dataset: PostgresDataset) -> bool:
@@ -242,6 +256,7 @@ class PostgresEngine:
         dataset, server_name, server = self._dataset(manifest, name)
         password = _password(server_name, server)
         with connect(server, dataset.source.database, password) as connection:
+            refuse_older_pg_dump(binary("pg_dump", server), connection.info.server_version, server_name)
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             connection.read_only = True
             snapshot = connection.execute("select pg_export_snapshot()").fetchone()[0]  # type: ignore[index]

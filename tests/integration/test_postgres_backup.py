@@ -176,6 +176,25 @@ def test_an_unreachable_source_fails_and_commits_nothing(
     assert stored_files(tmp_path / "repo") == []
 
 
+def test_a_pg_dump_older_than_the_server_is_refused_by_name(
+    postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path
+) -> None:
+    """A client folder whose pg_dump is PostgreSQL 13 (a wrapper reporting that version) against the version 15
+    server: refused before anything is dumped, with what to install."""
+    old = tmp_path / "pg13" / "bin"
+    old.mkdir(parents=True)
+    (old / "pg_dump").write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && { echo "pg_dump (PostgreSQL) 13.16"; exit 0; }\nexit 1\n'
+    )
+    (old / "pg_dump").chmod(0o755)
+    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data["servers"]["pg"]["bin_dir"] = str(old)
+    manifest = write_manifest(tmp_path / "m.yaml", data)
+    with pytest.raises(SourceUnavailableError, match=r"version 13, older than server pg .*postgresql-client-15"):
+        run_backup(manifest, "app_db", PARTITION)
+    assert stored_files(tmp_path / "repo") == []
+
+
 def test_a_missing_password_variable_is_named(postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path) -> None:
     data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
     data["servers"]["pg"]["password_env"] = "NOT_SET_ANYWHERE"
