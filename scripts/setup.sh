@@ -8,18 +8,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+bash scripts/install_tools.sh  # the system tools (shared with the Dockerfile's image)
 need_apt=()
-command -v zstd >/dev/null || need_apt+=(zstd)
-command -v age >/dev/null || need_apt+=(age)
-command -v restic >/dev/null || need_apt+=(restic)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
-command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server mariadb-client)
-command -v runuser >/dev/null || need_apt+=(util-linux)
-command -v sqlite3 >/dev/null || need_apt+=(sqlite3)  # the tests judge restored SQLite files with its .dump
-command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)  # postgres_cluster datasets: base backups and WAL archive
-command -v mariabackup >/dev/null || need_apt+=(mariadb-backup)  # physical MariaDB backups
-command -v jq >/dev/null || need_apt+=(jq)  # docs/restore.md reads sidecars with it, and the tests run those blocks
-command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)  # renders the status dashboard in e2e tests
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do
@@ -28,7 +18,7 @@ done
 [ -n "$PYTHON" ] || need_apt+=(python3 python3-venv python3-pip)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing system packages: ${need_apt[*]}"
+  echo "setup: installing Python: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
