@@ -1,6 +1,7 @@
 """Watching the backups: the RPO check and the RPO alert sensor (failed runs: assets/failure_alerts.py)."""
 
 import json
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from backup_pipelines.notify import Alert, Notifier
 from resources import ManifestResource, NotifierResource
 
 RPO_CHECK = "rpo_fresh"
+RPO_SENSOR_SECONDS_ENV = "BACKUP_RPO_SENSOR_SECONDS"  # how often rpo_alerts ticks (default 60; tests use less)
 CHECK_REPORTS_PER_TICK = 100
 # A step waiting longer than this for a slot of its `db-<server>` pool is logged at WARNING and alerted once.
 POOL_WAIT_WARNING = timedelta(minutes=5)
@@ -152,7 +154,7 @@ def build_rpo_sensor(
 
     @dg.sensor(
         name="rpo_alerts",
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=max(5, int(os.environ.get(RPO_SENSOR_SECONDS_ENV) or 60)),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Alerts when a dataset's newest backup is older than its RPO, and when it recovers; retries "
         "undelivered alerts; warns of backups blocked on a pool and fails runs whose processes died (local "
