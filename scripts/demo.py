@@ -113,8 +113,19 @@ def ensure_password(variable: str) -> str:
 
 
 def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]:
-    manifest = load_manifest(manifest_path)
+    """Start the manifest's loopback servers with their sample data; stop those started if one fails."""
     sandboxes: list[PostgresSandbox | MariadbSandbox] = []
+    try:
+        _start_servers(manifest_path, sandboxes)
+    except BaseException:
+        for sandbox in sandboxes:
+            sandbox.stop()
+        raise
+    return sandboxes
+
+
+def _start_servers(manifest_path: Path, sandboxes: list[PostgresSandbox | MariadbSandbox]) -> None:
+    manifest = load_manifest(manifest_path)
     for name, server in manifest.servers.items():
         if server.host not in ("127.0.0.1", "localhost"):
             print(f"demo: server {name} is not on loopback; using it as it is")
@@ -154,7 +165,6 @@ def start_servers(manifest_path: Path) -> list[PostgresSandbox | MariadbSandbox]
             f"demo: started a throw-away {server.kind} server for {name} on 127.0.0.1:{server.port} "
             f"with sample database(s) {', '.join(databases)}"
         )
-    return sandboxes
 
 
 def start_archiving_cluster(manifest: Manifest, name: str, user: str, password: str, port: int) -> PostgresSandbox:
@@ -184,9 +194,13 @@ def start_archiving_cluster(manifest: Manifest, name: str, user: str, password: 
         environment=cipher,
         root=folder,
     )
-    if Path(dataset.source.socket_directory) != sandbox.root / "socket":
-        sys.exit(f"demo: {name}'s socket_directory must be {sandbox.root / 'socket'} (the sandbox's)")
-    pitr_setup(manifest, name)
+    try:
+        if Path(dataset.source.socket_directory) != sandbox.root / "socket":
+            sys.exit(f"demo: {name}'s socket_directory must be {sandbox.root / 'socket'} (the sandbox's)")
+        pitr_setup(manifest, name)
+    except BaseException:
+        sandbox.stop()
+        raise
     print(f"demo: {name} archives its WAL to pgBackRest ({settings.config_file})")
     return sandbox
 

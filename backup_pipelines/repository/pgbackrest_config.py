@@ -126,7 +126,7 @@ def render_config(manifest: Manifest, name: str) -> ClusterSettings:
         f"pg1-port={server.port}",
         f"pg1-socket-path={source.socket_directory}",
         f"pg1-user={server.user}",
-        f"pg1-database={source.marker_database}",
+        f"pg1-database={server.maintenance_database}",
     ]
     text = "\n".join(lines) + "\n"
     return ClusterSettings(name, stanza, path, source.os_user, tuple(dataset.repositories), text, tuple(local_paths))
