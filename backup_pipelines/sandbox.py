@@ -12,7 +12,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,14 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_pipelines.engines.postgres_restore import find_bin_dir
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from backup_pipelines.ports import free_port
 
 
 @dataclass

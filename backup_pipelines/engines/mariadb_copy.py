@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ import pymysql
 from backup_pipelines.engines.base import Feed, run_restore_tool
 from backup_pipelines.errors import RestoreTargetError, ValidationFailedError
 from backup_pipelines.execute import Command, run
+from backup_pipelines.ports import free_port
 
 SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
 SCRATCH_ENV = "BACKUP_SCRATCH_DIR"
@@ -67,20 +67,13 @@ def extract_and_prepare(feed: Feed, data: Path, user: str) -> None:
     run(Command(as_user(user, "mariabackup", "--prepare", f"--target-dir={data}")), timeout=None)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def temporary_server(data: Path, user: str, wait_seconds: float) -> Iterator[int]:
     """Start mariadbd on the prepared `data` (with the InnoDB settings the backup recorded in backup-my.cnf)
     on 127.0.0.1 and a free port; yield the port; stop it whatever happens. Raise ValidationFailedError with
     its log if it does not accept connections within `wait_seconds`."""
     work = scratch(user)
-    port = _free_port()
+    port = free_port()
     server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     argv = [
         server,

@@ -13,7 +13,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from backup_pipelines.engines.base import CheckOutcome
 from backup_pipelines.engines.postgres import connect
 from backup_pipelines.errors import SourceUnavailableError, ValidationFailedError
 from backup_pipelines.manifest import PostgresServerConfig
+from backup_pipelines.ports import free_port
 
 MARKER_TABLE = "backup_pipelines.pitr_marker"
 MARGIN = timedelta(seconds=1)
@@ -91,13 +91,6 @@ def scratch_root(user: str) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class TemporaryServer:
     """A PostgreSQL server on a restored data directory, on 127.0.0.1 and a free port."""
@@ -148,7 +141,7 @@ def temporary_server(
     if it does not start (a recovery that cannot reach its target stops the server)."""
     prepare_data_directory(data, user)
     work = scratch_root(user)  # the socket and the log, apart from the data directory
-    server = TemporaryServer(data, _free_port(), bin_dir, user, work / "server.log")
+    server = TemporaryServer(data, free_port(), bin_dir, user, work / "server.log")
     options = (
         f"-c listen_addresses=127.0.0.1 -p {server.port} -k {work} -c archive_mode=off -c hot_standby=on -c ssl=off"
     )

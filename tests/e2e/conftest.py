@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -33,3 +36,18 @@ def job_execute(job: str, env: dict[str, str], partition: str | None = None) -> 
     """Run `dagster job execute` of `job` (for `partition`, through the dagster/partition tag)."""
     tags = ["--tags", json.dumps({"dagster/partition": partition})] if partition else []
     return run(["dagster", "job", "execute", "-m", "backup_pipelines.definitions", "-j", job, *tags], env)
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 2.0) -> T:
+    """Call `probe` until it returns something other than None (or False); fail naming `what` at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -27,22 +26,10 @@ import yaml
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import PG_PASSWORD_ENV, AlertReceiver, manifest_dict, write_manifest
-from tests.e2e.conftest import BIN, ROOT
+from tests.e2e.conftest import BIN, ROOT, wait_for
 
-T = TypeVar("T")
 HOOK_ENV = "DAEMON_TEST_WEBHOOK_URL"
 INSTANCE_DB = "dagster_daemon_test"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 2.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 @pytest.fixture

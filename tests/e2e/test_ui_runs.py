@@ -17,11 +17,11 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -29,9 +29,8 @@ from assets.keys import DatasetKeys
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.sandbox import PostgresSandbox, free_port
 from tests.conftest import PG_PASSWORD_ENV, AlertReceiver, manifest_dict, write_manifest
-from tests.e2e.conftest import BIN, ROOT
+from tests.e2e.conftest import BIN, ROOT, wait_for
 
-T = TypeVar("T")
 HOOK_ENV = "UI_TEST_WEBHOOK_URL"
 BROKEN = "broken_db"
 REPOSITORY = "__repository__"
@@ -52,18 +51,6 @@ def hourly_partitions(count: int) -> list[str]:
     """The `count` newest complete hourly partitions, oldest first."""
     newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     return [(newest - timedelta(hours=n)).strftime("%Y-%m-%d-%H:%M") for n in reversed(range(count))]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 2.0) -> T:
-    """Call `probe` until it returns something other than None (or False); fail naming `what` at `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 class Webserver:

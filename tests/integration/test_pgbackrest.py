@@ -7,6 +7,7 @@ keeping what a kept backup needs, and a broken archive_command failing `pitr-set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -112,6 +113,20 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def archive_refuses_writes(cluster: Cluster) -> Iterator[None]:
+    """Make the repository's WAL archive refuse writes (so the cluster's archive_command fails) until the end."""
+    archive = cluster.folder / "repo" / "archive" / STANZA
+    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
+    for folder in folders:
+        folder.chmod(0o500)
+    try:
+        yield
+    finally:
+        for folder in folders:
+            folder.chmod(0o750)
+
+
 class Writer:
     """Inserts a stamped row every 50 ms until stopped."""
 
@@ -212,11 +227,7 @@ def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> No
     long before its RPO has passed, and the description gives the server's reason."""
     manifest = cluster.manifest()
     pitr_setup(manifest, "main_cluster")
-    archive = cluster.folder / "repo" / "archive" / STANZA
-    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
-    for folder in folders:
-        folder.chmod(0o500)
-    try:
+    with archive_refuses_writes(cluster):
         with psycopg.connect(cluster.sandbox.conninfo(), autocommit=True) as connection:
             connection.execute("create table if not exists churn (i int)")
             connection.execute("insert into churn values (1)")
@@ -231,9 +242,6 @@ def test_failing_archive_makes_the_cluster_stale_at_once(cluster: Cluster) -> No
         assert item.stale and item.archive_failing and "archive_command failed" in item.describe()
         alerts, _ = plan_alerts({"main_cluster": {"first_seen": 0, "stale": False}}, [item], None)
         assert [alert.kind for alert in alerts] == ["stale"] and "archive_command failed" in alerts[0].message
-    finally:
-        for folder in folders:
-            folder.chmod(0o750)
 
 
 def test_corrupted_file_fails_verify_and_a_quarantined_base_is_not_built_on(cluster: Cluster) -> None:
@@ -262,16 +270,8 @@ def test_broken_archive_command_fails_the_check(cluster: Cluster) -> None:
     fail with pgBackRest's reason once archive_wait has passed."""
     manifest = cluster.manifest()
     pitr_setup(manifest, "main_cluster")
-    archive = cluster.folder / "repo" / "archive" / STANZA
-    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
-    for folder in folders:
-        folder.chmod(0o500)
-    try:
-        with pytest.raises(StorageError, match="check of main_cluster"):
-            pitr_setup(manifest, "main_cluster")
-    finally:
-        for folder in folders:
-            folder.chmod(0o750)
+    with archive_refuses_writes(cluster), pytest.raises(StorageError, match="check of main_cluster"):
+        pitr_setup(manifest, "main_cluster")
 
 
 def _stamped_then_moment(cluster: Cluster) -> tuple[datetime, str, str]:
