@@ -6,8 +6,12 @@ as it is written by `mbstream_check.py` (every chunk's CRC, every file ended, ma
 present), then the row counts again: a table whose count did not move is recorded exactly, one written during
 the copy as the range its restored count must fall in.
 
+The content fingerprint (the mysql kind's: row digests, SHOW CREATE of every object, the defaults) is taken in
+both snapshots too; the items equal in both are recorded, those that moved are named and not compared.
+
 Restore test: `mbstream -x` into a scratch folder, `mariabackup --prepare`, a temporary mariadbd on a free
-loopback port, then: the same tables, their row counts, CHECK TABLE on each, and the validation queries.
+loopback port, then: the same tables, their row counts, the fingerprint's stable items, CHECK TABLE on each,
+and the validation queries.
 `restore --output DIR` leaves a prepared datadir there, ready for a server.
 """
 
@@ -23,13 +27,15 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from backup_pipelines.engines import mysql_fingerprint
 from backup_pipelines.engines.base import CheckOutcome, Dump, Feed, RestoreReport, new_folder
+from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD, compare_fingerprints
 from backup_pipelines.engines.mariadb_copy import (
     check_tables,
     connect_copy,
     extract_and_prepare,
-    row_counts,
     scratch,
+    snapshot,
     temporary_server,
 )
 from backup_pipelines.engines.mysql import _password, connect, mysql_server
@@ -38,6 +44,9 @@ from backup_pipelines.errors import IntegrityError
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
 from backup_pipelines.manifest import Manifest, MariadbPhysicalDataset, MysqlServerConfig
 from backup_pipelines.repository.base import BackupRecord
+
+CHANGED_ITEMS = "fingerprint_changed_during_copy"  # items that moved while mariabackup copied: not compared
+STABLE_ONLY = "items that changed while the copy ran (the two snapshots before and after differ) are not compared"
 
 
 @functools.cache
@@ -110,25 +119,33 @@ class MariabackupEngine:
     def dump(self, manifest: Manifest, name: str) -> Iterator[Dump]:
         dataset, server, password = self._parts(manifest, name)
         databases = dataset.source.databases
+        verification = dataset.verification if dataset.verification.fingerprint else None
         with closing(connect(server, password)) as connection:
             with connection.cursor() as cursor:
                 cursor.execute("select version()")
                 version = str(cursor.fetchone()[0])
-            before = row_counts(connection, databases)
+            before = snapshot(connection, databases, verification)
             work = Path(tempfile.mkdtemp(prefix="bp-mariabackup-"))
             command = mariabackup_command(server, dataset, work)
             process = Process(Command(command.argv, {"MYSQL_PWD": password} if password else {}), stdout=PIPE)
 
             def finish() -> dict[str, Any]:
                 process.check()
-                exact, ranges = merge_counts(before, row_counts(connection, databases))
-                return {
+                after = snapshot(connection, databases, verification)
+                exact, ranges = merge_counts(before[0], after[0])
+                stats: dict[str, Any] = {
                     "server_version": version,
                     "table_count": len(exact) + len(ranges),
                     "tables": exact,
                     "table_ranges": ranges,
                     "queries": {},
                 }
+                if verification is not None:
+                    stable = {item: value for item, value in before[1].items() if after[1].get(item) == value}
+                    stats[FINGERPRINT] = stable
+                    stats[CHANGED_ITEMS] = sorted((set(before[1]) | set(after[1])) - set(stable))
+                    stats[FINGERPRINT_METHOD] = f"{mysql_fingerprint.METHOD}; {STABLE_ONLY}"
+                return stats
 
             try:
                 yield Dump(stream=process.stdout, finish=finish)
@@ -168,8 +185,14 @@ class MariabackupEngine:
                 restore_seconds = time.monotonic() - started
                 started = time.monotonic()
                 with closing(_connect_when_ready(port, server.user, password, wait)) as connection:
-                    counts = row_counts(connection, dataset.source.databases)
+                    fingerprinted = FINGERPRINT in record.source_stats
+                    verification = dataset.verification if fingerprinted else None
+                    counts, items = snapshot(connection, dataset.source.databases, verification)
                     outcomes = judge_counts(record.source_stats, counts)
+                    if fingerprinted:
+                        changed = set(record.source_stats.get(CHANGED_ITEMS, []))
+                        compared = {item: value for item, value in items.items() if item not in changed}
+                        outcomes += compare_fingerprints(record.source_stats, {FINGERPRINT: compared})
                     damaged = check_tables(connection, sorted(counts))
                     outcomes.append(
                         CheckOutcome("CHECK TABLE", "OK for every table", "; ".join(damaged) or "OK", not damaged)

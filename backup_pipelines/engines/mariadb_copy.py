@@ -16,13 +16,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pymysql
 
+from backup_pipelines.engines import mysql_fingerprint
 from backup_pipelines.engines.base import Feed, run_restore_tool
 from backup_pipelines.errors import RestoreTargetError, ValidationFailedError
 from backup_pipelines.execute import Command, run
+from backup_pipelines.manifest import MysqlDataset, Verification
 from backup_pipelines.ports import free_port
 
 SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
@@ -127,15 +130,32 @@ def quote(name: str) -> str:
 
 def row_counts(connection: Any, databases: list[str]) -> dict[str, int]:
     """Every table's row count, read in one consistent snapshot: {"db.table": rows}."""
+    return snapshot(connection, databases, None)[0]
+
+
+def snapshot(
+    connection: Any, databases: list[str], verification: Verification | None
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """In one consistent snapshot: every table's row count ({"db.table": rows}) and, given the dataset's
+    `verification`, the content fingerprint of every database (the mysql kind's items: row digests, SHOW
+    CREATE of every object, defaults), each item named "<db> | <item>"."""
     with connection.cursor() as cursor:
         cursor.execute("set session transaction isolation level repeatable read")
         cursor.execute("start transaction with consistent snapshot")
-        counts = {}
+        counts: dict[str, int] = {}
+        by_database: dict[str, list[str]] = {}
         for schema, table in user_tables(cursor, databases):
             cursor.execute(f"select count(*) from {quote(schema)}.{quote(table)}")
             counts[f"{schema}.{table}"] = int(cursor.fetchone()[0])
+            by_database.setdefault(schema, []).append(table)
+        items: dict[str, Any] = {}
+        if verification is not None:
+            scope = SimpleNamespace(verification=verification, source=SimpleNamespace(exclude_tables=[]))
+            for schema, tables in by_database.items():
+                found = mysql_fingerprint.fingerprint(cursor, schema, schema, tables, cast(MysqlDataset, scope))
+                items.update({f"{schema} | {item}": value for item, value in found.items()})
         cursor.execute("commit")
-    return counts
+    return counts, items
 
 
 def check_tables(connection: Any, tables: list[str]) -> list[str]:

@@ -86,6 +86,9 @@ def test_physical_backup_under_writes_restores_and_checks(tmp_path: Path, mariad
     report = restore_test_backup(manifest, "server_copy", record)
     names = [outcome.name for outcome in report.outcomes]
     assert report.failures == [] and "CHECK TABLE" in names and "query customers" in names
+    assert "content fingerprint" in names  # the items stable during the copy, all equal
+    assert "shop | rows shop.orders" in stats["fingerprint"]
+    assert "busy | rows busy.events" in stats["fingerprint_changed_during_copy"]  # written meanwhile
     assert report.restored_stats["tables"]["shop.orders"] == stats["tables"]["shop.orders"]
 
 
