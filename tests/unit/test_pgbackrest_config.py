@@ -1,0 +1,82 @@
+"""The pgBackRest configuration written from the manifest: every repository as repo1..N (the WAL archive reaches
+each copy), S3 settings for a bucket, encryption on when a passphrase variable is named, and never a secret.
+
+pgBackRest speaks only HTTPS to S3 and the local S3 server of the tests speaks HTTP, so an S3 repository is
+checked here as configuration; the local-folder repository runs for real in tests/integration/test_pgbackrest.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backup_pipelines.errors import MissingSecretError
+from backup_pipelines.repository.pgbackrest_config import render_config, secret_environment
+from tests.conftest import write_manifest
+
+
+def manifest_data(tmp_path: Path) -> dict[str, object]:
+    return {
+        "repositories": {
+            "near": {"type": "pgbackrest", "path": "pitr-repo", "cipher_pass_env": "NEAR_CIPHER"},
+            "far": {
+                "type": "pgbackrest",
+                "path": "clusters",
+                "cipher_pass_env": "FAR_CIPHER",
+                "offsite": True,
+                "s3": {
+                    "bucket": "pitr-offsite",
+                    "endpoint": "s3.eu-west-1.amazonaws.com",
+                    "region": "eu-west-1",
+                    "access_key_id_env": "FAR_KEY",
+                    "secret_access_key_env": "FAR_SECRET",
+                },
+            },
+        },
+        "servers": {"pg": {"kind": "postgres", "port": 5433, "user": "backup", "password_env": "PG_PASS"}},
+        "datasets": {
+            "main": {
+                "kind": "postgres_cluster",
+                "schedule": "hourly",
+                "rpo": "5m",
+                "rto": "1h",
+                "retention": {"keep_daily": 7},
+                "repositories": ["near", "far"],
+                "source": {"server": "pg", "data_directory": "/var/lib/postgresql/15/main", "stanza": "prod"},
+            }
+        },
+    }
+
+
+def test_every_repository_is_configured_and_no_secret_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", manifest_data(tmp_path))
+    settings = render_config(manifest, "main")
+    lines = settings.text.splitlines()
+    assert settings.config_file == tmp_path / ".local" / "pgbackrest" / "main.conf"
+    assert settings.stanza == "prod" and "[prod]" in lines and "pg1-port=5433" in lines
+    assert f"repo1-path={tmp_path / 'pitr-repo'}" in lines and "repo1-type=posix" in lines
+    assert {
+        "repo2-type=s3",
+        "repo2-path=/clusters",
+        "repo2-s3-bucket=pitr-offsite",
+        "repo2-s3-region=eu-west-1",
+    } <= set(lines)
+    assert "repo1-cipher-type=aes-256-cbc" in lines and "repo2-cipher-type=aes-256-cbc" in lines
+    assert "compress-type=zst" in lines and "repo2-retention-full=9999999" in lines
+    secrets = {"NEAR_CIPHER": "near-pass", "FAR_CIPHER": "far-pass", "FAR_KEY": "AKIA1", "FAR_SECRET": "s3cr3t"}
+    for name, value in {**secrets, "PG_PASS": "pw"}.items():
+        monkeypatch.setenv(name, value)
+    environment = secret_environment(manifest, "main")
+    assert environment["PGBACKREST_REPO2_S3_KEY_SECRET"] == "s3cr3t" and environment["PGPASSWORD"] == "pw"
+    assert environment["PGBACKREST_REPO1_CIPHER_PASS"] == "near-pass"
+    assert not any(value in settings.text for value in secrets.values())
+
+
+def test_a_missing_cipher_passphrase_names_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", manifest_data(tmp_path))
+    for name in ("NEAR_CIPHER", "FAR_CIPHER", "FAR_KEY", "FAR_SECRET", "PG_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MissingSecretError, match="NEAR_CIPHER"):
+        secret_environment(manifest, "main")
