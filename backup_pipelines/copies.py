@@ -3,7 +3,8 @@
 Object backups are copied server-side when both ends are on the same S3 endpoint, streamed otherwise, and
 re-checked at the destination (read back, sha256 against the record) before their sidecar is written there,
 so a copy exists only once it is known to be whole. File-tree snapshots are copied with `restic copy`, AWS
-snapshots by AWS into the copy repository's region (`SnapshotStore.copy_from`). A copy repository that fails
+snapshots by AWS into the copy repository's region (`SnapshotStore.copy_from`), cluster backups by pgBackRest
+taking one more base backup into the copy repository (`PgBackRestRepository.copy_from`). A copy repository that fails
 raises StorageError naming it; the primary is never touched.
 """
 
@@ -16,8 +17,11 @@ from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository import BackupRecord, BackupStore, Repository, ResticRepository, open_repository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
+from backup_pipelines.repository.pgbackrest import PgBackRestRepository
 from backup_pipelines.repository.s3 import S3Repository
 from backup_pipelines.stream import CHUNK
+
+SELF_COPYING = (ResticRepository, SnapshotStore, PgBackRestRepository)  # stores whose own tool makes the copy
 
 
 def copy_backup(manifest: Manifest, name: str, record: BackupRecord) -> dict[str, str]:
@@ -30,7 +34,9 @@ def copy_backup(manifest: Manifest, name: str, record: BackupRecord) -> dict[str
         target = open_repository(manifest, repository_name)
         if isinstance(target, Repository) and isinstance(primary, Repository):
             locations[target.name] = _copy_object(primary, target, record)
-        elif isinstance(target, ResticRepository | SnapshotStore) and type(target) is type(primary):
+        elif isinstance(target, ResticRepository | SnapshotStore | PgBackRestRepository) and type(target) is type(
+            primary
+        ):
             locations[target.name] = target.copy_from(primary, record)  # type: ignore[arg-type]  # same type
         else:
             raise StorageError(f"cannot copy between {primary.name} and {target.name}: different repository families")

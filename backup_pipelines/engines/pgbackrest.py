@@ -90,6 +90,7 @@ class PgBackRestEngine:
     kind = "postgres_cluster"
     format = "pgbackrest"
     store_type = PgBackRestRepository
+    exact_copies = False  # each repository holds its own base backup of the partition, not the same bytes
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         return {"pgbackrest": pgbackrest_version()}

@@ -115,6 +115,22 @@ class PgBackRestRepository(BackupStore):
             when = at or datetime.now(UTC).isoformat()
             self.annotate(record, {NOTE_QUARANTINE: quote(reason, safe=""), NOTE_QUARANTINED_AT: when})
 
+    def copy_from(self, source: PgBackRestRepository, record: BackupRecord) -> str:
+        """Give this repository its own base backup for `record` (pgBackRest copies nothing between repositories:
+        each takes its own backups, and the WAL archive goes to all of them), annotated with the same dataset,
+        partition and backup id; return its location. A backup already there is not taken again."""
+        existing = self.find_backup(record.dataset, record.backup_id)
+        if existing is None:
+            notes = {NOTE_DATASET: record.dataset, NOTE_PARTITION: record.partition_key, NOTE_ID: record.backup_id}
+            kind = str(record.source_stats.get("backup_type", "full"))
+            self.run(record.dataset, "backup", f"--type={kind}", *(f"--annotation={k}={v}" for k, v in notes.items()))
+            existing = self.find_backup(record.dataset, record.backup_id)
+            if existing is None:
+                raise StorageError(
+                    f"pgbackrest reported the backup of {record.dataset} into {self.name} done but lists none"
+                )
+        return self.uri(existing.object_name)
+
     def prerequisites(self, record: BackupRecord) -> set[str]:
         return set(record.source_stats.get("needs", []))
 

@@ -26,6 +26,7 @@ import yaml
 from assets.monitoring import current_freshness, wal_freshness
 from assets.pitr import build_marker_sensor
 from backup_pipelines.cli import main
+from backup_pipelines.copies import copy_backup
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted
 from backup_pipelines.engines.postgres import connect
@@ -103,7 +104,10 @@ def cluster() -> Iterator[Cluster]:
     settings = archive_settings(folder / "pgbackrest.conf", STANZA, timedelta(seconds=30))
     os.environ[CIPHER_ENV] = CIPHER
     sandbox = start_postgres_sandbox(
-        password="pitr-pässword", settings=settings, environment={"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
+        password="pitr-pässword",
+        settings=settings,
+        # the archive_command pushes to every repository configured: the copy test adds a second one
+        environment={"PGBACKREST_REPO1_CIPHER_PASS": CIPHER, "PGBACKREST_REPO2_CIPHER_PASS": CIPHER},
     )
     os.environ[PASSWORD_ENV] = sandbox.password
     try:
@@ -370,3 +374,30 @@ def test_prune_expires_with_pgbackrest_and_keeps_chains_whole(cluster: Cluster) 
     assert remaining == {record.backup_id for record, _ in done.kept}
     assert not {r.backup_id for r in done.expired} & remaining
     assert {old_incr.backup_id, old_full.backup_id} <= remaining, "the newest restore-tested backup stays, whole"
+
+
+def test_a_second_repository_gets_its_own_base_backup_and_the_wal(cluster: Cluster) -> None:
+    """Two pgbackrest repositories (repo1, repo2): the backup goes to the first, the copy step has pgBackRest
+    take the same partition's backup into the second, the archive_command ships the WAL to both, and verify
+    checks each repository's own backup."""
+    data = cluster.manifest_data(repositories=["pitr", "pitr_offsite"])
+    data["repositories"]["pitr_offsite"] = {
+        "type": "pgbackrest",
+        "path": str(cluster.folder / "repo-offsite"),
+        "cipher_pass_env": CIPHER_ENV,
+        "offsite": True,
+    }
+    cluster.manifest_path.write_text(yaml.safe_dump(data))
+    manifest = load_manifest(cluster.manifest_path)
+    try:
+        pitr_setup(manifest, "main_cluster")  # stanza-create on both, check archives to both
+        record = run_backup(manifest, "main_cluster", "2026-12-02-06:00").record
+        locations = copy_backup(manifest, "main_cluster", record)
+        assert set(locations) == {"pitr", "pitr_offsite"} and "repo-offsite" in locations["pitr_offsite"]
+        checks = verify_backup(manifest, "main_cluster", record)
+        assert [check.repository for check in checks] == ["pitr", "pitr_offsite"]
+        assert all(check.archive["files_checked"] > 0 for check in checks)
+        again = copy_backup(manifest, "main_cluster", record)  # already there: not taken twice
+        assert again == locations
+    finally:
+        cluster.manifest()  # back to one repository
