@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
@@ -232,7 +233,22 @@ class DatasetBase(StrictModel):
     retry_delay: Duration = Field(timedelta(minutes=1), description="Wait before the first retry; doubles each time.")
     alerts: DatasetAlerts = Field(default_factory=DatasetAlerts, description="Where this dataset's alerts go.")
     owners: list[Owner] = Field(default_factory=list, description='"team:name" or an e-mail address.')
-    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied to the assets.")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form tags copied to the assets. `k8s/cpu` (e.g. 500m, 2) and `k8s/memory` (e.g. 512Mi, "
+        "4Gi) size the dataset's step pods on Kubernetes.",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _kubernetes_quantities(cls, tags: dict[str, str]) -> dict[str, str]:
+        for tag, pattern, example in (
+            ("k8s/cpu", r"\d+(\.\d+)?m?", "500m or 2"),
+            ("k8s/memory", r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?", "512Mi or 4Gi"),
+        ):
+            if tag in tags and not re.fullmatch(pattern, tags[tag]):
+                raise ValueError(f"{tag}: {tags[tag]!r} is not a Kubernetes quantity (e.g. {example})")
+        return tags
 
     @field_validator("rpo")
     @classmethod

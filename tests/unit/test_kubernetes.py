@@ -21,6 +21,8 @@ from kubernetes.client import ApiClient
 
 from assets.kubernetes import EXECUTOR_ENV, IDENTITY_SECRET
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.errors import ManifestError
+from backup_pipelines.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "registry.example.com/backup-pipelines:1.0.0"
@@ -109,3 +111,15 @@ def test_chart_values_and_instance_agree_on_secrets_and_never_give_the_identity_
     documented = [doc for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "secrets.example.yaml").read_text())]
     assert {doc["metadata"]["name"] for doc in documented} == chart_secrets | {IDENTITY_SECRET}
     assert all(value.startswith("<") for doc in documented for value in doc["stringData"].values())
+
+
+def test_a_malformed_k8s_tag_is_refused_naming_the_field(tmp_path: Path) -> None:
+    text = (ROOT / "backup_manifest.yaml").read_text()
+    bad = '    owners: ["team:platform"]\n    tags: {k8s/memory: 4GB}\n    schedule: hourly\n    rpo: 2h'
+    (tmp_path / "m.yaml").write_text(
+        text.replace('    owners: ["team:platform"]\n    schedule: hourly\n    rpo: 2h', bad, 1)
+    )
+    (tmp_path / ".local" / "keys").mkdir(parents=True)
+    shutil.copy(ROOT / ".local" / "keys" / "age-recipients.txt", tmp_path / ".local" / "keys")
+    with pytest.raises(ManifestError, match=r"datasets\.postgres_main\.tags.*k8s/memory: '4GB' is not a Kubernetes"):
+        load_manifest(tmp_path / "m.yaml")
