@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 
-from backup_pipelines.engines.pitr_server import scratch_root, temporary_server, wait_promoted  # noqa: E402
+from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted  # noqa: E402
 from backup_pipelines.engines.postgres import connect  # noqa: E402
 from backup_pipelines.manifest import load_manifest  # noqa: E402
 from backup_pipelines.operations import run_backup  # noqa: E402
@@ -40,6 +40,7 @@ from backup_pipelines.pitr_setup import archive_settings, pitr_setup  # noqa: E4
 from backup_pipelines.repository.pgbackrest import pgbackrest_command  # noqa: E402
 from backup_pipelines.repository.pgbackrest_config import render_config, secret_environment  # noqa: E402
 from backup_pipelines.sandbox import start_postgres_sandbox  # noqa: E402
+from backup_pipelines.system_user import owned_scratch  # noqa: E402
 from benchmarks.bench_postgres import build_database  # noqa: E402
 
 CIPHER = "bench-cipher-pass"
@@ -86,7 +87,9 @@ def started_and_promoted(data: Path, bin_dir: str, conninfo: dict[str, object]) 
     """Start a server on the restored `data`, wait until it promoted; return the seconds it took."""
     manifest_server = conninfo["server"]
     started = time.monotonic()
-    with temporary_server(data, bin_dir, "postgres", 3600, {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}) as server:
+    with temporary_server(
+        data, f"{bin_dir}/pg_ctl", "postgres", 3600, {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
+    ) as server:
         local = manifest_server.model_copy(update={"port": server.port, "sslmode": "disable"})  # type: ignore[attr-defined]
         wait_promoted(lambda: connect(local, "postgres", str(conninfo["password"])), server, 3600)
     return time.monotonic() - started
@@ -97,7 +100,7 @@ def main() -> int:
     parser.add_argument("--size", type=float, default=1.3, help="database size in GB")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best time of each side is kept")
     arguments = parser.parse_args()
-    work = scratch_root("postgres")
+    work = owned_scratch("postgres", "bp-bench-pitr-")
     os.chmod(work, 0o755)
     os.environ.update({"BENCH_CIPHER": CIPHER, "BENCH_PG": "bench"})
     settings = archive_settings(work / "pgbackrest.conf", STANZA, timedelta(seconds=30))
@@ -129,7 +132,7 @@ def main() -> int:
             pitr_setup(manifest, "cluster")  # pgbackrest check: the WAL past the moment is archived
             target = moment.strftime("%Y-%m-%d %H:%M:%S.%f+00")
             for side in ("raw", "ours"):
-                folder = scratch_root("postgres")
+                folder = owned_scratch("postgres", "bp-bench-pitr-")
                 data = folder / "data"
                 started = time.monotonic()
                 if side == "raw":

@@ -180,7 +180,7 @@ def restore_to_file(target: str, feed: Feed) -> str:
     `target`; a failed or interrupted restore removes it, so `target` never holds part of an archive. Raise
     RestoreTargetExistsError if `target` exists, or what `feed` raised."""
     path = Path(target).resolve()
-    _refuse_existing(path)
+    refuse_existing(path)
     temporary = path.with_name(f".{path.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
     try:
         with open(temporary, "xb") as output:
@@ -200,12 +200,12 @@ def new_folder(target: str) -> Iterator[Path]:
     `target`, on failure remove it with its contents, so `target` is whole or absent. Raise
     RestoreTargetExistsError if `target` exists (before or at the rename)."""
     path = Path(target).resolve()
-    _refuse_existing(path)
+    refuse_existing(path)
     temporary = path.with_name(f".{path.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
     temporary.mkdir()
     try:
         yield temporary
-        _refuse_existing(path)
+        refuse_existing(path)
         os.rename(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -213,7 +213,8 @@ def new_folder(target: str) -> Iterator[Path]:
     fsync_directory(path.parent)
 
 
-def _refuse_existing(path: Path) -> None:
+def refuse_existing(path: Path) -> None:
+    """Raise RestoreTargetExistsError if `path` exists (a restore never overwrites)."""
     if os.path.lexists(path):
         raise RestoreTargetExistsError(f"{path} already exists: a restore never overwrites, choose a new name")
 
@@ -226,5 +227,5 @@ def _link_without_overwriting(source: Path, target: Path) -> None:
     except FileExistsError as error:
         raise RestoreTargetExistsError(f"{target} appeared during the restore: not overwritten") from error
     except OSError:
-        _refuse_existing(target)
+        refuse_existing(target)
         os.rename(source, target)

@@ -34,16 +34,16 @@ from backup_pipelines.engines.mariadb_copy import (
     check_tables,
     connect_copy,
     extract_and_prepare,
-    scratch,
     snapshot,
     temporary_server,
 )
-from backup_pipelines.engines.mysql import _password, connect, mysql_server
+from backup_pipelines.engines.mysql import _password, connect, mysql_server, query_runner
 from backup_pipelines.engines.validation import run_validation_queries
 from backup_pipelines.errors import IntegrityError
 from backup_pipelines.execute import PIPE, Command, Process, tool_version
 from backup_pipelines.manifest import Manifest, MariadbPhysicalDataset, MysqlServerConfig
 from backup_pipelines.repository.base import BackupRecord
+from backup_pipelines.system_user import owned_scratch
 
 CHANGED_ITEMS = "fingerprint_changed_during_copy"  # items that moved while mariabackup copied: not compared
 STABLE_ONLY = "items that changed while the copy ran (the two snapshots before and after differ) are not compared"
@@ -176,7 +176,7 @@ class MariabackupEngine:
     def restore_test(self, manifest: Manifest, name: str, record: BackupRecord, feed: Feed) -> RestoreReport:
         dataset, server, password = self._parts(manifest, name)
         user = dataset.source.os_user
-        folder = scratch(user)
+        folder = owned_scratch(user, "bp-mariabackup-")
         try:
             started = time.monotonic()
             extract_and_prepare(feed, folder / "data", user)
@@ -197,7 +197,9 @@ class MariabackupEngine:
                     outcomes.append(
                         CheckOutcome("CHECK TABLE", "OK for every table", "; ".join(damaged) or "OK", not damaged)
                     )
-                    outcomes += run_validation_queries(_runner(connection), dataset.verification, record.source_stats)
+                    outcomes += run_validation_queries(
+                        query_runner(connection), dataset.verification, record.source_stats
+                    )
                 validation_seconds = time.monotonic() - started
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -222,13 +224,3 @@ def _connect_when_ready(port: int, user: str, password: str | None, wait: float)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def _runner(connection: Any) -> Any:
-    def run_query(query: str) -> Any:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            row = cursor.fetchone()
-            return row[0] if row else None
-
-    return run_query

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,31 +25,9 @@ from backup_pipelines.errors import RestoreTargetError, ValidationFailedError
 from backup_pipelines.execute import Command, run
 from backup_pipelines.manifest import MysqlDataset, Verification
 from backup_pipelines.ports import free_port
+from backup_pipelines.system_user import as_user, owned_folder, owned_scratch
 
 SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
-SCRATCH_ENV = "BACKUP_SCRATCH_DIR"
-
-
-def as_user(user: str, *argv: str) -> tuple[str, ...]:
-    return ("runuser", "-u", user, "--", *argv) if os.geteuid() == 0 and user != "root" else argv
-
-
-def owned_folder(path: Path, user: str) -> Path:
-    """Make the new folder `path` (0700), owned by `user` when we are root; return it."""
-    path.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(user)
-        os.chown(path, account.pw_uid, account.pw_gid)
-    return path
-
-
-def scratch(user: str) -> Path:
-    """A new private folder in $BACKUP_SCRATCH_DIR (else the temporary folder) for `user`."""
-    folder = Path(tempfile.mkdtemp(prefix="bp-mariabackup-", dir=os.environ.get(SCRATCH_ENV) or None))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(user)
-        os.chown(folder, account.pw_uid, account.pw_gid)
-    return folder
 
 
 def extract_and_prepare(feed: Feed, data: Path, user: str) -> None:
@@ -59,7 +35,7 @@ def extract_and_prepare(feed: Feed, data: Path, user: str) -> None:
     `mariabackup --prepare` (it applies the redo log copied during the backup). Raise RestoreTargetError when
     `user` cannot reach the folder's parent, CommandFailedError when a tool fails."""
     if os.geteuid() == 0 and user != "root":
-        reach = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(data.parent)], check=False)
+        reach = subprocess.run(as_user(user, "test", "-x", str(data.parent)), check=False)
         if reach.returncode != 0:
             raise RestoreTargetError(
                 f"{data.parent} cannot be reached by {user}, who runs the restored copy: choose a folder under "
@@ -75,7 +51,7 @@ def temporary_server(data: Path, user: str, wait_seconds: float) -> Iterator[int
     """Start mariadbd on the prepared `data` (with the InnoDB settings the backup recorded in backup-my.cnf)
     on 127.0.0.1 and a free port; yield the port; stop it whatever happens. Raise ValidationFailedError with
     its log if it does not accept connections within `wait_seconds`."""
-    work = scratch(user)
+    work = owned_scratch(user, "bp-mariadb-copy-")
     port = free_port()
     server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     argv = [
@@ -126,11 +102,6 @@ def user_tables(cursor: Any, databases: list[str]) -> list[tuple[str, str]]:
 
 def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
-
-
-def row_counts(connection: Any, databases: list[str]) -> dict[str, int]:
-    """Every table's row count, read in one consistent snapshot: {"db.table": rows}."""
-    return snapshot(connection, databases, None)[0]
 
 
 def snapshot(

@@ -166,6 +166,18 @@ def collect_stats(
     return stats
 
 
+def query_runner(connection: Any) -> Any:
+    """Return a function running one query on `connection` and giving the first column of its first row."""
+
+    def run(query: str) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            row = cursor.fetchone()
+            return row[0] if row else None
+
+    return run
+
+
 def column_rewrite(connection: Any, dataset: MysqlDataset) -> ColumnRewrite | None:
     """Return the dump-stream rewrite that writes the real members of the dataset's ENUM/SET columns that
     mysqldump would write as '?', None when there are none. Raise UnrepresentableSourceError naming them
@@ -337,14 +349,9 @@ class MysqlEngine:
                     outcomes = compare_stats(record.source_stats, restored, dataset.verification)
                     if dataset.verification.fingerprint:
                         outcomes += compare_fingerprints(record.source_stats, restored)
-
-                    def run(query: str) -> Any:
-                        with connection.cursor() as cursor:
-                            cursor.execute(query)
-                            row = cursor.fetchone()
-                            return row[0] if row else None
-
-                    outcomes += run_validation_queries(run, dataset.verification, record.source_stats)
+                    outcomes += run_validation_queries(
+                        query_runner(connection), dataset.verification, record.source_stats
+                    )
                 validation_seconds = time.monotonic() - started
             finally:
                 with admin.cursor() as cursor:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from shutil import disk_usage
 
 from backup_pipelines.engines.base import Feed
+from backup_pipelines.system_user import SCRATCH_DIR_ENV
 from backup_pipelines.units import human_bytes
 
 LOG = logging.getLogger("backup_pipelines")
@@ -25,13 +26,6 @@ PARALLEL_THRESHOLD = 256 * 1024 * 1024
 # The scratch folder must have room for the raw archive plus this share of it.
 FREE_SPACE_MARGIN = 0.10
 MAX_JOBS = 8
-SCRATCH_DIR_ENV = "BACKUP_SCRATCH_DIR"
-
-
-def scratch_folder() -> str:
-    """Return the folder for temporary archive files: $BACKUP_SCRATCH_DIR if set, else the system's temporary
-    folder (tempfile.gettempdir(), which follows $TMPDIR)."""
-    return os.environ.get(SCRATCH_DIR_ENV) or tempfile.gettempdir()
 
 
 def parallel_jobs() -> int:

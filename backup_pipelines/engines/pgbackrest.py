@@ -19,31 +19,27 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 import shutil
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from backup_pipelines.engines.base import CheckOutcome, RestoreReport
+from backup_pipelines.engines.base import CheckOutcome, RestoreReport, refuse_existing
 from backup_pipelines.engines.pgbackrest_wal import check_wal_continuity, judge_verify_report
 from backup_pipelines.engines.pitr_server import (
     MARGIN,
     judge_markers,
     markers,
-    remove_scratch,
-    scratch_root,
     temporary_server,
     wait_promoted,
     write_marker,
 )
-from backup_pipelines.engines.postgres import _password, connect
-from backup_pipelines.engines.postgres_restore import find_bin_dir
+from backup_pipelines.engines.postgres import _password, connect, query_runner
+from backup_pipelines.engines.postgres_restore import binary
 from backup_pipelines.engines.validation import run_validation_queries
-from backup_pipelines.errors import CommandFailedError, IntegrityError, RestoreTargetExistsError, StorageError
+from backup_pipelines.errors import CommandFailedError, IntegrityError, StorageError
 from backup_pipelines.execute import Command, run
 from backup_pipelines.manifest import Manifest, PostgresClusterDataset, PostgresServerConfig
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
@@ -51,9 +47,9 @@ from backup_pipelines.repository.pgbackrest import NOTE_DATASET, NOTE_ID, NOTE_P
 from backup_pipelines.repository.pgbackrest_config import (
     cluster_dataset,
     cluster_server,
-    give_to,
     secret_environment,
 )
+from backup_pipelines.system_user import owned_folder, owned_scratch
 
 LOG = logging.getLogger("backup_pipelines")
 PARTITION_FORMATS = ("%Y-%m-%d-%H:%M", "%Y-%m-%d")
@@ -182,14 +178,14 @@ class PgBackRestEngine:
         stamped: datetime,
     ) -> list[CheckOutcome]:
         dataset, server, password = _parts(manifest, name)
-        folder = scratch_root(dataset.source.os_user)
+        folder = owned_scratch(dataset.source.os_user, "bp-pitr-")
         try:
             data = folder / "data"
             self._restore(store, name, record, data, target)
-            bin_dir = find_bin_dir(server.bin_dir) or "/usr/lib/postgresql/15/bin"
             wait = max(60.0, dataset.rto.total_seconds())
             secrets = secret_environment(manifest, name)
-            with temporary_server(data, bin_dir, dataset.source.os_user, wait, secrets) as restored:
+            pg_ctl = binary("pg_ctl", server)
+            with temporary_server(data, pg_ctl, dataset.source.os_user, wait, secrets) as restored:
                 local = server.model_copy(update={"host": "127.0.0.1", "port": restored.port, "sslmode": "disable"})
 
                 def connect_restored() -> Any:
@@ -198,10 +194,10 @@ class PgBackRestEngine:
                 wait_promoted(connect_restored, restored, wait)
                 with connect_restored() as connection:
                     outcomes = judge_markers(source_markers, markers(connection), target or stamped + 2 * MARGIN)
-                    outcomes += run_validation_queries(_runner(connection), dataset.verification, {})
+                    outcomes += run_validation_queries(query_runner(connection), dataset.verification, {})
             return outcomes
         finally:
-            remove_scratch(folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _restore(
         self, store: PgBackRestRepository, name: str, record: BackupRecord, data: Path, target: datetime | None
@@ -227,14 +223,12 @@ class PgBackRestEngine:
         is removed if the restore fails. Raise RestoreTargetExistsError if it exists, ValueError if `moment`
         is before the backup's end (no backup can recover to an earlier moment)."""
         path = Path(target).resolve()
-        if os.path.lexists(path):
-            raise RestoreTargetExistsError(f"{path} already exists: a restore never overwrites, choose a new name")
+        refuse_existing(path)
         stopped = record.source_stats.get("stopped_at")
         if moment is not None and stopped and moment <= datetime.fromisoformat(stopped):
             raise ValueError(f"backup {record.backup_id} ended at {stopped}: it cannot recover to {moment.isoformat()}")
         try:
-            path.mkdir(mode=0o700)  # pgBackRest runs as the cluster's user, who may not write the parent
-            give_to(path, store.settings(name).os_user)
+            owned_folder(path, store.settings(name).os_user)  # pgBackRest, as that user, may not write the parent
             self._restore(store, name, record, path, moment)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
@@ -279,14 +273,6 @@ def _random_moment(start: datetime, end: datetime) -> datetime:
     if end <= start:
         return start
     return start + (end - start) * random.random()
-
-
-def _runner(connection: Any) -> Callable[[str], Any]:
-    def run_query(query: str) -> Any:
-        row = connection.execute(query).fetchone()
-        return row[0] if row else None
-
-    return run_query
 
 
 __all__ = ["IntegrityError", "PgBackRestEngine", "partition_moment"]

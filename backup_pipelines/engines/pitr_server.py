@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from backup_pipelines.engines.postgres import connect
 from backup_pipelines.errors import SourceUnavailableError, ValidationFailedError
 from backup_pipelines.manifest import PostgresServerConfig
 from backup_pipelines.ports import free_port
+from backup_pipelines.system_user import as_user, give_to, owned_scratch
 
 MARKER_TABLE = "backup_pipelines.pitr_marker"
 MARGIN = timedelta(seconds=1)
-SCRATCH_ENV = "BACKUP_SCRATCH_DIR"
 
 
 def write_marker(server: PostgresServerConfig, database: str, password: str | None) -> datetime:
@@ -81,28 +79,15 @@ def judge_markers(source: list[datetime], restored: list[datetime], target: date
     ]
 
 
-def scratch_root(user: str) -> Path:
-    """A new private folder for a restored data directory, in $BACKUP_SCRATCH_DIR (else the temporary
-    folder), owned by the cluster's system user."""
-    folder = Path(tempfile.mkdtemp(prefix="bp-pitr-", dir=os.environ.get(SCRATCH_ENV) or None))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(user)
-        os.chown(folder, account.pw_uid, account.pw_gid)
-    return folder
-
-
 @dataclass
 class TemporaryServer:
     """A PostgreSQL server on a restored data directory, on 127.0.0.1 and a free port."""
 
     data: Path
     port: int
-    bin_dir: str
+    pg_ctl: str  # the path of pg_ctl, of the cluster's major version
     user: str
     log: Path
-
-    def as_user(self, *argv: str) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *argv] if os.geteuid() == 0 and self.user != "root" else list(argv)
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
@@ -110,7 +95,7 @@ class TemporaryServer:
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             subprocess.run(
-                self.as_user(f"{self.bin_dir}/pg_ctl", "-D", str(self.data), "stop", "-m", "immediate", "-w"),
+                as_user(self.user, self.pg_ctl, "-D", str(self.data), "stop", "-m", "immediate", "-w"),
                 capture_output=True,
                 timeout=120,
             )
@@ -126,27 +111,25 @@ def prepare_data_directory(data: Path, user: str) -> None:
         path = data / name
         if not path.exists():
             path.write_text(text)
-            if os.geteuid() == 0:
-                account = pwd.getpwnam(user)
-                os.chown(path, account.pw_uid, account.pw_gid)
+            give_to(path, user)
 
 
 @contextlib.contextmanager
 def temporary_server(
-    data: Path, bin_dir: str, user: str, wait_seconds: float, environment: dict[str, str]
+    data: Path, pg_ctl: str, user: str, wait_seconds: float, environment: dict[str, str]
 ) -> Iterator[TemporaryServer]:
     """Start a server on `data` (recovery runs as configured by the restore; `environment` carries what its
     restore_command needs, such as the repository's cipher passphrase), wait until it accepts connections,
     yield it, and stop it whatever happens. Raise ValidationFailedError with the server's log
     if it does not start (a recovery that cannot reach its target stops the server)."""
     prepare_data_directory(data, user)
-    work = scratch_root(user)  # the socket and the log, apart from the data directory
-    server = TemporaryServer(data, free_port(), bin_dir, user, work / "server.log")
+    work = owned_scratch(user, "bp-pitr-server-")  # the socket and the log, apart from the data directory
+    server = TemporaryServer(data, free_port(), pg_ctl, user, work / "server.log")
     options = (
         f"-c listen_addresses=127.0.0.1 -p {server.port} -k {work} -c archive_mode=off -c hot_standby=on -c ssl=off"
     )
-    argv = server.as_user(
-        f"{bin_dir}/pg_ctl", "-D", str(data), "-l", str(server.log), "-o", options, "-w", "-t", str(int(wait_seconds))
+    argv = as_user(
+        user, pg_ctl, "-D", str(data), "-l", str(server.log), "-o", options, "-w", "-t", str(int(wait_seconds))
     )
     try:
         subprocess.run(
@@ -162,7 +145,7 @@ def temporary_server(
         raise ValidationFailedError(f"the restored cluster did not start: {said} {server.log_tail()}") from error
     finally:
         server.stop()
-        remove_scratch(work)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def wait_promoted(connect_restored: Any, server: TemporaryServer, wait_seconds: float) -> None:
@@ -181,7 +164,3 @@ def wait_promoted(connect_restored: Any, server: TemporaryServer, wait_seconds: 
         if time.monotonic() > deadline:
             raise ValidationFailedError(f"recovery did not finish within {wait_seconds:.0f} s: {server.log_tail()}")
         time.sleep(0.2)
-
-
-def remove_scratch(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

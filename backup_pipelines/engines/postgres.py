@@ -221,7 +221,7 @@ def _counted(digest: str) -> int:
     return int(digest.split(":", 1)[0])
 
 
-def _query_runner(connection: psycopg.Connection[Any]) -> QueryRunner:
+def query_runner(connection: psycopg.Connection[Any]) -> QueryRunner:
     def run(query: str) -> Any:
         try:
             row = connection.execute(query).fetchone()
@@ -350,7 +350,7 @@ class PostgresEngine:
                     if dataset.verification.fingerprint:
                         outcomes += compare_fingerprints(record.source_stats, restored, sequence_moved_forward)
                     outcomes += run_validation_queries(
-                        _query_runner(connection), dataset.verification, record.source_stats
+                        query_runner(connection), dataset.verification, record.source_stats
                     )
                 validation_seconds = time.monotonic() - started
         restored.pop(FINGERPRINT, None)  # the report keeps the comparison's outcomes, not every digest

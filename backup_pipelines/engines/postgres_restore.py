@@ -20,11 +20,12 @@ import psycopg
 from psycopg import sql
 
 from backup_pipelines.engines.base import Feed, companions_of, run_restore_tool
-from backup_pipelines.engines.pg_parallel import archive_file, create_archive_file, restore_jobs, scratch_folder
+from backup_pipelines.engines.pg_parallel import archive_file, create_archive_file, restore_jobs
 from backup_pipelines.engines.postgres_globals import LABEL
 from backup_pipelines.errors import RestoreTargetExistsError
 from backup_pipelines.execute import Command, run
 from backup_pipelines.manifest import PostgresServerConfig
+from backup_pipelines.system_user import scratch_folder
 
 LOG = logging.getLogger("backup_pipelines")
 RESTORING_PREFIX = "bp_restoring_"

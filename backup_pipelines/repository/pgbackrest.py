@@ -10,7 +10,6 @@ Base backups made by hand (no annotation) are left to the operator: never listed
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from backup_pipelines.repository.pgbackrest_config import (
     secret_environment,
     write_config,
 )
+from backup_pipelines.system_user import as_user
 
 NOTE_DATASET = "bp-dataset"
 NOTE_PARTITION = "bp-partition"
@@ -40,9 +40,7 @@ def pgbackrest_command(settings: ClusterSettings, environment: dict[str, str], *
     """Return a pgBackRest command for the dataset's stanza, run as the cluster's system user when we are root
     (runuser keeps the environment, so the secrets travel there, never in argv)."""
     argv = ("pgbackrest", f"--config={settings.config_file}", f"--stanza={settings.stanza}", *arguments)
-    if os.geteuid() == 0 and settings.os_user != "root":
-        argv = ("runuser", "-u", settings.os_user, "--", *argv)
-    return Command(argv, environment)
+    return Command(as_user(settings.os_user, *argv), environment)
 
 
 class PgBackRestRepository(BackupStore):

@@ -23,6 +23,7 @@ from backup_pipelines.manifest import (
     PostgresServerConfig,
     read_secret,
 )
+from backup_pipelines.system_user import give_to
 
 RETENTION_NEVER = 9999999  # pgBackRest's largest repo-retention-full: it never expires a backup on its own
 DEFAULT_CONFIG_FOLDER = ".local/pgbackrest"
@@ -173,13 +174,3 @@ def write_config(settings: ClusterSettings) -> None:
     temporary.chmod(0o640)
     give_to(temporary, settings.os_user)
     os.replace(temporary, path)
-
-
-def give_to(path: Path, user: str) -> None:
-    """As root, hand `path` to the cluster's system user (pgBackRest runs as it); otherwise nothing."""
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    account = pwd.getpwnam(user)
-    os.chown(path, account.pw_uid, account.pw_gid)

@@ -298,7 +298,7 @@ def _phases_when_started(cluster: Cluster, data: Path) -> dict[str, int]:
     manifest = cluster.manifest()
     server = manifest.servers["pg"]
     environment = {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
-    with temporary_server(data, cluster.sandbox.bin_dir, "postgres", 120, environment) as restored:
+    with temporary_server(data, f"{cluster.sandbox.bin_dir}/pg_ctl", "postgres", 120, environment) as restored:
         local = server.model_copy(update={"port": restored.port, "sslmode": "disable"})
         wait_promoted(lambda: connect(local, "postgres", cluster.sandbox.password), restored, 120)
         with connect(local, "postgres", cluster.sandbox.password) as connection:
