@@ -2,21 +2,14 @@
 
 One cluster per module: full then incremental base backups, a writer stamping rows throughout, verify (and a
 corrupted repository file caught by it), the restore test to a random moment and to the newest one, retention
-keeping what a kept backup needs, and a broken archive_command failing `pitr-setup`'s check.
+keeping what a kept backup needs, and a broken archive_command failing `pitr-setup`'s check. The restores
+to a moment by hand are in test_pgbackrest_restore.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import psycopg
@@ -25,133 +18,30 @@ import yaml
 
 from assets.monitoring import current_freshness, wal_freshness
 from assets.pitr import build_marker_sensor
-from backup_pipelines.cli import main
 from backup_pipelines.copies import copy_backup
 from backup_pipelines.definitions import build_definitions
-from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted
-from backup_pipelines.engines.postgres import connect
 from backup_pipelines.errors import IntegrityError, StorageError
 from backup_pipelines.freshness import plan_alerts
-from backup_pipelines.manifest import Manifest, load_manifest
+from backup_pipelines.manifest import load_manifest
 from backup_pipelines.operations import restore_test_backup, run_backup, verify_backup
-from backup_pipelines.pitr_setup import archive_settings, pitr_setup
+from backup_pipelines.pitr_setup import pitr_setup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.quarantine import quarantine_backup
 from backup_pipelines.repository import open_repository
-from backup_pipelines.sandbox import PostgresSandbox, start_postgres_sandbox
 from resources import ManifestResource
-from tests.e2e.restore_blocks import documented_block, with_variables
+from tests.integration.pgbackrest_cluster import (
+    CIPHER,
+    CIPHER_ENV,
+    NEEDS_PGBACKREST,
+    STANZA,
+    Cluster,
+    Writer,
+    archive_refuses_writes,
+    cluster,
+)
 
-pytestmark = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest is not installed")
-
-CIPHER_ENV = "TEST_PGBACKREST_CIPHER"
-PASSWORD_ENV = "TEST_PITR_PG_PASSWORD"
-CIPHER = "test-cipher-pass-0123456789"
-STANZA = "main"
-
-
-class Cluster:
-    def __init__(self, sandbox: PostgresSandbox, folder: Path) -> None:
-        self.sandbox, self.folder = sandbox, folder
-        self.manifest_path = folder / "backup_manifest.yaml"
-
-    def manifest_data(self, **changes: Any) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "partition_start": "2026-11-01",
-            "repositories": {
-                "pitr": {"type": "pgbackrest", "path": str(self.folder / "repo"), "cipher_pass_env": CIPHER_ENV}
-            },
-            "servers": {
-                "pg": {
-                    "kind": "postgres",
-                    "host": "127.0.0.1",
-                    "port": self.sandbox.port,
-                    "user": self.sandbox.user,
-                    "password_env": PASSWORD_ENV,
-                }
-            },
-            "datasets": {
-                "main_cluster": {
-                    "kind": "postgres_cluster",
-                    "schedule": "hourly",
-                    "rpo": "10m",
-                    "rto": "10m",
-                    "retention": {"keep_last": 1},
-                    "repositories": ["pitr"],
-                    "source": {
-                        "server": "pg",
-                        "data_directory": str(self.sandbox.root / "data"),
-                        "socket_directory": str(self.sandbox.root / "socket"),
-                        "stanza": STANZA,
-                        "config_file": str(self.folder / "pgbackrest.conf"),
-                        "archive_wait": "10s",
-                    },
-                }
-            },
-        }
-        data["datasets"]["main_cluster"].update(changes)
-        return data
-
-    def manifest(self, **changes: Any) -> Manifest:
-        self.manifest_path.write_text(yaml.safe_dump(self.manifest_data(**changes)))
-        return load_manifest(self.manifest_path)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"bp-pitr-test-{os.getpid()}"
-    folder.mkdir(mode=0o755)
-    settings = archive_settings(folder / "pgbackrest.conf", STANZA, timedelta(seconds=30))
-    os.environ[CIPHER_ENV] = CIPHER
-    sandbox = start_postgres_sandbox(
-        password="pitr-pässword",
-        settings=settings,
-        # the archive_command pushes to every repository configured: the copy test adds a second one
-        environment={"PGBACKREST_REPO1_CIPHER_PASS": CIPHER, "PGBACKREST_REPO2_CIPHER_PASS": CIPHER},
-    )
-    os.environ[PASSWORD_ENV] = sandbox.password
-    try:
-        yield Cluster(sandbox, folder)
-    finally:
-        sandbox.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def archive_refuses_writes(cluster: Cluster) -> Iterator[None]:
-    """Make the repository's WAL archive refuse writes (so the cluster's archive_command fails) until the end."""
-    archive = cluster.folder / "repo" / "archive" / STANZA
-    folders = [archive, *(path for path in archive.rglob("*") if path.is_dir())]
-    for folder in folders:
-        folder.chmod(0o500)
-    try:
-        yield
-    finally:
-        for folder in folders:
-            folder.chmod(0o750)
-
-
-class Writer:
-    """Inserts a stamped row every 50 ms until stopped."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo, self.stop_flag = conninfo, threading.Event()
-        self.thread = threading.Thread(target=self.write, daemon=True)
-
-    def write(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as connection:
-            connection.execute("create table if not exists stamped (at timestamptz default clock_timestamp())")
-            while not self.stop_flag.is_set():
-                connection.execute("insert into stamped default values")
-                time.sleep(0.05)
-
-    def __enter__(self) -> Writer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop_flag.set()
-        self.thread.join()
+pytestmark = NEEDS_PGBACKREST
+__all__ = ["cluster"]  # the module's fixture
 
 
 def test_setup_backups_verify_restore_test_and_retention(cluster: Cluster) -> None:
@@ -276,84 +166,6 @@ def test_broken_archive_command_fails_the_check(cluster: Cluster) -> None:
     pitr_setup(manifest, "main_cluster")
     with archive_refuses_writes(cluster), pytest.raises(StorageError, match="check of main_cluster"):
         pitr_setup(manifest, "main_cluster")
-
-
-def _stamped_then_moment(cluster: Cluster) -> tuple[datetime, str, str]:
-    """Five rows, a moment, seven rows, each batch under a new label; return (moment, before, after labels)."""
-    before, after = f"before-{time.time_ns()}", f"after-{time.time_ns()}"
-    with psycopg.connect(cluster.sandbox.conninfo(), autocommit=True) as connection:
-        connection.execute("create table if not exists timeline (phase text, at timestamptz default clock_timestamp())")
-        connection.execute("insert into timeline (phase) select %s from generate_series(1, 5)", (before,))
-        time.sleep(1.5)
-        row = connection.execute("select clock_timestamp()").fetchone()
-        assert row is not None
-        moment: datetime = row[0]
-        time.sleep(1.5)
-        connection.execute("insert into timeline (phase) select %s from generate_series(1, 7)", (after,))
-    return moment, before, after
-
-
-def _phases_when_started(cluster: Cluster, data: Path) -> dict[str, int]:
-    """Start a server on the restored `data`, wait for recovery, and count the timeline rows by phase."""
-    manifest = cluster.manifest()
-    server = manifest.servers["pg"]
-    environment = {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
-    with temporary_server(data, f"{cluster.sandbox.bin_dir}/pg_ctl", "postgres", 120, environment) as restored:
-        local = server.model_copy(update={"port": restored.port, "sslmode": "disable"})
-        wait_promoted(lambda: connect(local, "postgres", cluster.sandbox.password), restored, 120)
-        with connect(local, "postgres", cluster.sandbox.password) as connection:
-            return dict(connection.execute("select phase, count(*) from timeline group by phase").fetchall())
-
-
-def test_pitr_restore_command_recovers_to_the_moment(cluster: Cluster) -> None:
-    manifest = cluster.manifest()
-    run_backup(manifest, "main_cluster", "2026-12-01-09:00")
-    moment, before, after = _stamped_then_moment(cluster)
-    pitr_setup(manifest, "main_cluster")  # pgbackrest check: the segment holding the rows after is archived
-    data = cluster.folder / "restored-by-cli"  # pytest's own folders are closed to the postgres user
-    arguments = ["--manifest", str(cluster.manifest_path), "pitr-restore", "main_cluster", "--data-directory"]
-    assert main([*arguments, str(data), "--time", moment.isoformat()]) == 0
-    phases = _phases_when_started(cluster, data)
-    assert phases.get(before) == 5 and after not in phases
-    assert main([*arguments, str(data), "--time", moment.isoformat()]) == 1  # never overwrites
-
-
-def test_documented_pgbackrest_block_recovers_to_the_moment(cluster: Cluster) -> None:
-    """docs/restore.md's block, run verbatim as the postgres user with only its variables set."""
-    manifest = cluster.manifest()
-    run_backup(manifest, "main_cluster", "2026-12-01-10:00")
-    moment, before, after = _stamped_then_moment(cluster)
-    pitr_setup(manifest, "main_cluster")
-    work = cluster.folder / "documented"
-    work.mkdir(mode=0o755)
-    shutil.chown(work, "postgres", "postgres")  # the block runs as the cluster's user, who makes the new folder
-    secret = work / "cipher.txt"
-    secret.write_text(CIPHER + "\n")
-    secret.chmod(0o644)
-    data = work / "restored"
-    script = with_variables(
-        documented_block("pgbackrest"),
-        {
-            "PGBACKREST_CONFIG": str(cluster.folder / "pgbackrest.conf"),
-            "STANZA": STANZA,
-            "CIPHER_PASS_FILE": str(secret),
-            "TARGET_TIME": moment.isoformat(sep=" "),
-            "NEW_DATA_DIR": str(data),
-        },
-    )
-    path = work / "restore.sh"
-    path.write_text(script)
-    path.chmod(0o644)
-    completed = subprocess.run(
-        [shutil.which("runuser") or "runuser", "-u", "postgres", "--", "bash", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
-    )
-    assert completed.returncode == 0, completed.stderr
-    phases = _phases_when_started(cluster, data)
-    assert phases.get(before) == 5 and after not in phases
 
 
 def test_prune_expires_with_pgbackrest_and_keeps_chains_whole(cluster: Cluster) -> None:
