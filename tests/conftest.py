@@ -169,6 +169,11 @@ def manifest_dict(
     return manifest
 
 
+def stored_files(root: Path) -> list[Path]:
+    """Every file under `root` (a local repository), sorted; [] when it does not exist."""
+    return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
 def write_manifest(path: Path, data: dict[str, Any]) -> Manifest:
     """Write `data` as YAML to `path` and return it loaded."""
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

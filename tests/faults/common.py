@@ -81,10 +81,6 @@ def assert_fault_contained(manifest: Manifest, name: str, partition_key: str) ->
     return left
 
 
-def stored_files(root: Path) -> list[Path]:
-    return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
-
-
 def postgres_bin_dir_with(folder: Path, pg_dump_script: str) -> Path:
     """A `bin_dir` whose `pg_dump` is `pg_dump_script` (a shell script body; `$REAL` is the real pg_dump)
     and whose pg_restore/psql are the real ones."""

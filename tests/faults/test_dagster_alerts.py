@@ -13,8 +13,8 @@ import pytest
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import AlertReceiver, manifest_dict, write_manifest
-from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with, stored_files
+from tests.conftest import AlertReceiver, manifest_dict, stored_files, write_manifest
+from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with
 from tests.faults.test_disk_full import grow, tiny_tmpfs
 
 EXPECTED = {

@@ -19,8 +19,8 @@ from backup_pipelines.errors import StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import run_backup
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import manifest_dict, write_manifest
-from tests.faults.common import assert_fault_contained, command_manifest, expect_failure, stored_files
+from tests.conftest import manifest_dict, stored_files, write_manifest
+from tests.faults.common import assert_fault_contained, command_manifest, expect_failure
 from tests.integration.test_sqlite_and_command import make_sqlite
 
 PAGE = 4096

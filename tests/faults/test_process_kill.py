@@ -19,7 +19,8 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.repository import open_object_repository
-from tests.faults.common import assert_fault_contained, command_manifest, offsets, stored_files, tar_dataset
+from tests.conftest import stored_files
+from tests.faults.common import assert_fault_contained, command_manifest, offsets, tar_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITION = "2026-12-01"

@@ -14,7 +14,7 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.errors import CommandFailedError, IntegrityError
 from backup_pipelines.operations import run_backup
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import manifest_dict, write_manifest
+from tests.conftest import manifest_dict, stored_files, write_manifest
 from tests.faults.common import (
     assert_fault_contained,
     command_manifest,
@@ -22,7 +22,6 @@ from tests.faults.common import (
     killed_after,
     offsets,
     postgres_bin_dir_with,
-    stored_files,
     tar_dataset,
     write_tool,
 )

@@ -24,7 +24,7 @@ from backup_pipelines.operations import run_backup, verify_backup
 from backup_pipelines.repository import BackupRecord, open_object_repository
 from backup_pipelines.sandbox import PostgresSandbox
 from backup_pipelines.stream import encode
-from tests.conftest import manifest_dict, write_manifest
+from tests.conftest import manifest_dict, stored_files, write_manifest
 from tests.integration.test_mysql_backup import mysql_manifest
 
 PARTITION = "2026-12-01-05:00"
@@ -47,10 +47,6 @@ def lying_postgres_bin_dir(tmp_path: Path, keep_bytes: int) -> Path:
     for tool in ("pg_restore", "psql"):
         os.symlink(f"{real}/{tool}", folder / tool)
     return folder
-
-
-def stored_files(root: Path) -> list[Path]:
-    return [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
 
 
 @pytest.mark.parametrize("keep_share", [0.0, 0.0001, 0.3, 0.9, 0.999])
