@@ -169,6 +169,14 @@ def manifest_dict(
     return manifest
 
 
+def newest_hour() -> str:
+    """The newest complete hourly partition. The backup asset refuses a partition once a newer one is complete,
+    so a test must take it when it starts, not when its module was imported: a suite runs across hours."""
+    import dagster as dg
+
+    return dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC").get_last_partition_key()
+
+
 def stored_files(root: Path) -> list[Path]:
     """Every file under `root` (a local repository), sorted; [] when it does not exist."""
     return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []

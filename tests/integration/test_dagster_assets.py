@@ -14,19 +14,16 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox, free_port
-from tests.conftest import PG_PASSWORD_ENV, manifest_dict, write_manifest
+from tests.conftest import PG_PASSWORD_ENV, manifest_dict, newest_hour, write_manifest
 
 # The hour that just closed: a backup taken now is on time for it (partitions older than one period are refused).
-HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC")
-PARTITION = HOURLY.get_last_partition_key()  # the newest complete hour, set again as each test starts
+PARTITION = newest_hour()  # set again as each test starts
 
 
 @pytest.fixture(autouse=True)
 def newest_partition() -> None:
-    """The backup asset refuses a partition once a newer one is complete: a suite that runs across an hour's
-    end must take the newest partition when each test starts, not when the module was imported."""
     global PARTITION
-    PARTITION = HOURLY.get_last_partition_key()
+    PARTITION = newest_hour()
 
 
 LATE_PARTITION = "2026-11-21-08:00"

@@ -29,6 +29,7 @@ from backup_pipelines.prune import prune_dataset
 from backup_pipelines.quarantine import quarantine_backup
 from backup_pipelines.repository import open_repository
 from resources import ManifestResource
+from tests.conftest import newest_hour
 from tests.integration.pgbackrest_cluster import (
     CIPHER,
     CIPHER_ENV,
@@ -83,7 +84,7 @@ def test_protect_job_runs_the_chain_and_the_rpo_follows_the_wal(cluster: Cluster
     cluster.manifest()
     defs = build_definitions(cluster.manifest_path)
     result = defs.resolve_job_def("protect_hourly").execute_in_process(
-        partition_key=dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00").get_last_partition_key(),
+        partition_key=newest_hour(),
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
