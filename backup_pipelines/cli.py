@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ManifestError as error:
         print(f"manifest has {len(error.problems)} problem(s):\n{error}", file=sys.stderr)
         return 1
-    except (BackupError, KeyError, FileExistsError, ValueError) as error:
+    except (BackupError, KeyError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

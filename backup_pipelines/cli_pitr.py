@@ -33,7 +33,7 @@ def _restore(arguments: argparse.Namespace) -> int:
 
     manifest = load_manifest(arguments.manifest)
     dataset = cluster_dataset(manifest, arguments.dataset)
-    moment = parse_moment(arguments.time) if arguments.time else None
+    moment = arguments.time
     store = open_repository(manifest, dataset.repositories[0])
     assert isinstance(store, PgBackRestRepository)
     records = store.list_backups(arguments.dataset)
@@ -69,6 +69,8 @@ def add_commands(commands: Any) -> None:
     restore = commands.add_parser("pitr-restore", help="restore a postgres_cluster to a moment, into a new folder")
     restore.add_argument("dataset")
     restore.add_argument("--data-directory", required=True, help="the new data directory (must not exist)")
-    restore.add_argument("--time", help='the moment, e.g. "2026-12-01 03:55:00+00" (default: end of the archive)')
+    restore.add_argument(
+        "--time", type=parse_moment, help='the moment, e.g. "2026-12-01 03:55:00+00" (default: end of the archive)'
+    )
     restore.add_argument("--backup-id", help="the base backup to start from (default: the newest good one before)")
     restore.set_defaults(run=_restore)

@@ -72,7 +72,8 @@ class SourceUnavailableError(BackupError):
 
 
 class RestoreTargetError(BackupError):
-    """A restore's target cannot be used (a folder the restoring system user cannot reach)."""
+    """A restore's target cannot be used: a folder the restoring system user cannot reach, a moment the backup
+    cannot recover to."""
 
 
 class RestoreTargetExistsError(BackupError):

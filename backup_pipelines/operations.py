@@ -273,7 +273,7 @@ def verify_backup(
             if own is None:
                 raise StorageError(f"backup {record.backup_id} of {name} is missing from {store.name}")
             details = engine.verify(manifest, name, store, own)
-            if getattr(engine, "exact_copies", True) and own.bytes_raw != record.bytes_raw:
+            if engine.exact_copies and own.bytes_raw != record.bytes_raw:
                 raise IntegrityError(
                     f"{store.uri(own.object_name)} holds {own.bytes_raw} bytes, the backup recorded {record.bytes_raw}"
                 )

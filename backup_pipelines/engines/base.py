@@ -126,6 +126,9 @@ class StoringEngine(Protocol[StoreT]):
     kind: str
     format: str
     store_type: type[StoreT]
+    # True when every repository holds the same backup (restic copy, AWS snapshot copy): verify then demands
+    # each copy's size equal the primary's. False when each repository takes its own backup (pgBackRest).
+    exact_copies: bool
 
     def tool_versions(self, manifest: Manifest, name: str) -> dict[str, str]:
         """Return the versions of the tools used to back up dataset `name`."""

@@ -177,6 +177,7 @@ class FilesEngine:
     kind = "files"
     format = "restic-snapshot"
     store_type = ResticRepository
+    exact_copies = True
 
     def extension_for(self, manifest: Manifest, name: str) -> str:
         return "restic"

@@ -39,7 +39,7 @@ from backup_pipelines.engines.pitr_server import (
 from backup_pipelines.engines.postgres import _password, connect, query_runner
 from backup_pipelines.engines.postgres_restore import binary
 from backup_pipelines.engines.validation import run_validation_queries
-from backup_pipelines.errors import CommandFailedError, IntegrityError, StorageError
+from backup_pipelines.errors import CommandFailedError, IntegrityError, RestoreTargetError, StorageError
 from backup_pipelines.execute import Command, run
 from backup_pipelines.manifest import Manifest, PostgresClusterDataset, PostgresServerConfig
 from backup_pipelines.repository.base import BackupRecord, new_backup_id
@@ -220,13 +220,15 @@ class PgBackRestEngine:
     ) -> str:
         """Restore `record` into the new data directory `target`, set to recover to `moment` (then promote) or,
         when None, to the end of the archive, once a server is started on it; return its path. The folder
-        is removed if the restore fails. Raise RestoreTargetExistsError if it exists, ValueError if `moment`
-        is before the backup's end (no backup can recover to an earlier moment)."""
+        is removed if the restore fails. Raise RestoreTargetExistsError if it exists, RestoreTargetError if
+        `moment` is before the backup's end (no backup can recover to an earlier moment)."""
         path = Path(target).resolve()
         refuse_existing(path)
         stopped = record.source_stats.get("stopped_at")
         if moment is not None and stopped and moment <= datetime.fromisoformat(stopped):
-            raise ValueError(f"backup {record.backup_id} ended at {stopped}: it cannot recover to {moment.isoformat()}")
+            raise RestoreTargetError(
+                f"backup {record.backup_id} ended at {stopped}: it cannot recover to {moment.isoformat()}"
+            )
         try:
             owned_folder(path, store.settings(name).os_user)  # pgBackRest, as that user, may not write the parent
             self._restore(store, name, record, path, moment)

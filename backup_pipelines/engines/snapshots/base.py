@@ -50,6 +50,7 @@ class SnapshotEngine:
     kind = ""
     format = ""
     store_type = SnapshotStore
+    exact_copies = True
     complete_status = ""
     size_field = ""
 
