@@ -15,12 +15,10 @@ from assets.datasets import COMPLIANCE_CHECK, RTO_CHECK
 from assets.history import SIZE_CHECK
 from assets.keys import DatasetKeys
 from assets.partitions import cadence_name, partitions_for
-from backup_pipelines.manifest import Manifest
+from backup_pipelines.manifest import Manifest, as_cron
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-
-DRILL_CRON = "0 4 * * 0"
 
 
 @dataclass
@@ -73,15 +71,15 @@ def _selection(manifest: Manifest, datasets: list[str], *kinds: str) -> dg.Asset
 
 
 def _drill_schedule(
-    job: "UnresolvedAssetJobDefinition", partitions_def: dg.PartitionsDefinition
+    job: "UnresolvedAssetJobDefinition", partitions_def: dg.PartitionsDefinition, cron: str
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"{job.name}_schedule",
         job=job,
-        cron_schedule=DRILL_CRON,
+        cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Weekly real restore test of the newest complete partition.",
+        description="Real restore test of the newest complete partition (`schedules.drills`, weekly by default).",
     )
     def drill(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
@@ -123,5 +121,5 @@ def build_jobs(
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
         )
-        schedules.append(_drill_schedule(drill_job, cadence.partitions_def))
+        schedules.append(_drill_schedule(drill_job, cadence.partitions_def, as_cron(manifest.schedules.drills)))
     return jobs, schedules

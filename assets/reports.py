@@ -14,7 +14,7 @@ from assets.history import SIZE_CHECK, latest_backups
 from assets.keys import DatasetKeys
 from assets.metadata import table, timestamp_value
 from backup_pipelines.buckets import rules_for
-from backup_pipelines.manifest import Manifest
+from backup_pipelines.manifest import Manifest, as_cron, schedule_period
 from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
 from backup_pipelines.status import (
     BucketStatus,
@@ -113,6 +113,7 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in names])
     copied = _latest_metadata(instance, [DatasetKeys(name).copy for name in names])
     statuses = []
+    drill_every = schedule_period(manifest.schedules.drills).total_seconds()
     for name, dataset in manifest.active_datasets().items():
         keys = DatasetKeys(name)
         backup = backups.get(name)
@@ -141,6 +142,7 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
                 failures=tuple(failures),
                 restore_failure=runs_failed.get(keys.restore_test),
                 restore_tests_enabled=dataset.restore_test.enabled,
+                drill_every_seconds=drill_every,
             )
         )
     return statuses
@@ -287,10 +289,14 @@ reports_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(STATUS_KEY, RUNBOOK_KEY),
     description="Refresh the status dashboard and the DR runbook.",
 )
-reports_schedule = dg.ScheduleDefinition(
-    name="reports_schedule",
-    job=reports_job,
-    cron_schedule="*/30 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+
+
+def build_reports_schedule(manifest: Manifest) -> dg.ScheduleDefinition:
+    """The reports job's schedule (`schedules.reports`, every 30 minutes by default)."""
+    return dg.ScheduleDefinition(
+        name="reports_schedule",
+        job=reports_job,
+        cron_schedule=as_cron(manifest.schedules.reports),
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )

@@ -7,12 +7,10 @@ from typing import Any
 import dagster as dg
 
 from assets.keys import RETENTION_GROUP, DatasetKeys
-from backup_pipelines.manifest import Manifest
+from backup_pipelines.manifest import Manifest, as_cron
 from backup_pipelines.prune import PruneReport, prune_dataset
 from backup_pipelines.repository import open_repository
 from resources import ManifestResource
-
-RETENTION_CRON = "30 3 * * *"
 
 
 class RetentionResource(dg.ConfigurableResource):
@@ -112,7 +110,7 @@ def build_retention_asset(manifest: Manifest, name: str) -> dg.AssetsDefinition:
 
 
 def build_retention_job(manifest: Manifest) -> tuple[Any, dg.ScheduleDefinition]:
-    """The `retention` job over every dataset, and its daily schedule."""
+    """The `retention` job over every dataset, and its schedule (`schedules.retention`, daily by default)."""
     job = dg.define_asset_job(
         "retention",
         selection=dg.AssetSelection.assets(*[retention_key(n) for n in manifest.active_datasets()]),
@@ -121,7 +119,7 @@ def build_retention_job(manifest: Manifest) -> tuple[Any, dg.ScheduleDefinition]
     schedule = dg.ScheduleDefinition(
         name="retention_schedule",
         job=job,
-        cron_schedule=RETENTION_CRON,
+        cron_schedule=as_cron(manifest.schedules.retention),
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )

@@ -17,15 +17,13 @@ from assets.jobs import build_jobs
 from assets.kubernetes import chosen_executor
 from assets.monitoring import build_rpo_check, build_rpo_sensor
 from assets.pitr import build_marker_sensor, clusters
-from assets.reports import report_assets, reports_job, reports_schedule
+from assets.reports import build_reports_schedule, report_assets, reports_job
 from assets.retention import RetentionResource, build_retention_asset, build_retention_job
-from backup_pipelines.manifest import load_manifest
+from backup_pipelines.manifest import as_cron, load_manifest
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
 
 # Dagster sets this while `dagster definitions validate` (and `dg check defs`) imports the code location.
 VALIDATION_CLI_ENV = "DAGSTER_IS_DEFS_VALIDATION_CLI"
-# The rpo_alerts sensor records each RPO check as it changes; the watch job re-evaluates all of them daily.
-WATCH_CRON = "0 5 * * *"
 
 
 def build_definitions(manifest_path: str | Path | None = None, own_executor: bool = True) -> dg.Definitions:
@@ -50,7 +48,7 @@ def build_definitions(manifest_path: str | Path | None = None, own_executor: boo
             dg.ScheduleDefinition(
                 name="watch_schedule",
                 job=watch_job,
-                cron_schedule=WATCH_CRON,
+                cron_schedule=as_cron(manifest.schedules.watch),
                 execution_timezone="UTC",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
@@ -72,7 +70,7 @@ def build_definitions(manifest_path: str | Path | None = None, own_executor: boo
         assets=all_assets,
         asset_checks=checks,
         jobs=[*jobs, reports_job],
-        schedules=[*schedules, reports_schedule],
+        schedules=[*schedules, build_reports_schedule(manifest)],
         sensors=sensors,
         resources={
             "manifest": manifest_resource,

@@ -20,7 +20,7 @@ from backup_pipelines.units import human_bytes, human_change, human_duration
 if TYPE_CHECKING:  # pandas is imported by the functions that build frames: a backup run never loads it
     import pandas as pd
 
-DRILL_EVERY_SECONDS = 7 * 86400.0  # the restore drills run weekly (assets/jobs.py DRILL_CRON)
+DRILL_EVERY_SECONDS = 7 * 86400.0  # the default drill schedule (`schedules.drills`) is weekly
 DRILL_GRACE_SECONDS = 3600.0  # the drill's own run time: a weekly test is not late while the next one runs
 WARN_AT = 0.75  # share of the RPO past which a dataset is a warning (the freshness policy's warn window)
 RUNBOOK_STALE_SECONDS = 2 * 3600.0  # the reports job runs every 30 minutes: a runbook this old was not refreshed

@@ -45,6 +45,7 @@ from backup_pipelines.manifest.model import (
     ActiveDataset,
     Dataset,
     Manifest,
+    OperationSchedules,
 )
 from backup_pipelines.manifest.mysql import (
     MysqlDataset,
@@ -114,6 +115,8 @@ from backup_pipelines.manifest.types import (
     Owner,
     Schedule,
     StrictModel,
+    as_cron,
+    schedule_period,
 )
 
 __all__ = [
@@ -161,6 +164,7 @@ __all__ = [
     "MysqlSource",
     "Name",
     "ObjectLock",
+    "OperationSchedules",
     "Owner",
     "PgBackRestRepositoryConfig",
     "PgBackRestS3",
@@ -192,9 +196,11 @@ __all__ = [
     "ValidationQuery",
     "Verification",
     "WebhookChannel",
+    "as_cron",
     "default_manifest_path",
     "load_manifest",
     "manifest_json_schema",
     "parse_manifest",
     "read_secret",
+    "schedule_period",
 ]

@@ -22,7 +22,7 @@ from backup_pipelines.manifest.postgres import PostgresDataset
 from backup_pipelines.manifest.postgres_cluster import PostgresClusterDataset
 from backup_pipelines.manifest.sqlite import SqliteDataset
 from backup_pipelines.manifest.storage import RepositoryConfig, ServerConfig
-from backup_pipelines.manifest.types import PGBACKREST_KINDS, SNAPSHOT_KINDS, Name, StrictModel
+from backup_pipelines.manifest.types import PGBACKREST_KINDS, SNAPSHOT_KINDS, Name, Schedule, StrictModel
 
 ActiveDataset = (
     PostgresDataset
@@ -39,6 +39,15 @@ ActiveDataset = (
 Dataset = Annotated[ActiveDataset | S3BucketDataset, Field(discriminator="kind")]
 
 
+class OperationSchedules(StrictModel):
+    """When the jobs shared by every dataset run (UTC): hourly, daily or a cron expression each."""
+
+    retention: Schedule = Field("30 3 * * *", description="The retention job (every dataset's policy).")
+    reports: Schedule = Field("*/30 * * * *", description="The status dashboard and the DR runbook.")
+    drills: Schedule = Field("0 4 * * 0", description="Real restore tests of each cadence's newest partition.")
+    watch: Schedule = Field("0 5 * * *", description="Re-evaluation of every RPO check.")
+
+
 class Manifest(StrictModel):
     """Everything backup-pipelines protects, in one file."""
 
@@ -50,6 +59,9 @@ class Manifest(StrictModel):
     datasets: dict[Name, Dataset] = Field(min_length=1, description="What is protected, by name.")
     alerts: Alerts = Field(default_factory=Alerts, description="Alert channels (Slack, webhooks, log).")
     reports_dir: str = Field("reports", description="Folder for the status dashboard and the DR runbook.")
+    schedules: OperationSchedules = Field(
+        default_factory=OperationSchedules, description="When retention, reports, drills and the RPO watch run."
+    )
 
     _path: Path | None = PrivateAttr(None)
     _active: Mapping[str, ActiveDataset] | None = PrivateAttr(None)

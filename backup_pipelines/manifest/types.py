@@ -102,6 +102,15 @@ Schedule = Annotated[
     PlainValidator(_check_schedule),
     WithJsonSchema({"type": "string", "examples": ["hourly", "daily", "0 */6 * * *"]}),
 ]
+# The keyword schedules as cron expressions (Dagster schedules take crons).
+KEYWORD_CRONS = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
+
+
+def as_cron(schedule: str) -> str:
+    """Return a valid schedule as a 5-field cron expression."""
+    return KEYWORD_CRONS.get(schedule, schedule)
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=60)]
 
 

@@ -6,7 +6,8 @@ server that is down, has a cadence of its own. Within about two minutes the daem
 launch the runs; the good run succeeds with the two backup steps one after the other (pool `db-pg` of limit
 1); the bad run fails and the failure sensor alerts it; the RPO sensor (ticking every 5 s here through
 BACKUP_RPO_SENSOR_SECONDS) records the checks and alerts the dataset that never got a backup. The daemon runs
-in its own process group, SIGKILLed at the end."""
+in its own process group, SIGKILLed at the end. Retention and the reports run every minute here
+(`schedules:` in the manifest), so their scheduled runs succeed too and the dashboard is written."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def profile(
     broken = {**data["datasets"]["app_db"], "schedule": "*/1 * * * *", "rpo": "1m"}
     data["datasets"]["broken_db"] = {**broken, "source": {"server": "down", "database": "app"}}
     data["alerts"] = {"channels": {"hook": {"type": "webhook", "url_env": HOOK_ENV, "retries": 0}}}
+    data["schedules"] = {"retention": "* * * * *", "reports": "* * * * *"}
     write_manifest(tmp_path / "backup_manifest.yaml", data)
     (tmp_path / "workspace.yaml").write_text(
         "load_from:\n  - python_module:\n      module_name: backup_pipelines.definitions\n      working_directory: .\n"
@@ -117,6 +119,14 @@ def test_daemon_on_a_postgres_instance_schedules_queues_runs_and_alerts(
                 assert end_a is not None and start_b is not None and end_a <= start_b, steps
             else:  # the two datasets fell into different ticks' runs: each alone
                 assert len(steps) == 1, steps
+            for job in ("retention", "reports"):
+                run = wait_for(
+                    f"a scheduled {job} run to succeed",
+                    lambda job=job: finished(job, dg.DagsterRunStatus.SUCCESS),
+                    150,
+                )
+                assert run.job_name == job and run.tags.get("dagster/schedule_name") == f"{job}_schedule", run.tags
+            assert (folder / "reports" / "backup_status.html").stat().st_size > 0
             wait_for("the failed run's alert", lambda: alerts_of(receiver, "failure"), 120)
             stale = wait_for(
                 "the stale alert of the dataset never backed up", lambda: alerts_of(receiver, "stale"), 150

@@ -156,3 +156,23 @@ def test_the_aws_example_loads_with_snapshot_assets_bucket_checks_and_their_jobs
     job = aws.resolve_job_def("check_buckets_daily")
     assert job is not None and aws.resolve_schedule_def("check_buckets_daily_schedule").cron_schedule == "0 6 * * *"
     assert aws.resolve_job_def("protect_daily") is not None
+
+
+def crons(defs: dg.Definitions) -> dict[str, object]:
+    return {s.name: s.cron_schedule for s in defs.schedules or [] if isinstance(s, dg.ScheduleDefinition)}
+
+
+def test_shared_jobs_run_on_the_manifests_schedules(tmp_path: Path) -> None:
+    """`schedules:` sets when retention, reports, drills and the RPO watch run; the defaults otherwise."""
+    defaults = crons(build_definitions(ROOT / "backup_manifest.yaml"))
+    assert defaults["retention_schedule"] == "30 3 * * *" and defaults["reports_schedule"] == "*/30 * * * *"
+    text = (ROOT / "backup_manifest.yaml").read_text()
+    text += '\nschedules:\n  retention: hourly\n  reports: "*/5 * * * *"\n  drills: daily\n  watch: "15 * * * *"\n'
+    (tmp_path / "m.yaml").write_text(text)
+    keys = tmp_path / ".local" / "keys"
+    keys.mkdir(parents=True)
+    shutil.copy(ROOT / ".local" / "keys" / "age-recipients.txt", keys)
+    chosen = crons(build_definitions(tmp_path / "m.yaml"))
+    assert chosen["retention_schedule"] == "0 * * * *" and chosen["reports_schedule"] == "*/5 * * * *"
+    assert chosen["watch_schedule"] == "15 * * * *"
+    assert {cron for name, cron in chosen.items() if name.startswith("restore_drill_")} == {"0 0 * * *"}

@@ -292,3 +292,9 @@ def test_a_bucket_dataset_is_checked_not_backed_up() -> None:
     data["datasets"]["uploads"]["rpo"] = "1d"
     [message] = errors_of(data)
     assert "datasets.uploads.rpo" in message and "unknown field 'rpo'" in message
+
+
+def test_a_bad_operation_schedule_is_named() -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(yaml.safe_dump({**VALID, "schedules": {"retention": "every night"}}))
+    assert "schedules.retention" in str(caught.value) and "every night" in str(caught.value)
