@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.history import QUARANTINED, SIZE_CHECK, backup_history, quarantine_overrides
+from assets.history import QUARANTINED, SIZE_CHECK, SIZE_FINDING, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
 from assets.kubernetes import step_k8s_tags
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
@@ -292,6 +292,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             **backup_metadata(stored),
             **taken,
             "size_check": "pass" if check.passed else check.severity.value,
+            **({} if check.passed else {SIZE_FINDING: dg.MetadataValue.text(check.description or "")}),
             "size_history": size_history_table(recent_sizes),
             **({QUARANTINED: dg.MetadataValue.text(quarantined)} if quarantined else {}),
         }

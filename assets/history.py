@@ -11,6 +11,7 @@ listing repositories on every sensor tick.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from assets.keys import DatasetKeys
 from backup_pipelines.anomaly import Measurement
 
 SIZE_CHECK = "size_anomaly"
+SIZE_FINDING = "size_check_finding"  # backup metadata: what the size check found when it did not pass
 QUARANTINED = "quarantined"  # materialization metadata: the reason a backup was quarantined when it was made
 QUARANTINE_KEY_PREFIX = "backup_pipelines/quarantine/"
 OVERRIDES_KEPT = 200  # quarantine decisions remembered per dataset
@@ -131,13 +133,16 @@ def newest_good_backup(
     return None
 
 
-def latest_backups(instance: dg.DagsterInstance, names: list[str]) -> dict[str, LatestBackup | None]:
+def latest_backups(
+    instance: dg.DagsterInstance, names: list[str], events: Mapping[dg.AssetKey, Any] | None = None
+) -> dict[str, LatestBackup | None]:
     """Return each dataset's newest backup materialization that is not quarantined (None if it has none).
 
-    Two queries for all datasets (newest materializations, quarantine decisions); only a dataset whose newest
-    backup is quarantined costs one more, to find the newest good one before it."""
+    Two queries for all datasets (newest materializations, unless given as `events`, and quarantine decisions);
+    only a dataset whose newest backup is quarantined costs one more, to find the newest good one before it."""
     keys = {DatasetKeys(name).backup: name for name in names}
-    events = instance.get_latest_materialization_events(list(keys))
+    if events is None:
+        events = instance.get_latest_materialization_events(list(keys))
     overrides = quarantine_overrides(instance, names)
     latest: dict[str, LatestBackup | None] = {}
     for key, name in keys.items():

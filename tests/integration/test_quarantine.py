@@ -147,7 +147,10 @@ def test_a_backup_after_a_90_percent_deletion_is_quarantined_everywhere_and_pass
     [rpo] = defs.resolve_job_def("watch").execute_in_process(instance=instance).get_asset_check_evaluations()
     assert rpo.passed and rpo.metadata["newest_partition"].value == PARTITIONS[2]
     assert "newer backups are quarantined" in (rpo.description or "")
-    assert gather_statuses(instance, manifest)[0].partition == PARTITIONS[2]
+    [status_now] = gather_statuses(instance, manifest)
+    assert status_now.partition == PARTITIONS[2]
+    [finding] = [failure for failure in status_now.failures if failure.startswith("size_anomaly check failed: ")]
+    assert "90% fewer" in finding, status_now.failures  # what the blocking check found on the newest backup
     history = backup_history(instance, DatasetKeys("app_db").backup, 10)
     assert len(history) == 3 and min(m.tables["shop.orders"] for m in history) == 2000
 
