@@ -48,7 +48,15 @@ query AssetGraph {
   }
 }
 """
-LOCATION_QUERY = "query { workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+LOCATION_QUERY = """
+query {
+  workspaceOrError {
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+    }
+  }
+}
+"""
 
 
 @dataclass
@@ -134,7 +142,10 @@ def measure_webserver(folder: Path, env: Mapping[str, str], port: int, timeout: 
 
         def loaded() -> bool:
             entries = _graphql(port, LOCATION_QUERY)["data"]["workspaceOrError"]["locationEntries"]  # type: ignore[index]
-            return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)  # type: ignore[index]
+            for entry in entries:  # type: ignore[attr-defined]
+                if entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]["__typename"] == "PythonError":
+                    raise BenchError(f"the code location failed to load: {entry['locationOrLoadError']['message']}")
+            return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)  # type: ignore[attr-defined]
 
         ready = _wait("the webserver's code location", loaded, timeout, process, log)
         queries, nodes = [], 0
