@@ -117,7 +117,9 @@ def measure_services(folder: Path, instance: dg.DagsterInstance, validate: bool 
         "load_from:\n  - python_module:\n      module_name: backup_pipelines.definitions\n"
         f"      working_directory: {ROOT}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # 10,000 datasets' snapshot is larger than the 100 MB Dagster's gRPC accepts (RESOURCE_EXHAUSTED)
+    limits = {"DAGSTER_GRPC_MAX_RX_BYTES": str(2**30), "DAGSTER_GRPC_MAX_SEND_BYTES": str(2**30)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **limits}
     if validate:
         started = time.monotonic()
         command = [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"]
