@@ -1,13 +1,15 @@
 """The production-shaped local profile end to end: `dagster-daemon run` on a Dagster instance stored in the
 session's PostgreSQL (deploy/local-postgres/dagster.yaml, with the pool limit set to 1), no `dagster dev`.
 
-Two datasets on one server share an every-minute cadence, so one scheduled run backs up both; a third, on a
-server that is down, has a cadence of its own. Within about two minutes the daemon's scheduler and run queue
-launch the runs; the good run succeeds with the two backup steps one after the other (pool `db-pg` of limit
-1); the bad run fails and the failure sensor alerts it; the RPO sensor (ticking every 5 s here through
-BACKUP_RPO_SENSOR_SECONDS) records the checks and alerts the dataset that never got a backup. The daemon runs
-in its own process group, SIGKILLed at the end. Retention and the reports run every minute here
-(`schedules:` in the manifest), so their scheduled runs succeed too and the dashboard is written."""
+Two datasets on one server share a two-minute cadence, so one scheduled run backs up both (a partition is backed
+up at most one period after its window closed, and the two take turns in the pool: two minutes leave room on a
+loaded machine); a third, on a server that is down, has a cadence of its own on the odd minutes. Within a few
+minutes the daemon's scheduler and run queue launch the runs; the good run succeeds with the two backup steps one
+after the other (pool `db-pg` of limit 1); the bad run fails and the failure sensor alerts it; the RPO sensor
+(ticking every 5 s here through BACKUP_RPO_SENSOR_SECONDS) records the checks and alerts the dataset that never
+got a backup. The daemon runs in its own process group, SIGKILLed at the end. Retention and the reports run every
+two minutes here (`schedules:` in the manifest), so their scheduled runs succeed too and the dashboard is
+written."""
 
 from __future__ import annotations
 
@@ -43,14 +45,16 @@ def profile(
         admin.execute(f"create database {INSTANCE_DB}")
     today = datetime.now(UTC).date().isoformat()  # minutely partitions from today only
     data = manifest_dict(
-        postgres, tmp_path / "backups", [age_keys.recipient], schedule="* * * * *", rpo="5m", start=today
+        postgres, tmp_path / "backups", [age_keys.recipient], schedule="*/2 * * * *", rpo="10m", start=today
     )
     data["datasets"]["second_db"] = {**data["datasets"]["app_db"]}
     data["servers"]["down"] = {**data["servers"]["pg"], "port": free_port()}
-    broken = {**data["datasets"]["app_db"], "schedule": "*/1 * * * *", "rpo": "1m"}
+    broken = {**data["datasets"]["app_db"], "schedule": "1-59/2 * * * *", "rpo": "3m"}
     data["datasets"]["broken_db"] = {**broken, "source": {"server": "down", "database": "app"}}
     data["alerts"] = {"channels": {"hook": {"type": "webhook", "url_env": HOOK_ENV, "retries": 0}}}
-    data["schedules"] = {"retention": "* * * * *", "reports": "* * * * *"}
+    # even minutes: the good backups and retention; odd minutes: the broken dataset and the reports (two runs
+    # a minute, as many as the queue of 4 and a loaded 2-core machine keep on time)
+    data["schedules"] = {"retention": "*/2 * * * *", "reports": "1-59/2 * * * *"}
     write_manifest(tmp_path / "backup_manifest.yaml", data)
     (tmp_path / "workspace.yaml").write_text(
         "load_from:\n  - python_module:\n      module_name: backup_pipelines.definitions\n      working_directory: .\n"
@@ -106,7 +110,7 @@ def test_daemon_on_a_postgres_instance_schedules_queues_runs_and_alerts(
                 return next((run for run in runs if run.job_name.startswith(job_prefix)), None)
 
             good = wait_for(
-                "a scheduled backup run to succeed", lambda: finished("backup_cron", dg.DagsterRunStatus.SUCCESS), 200
+                "a scheduled backup run to succeed", lambda: finished("backup_cron", dg.DagsterRunStatus.SUCCESS), 300
             )
             assert good.tags.get("dagster/schedule_name", "").startswith("backup_cron")
             steps = {
