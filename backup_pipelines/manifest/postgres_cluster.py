@@ -10,7 +10,7 @@ from croniter import croniter
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backup_pipelines.manifest.policies import DatasetBase
-from backup_pipelines.manifest.types import Duration, Name, Schedule, StrictInt, StrictModel
+from backup_pipelines.manifest.types import Duration, Name, Schedule, StrictInt, StrictModel, as_cron
 
 BACKUP_TYPES = ("full", "diff", "incr")
 
@@ -27,15 +27,11 @@ class BackupTypes(StrictModel):
 
     def type_at(self, moment: datetime) -> str:
         """Return "full", "diff" or "incr" for the partition starting at `moment` (UTC)."""
-        if croniter.match(_cron(self.full), moment):
+        if croniter.match(as_cron(self.full), moment):
             return "full"
-        if self.diff is not None and croniter.match(_cron(self.diff), moment):
+        if self.diff is not None and croniter.match(as_cron(self.diff), moment):
             return "diff"
         return "incr"
-
-
-def _cron(schedule: str) -> str:
-    return {"hourly": "0 * * * *", "daily": "0 0 * * *"}.get(schedule, schedule)
 
 
 class PostgresClusterSource(StrictModel):
