@@ -29,6 +29,11 @@ OVERRIDES_KEPT = 200  # quarantine decisions remembered per dataset
 WALK_BACK = 25  # materializations looked at to find the newest backup that is not quarantined
 
 
+def metadata_values(materialization: dg.AssetMaterialization) -> dict[str, Any]:
+    """Return a materialization's metadata as plain values."""
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
 def _value(metadata: Any, key: str, default: Any = None) -> Any:
     entry = metadata.get(key)
     return entry.value if entry is not None else default
@@ -113,7 +118,7 @@ class LatestBackup:
 
 
 def _latest_from(timestamp: float, materialization: dg.AssetMaterialization) -> LatestBackup:
-    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    metadata = metadata_values(materialization)
     created = metadata.get("created_at")
     created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else timestamp
     return LatestBackup(created_at, materialization.partition, metadata)

@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.buckets import bucket_key
 from assets.datasets import COMPLIANCE_CHECK
-from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups
+from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, metadata_values
 from assets.keys import DatasetKeys
 from assets.metadata import table, timestamp_value
 from backup_pipelines.buckets import rules_for
@@ -38,7 +38,7 @@ def _latest_metadata(
     found = {}
     for key, event in instance.get_latest_materialization_events(keys).items():
         if event is not None and event.asset_materialization is not None:
-            found[key] = (event.timestamp, {k: v.value for k, v in event.asset_materialization.metadata.items()})
+            found[key] = (event.timestamp, metadata_values(event.asset_materialization))
     return found
 
 
@@ -95,7 +95,7 @@ def _size_history(metadata: dict[str, Any]) -> list[tuple[float, int]]:
 
 def _metadata_of(event: Any) -> dict[str, Any] | None:
     materialization = event.asset_materialization if event is not None else None
-    return {k: v.value for k, v in materialization.metadata.items()} if materialization is not None else None
+    return metadata_values(materialization) if materialization is not None else None
 
 
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
