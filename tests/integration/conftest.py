@@ -6,12 +6,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.manifest import Manifest
 from backup_pipelines.sandbox import PostgresSandbox
+from tests.conftest import S3Endpoint, manifest_dict, write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +31,33 @@ def big_database(postgres: PostgresSandbox) -> str:
             "from generate_series(1, 8 + g % 2)) as payload from generate_series(1, 200000) g"
         )
     return "big"
+
+
+@pytest.fixture
+def big_manifest(
+    postgres: PostgresSandbox,
+    big_database: str,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
+    age_keys: KeyPair,
+    tmp_path: Path,
+) -> Callable[[list[str]], Manifest]:
+    """Return a function writing the manifest that backs up the big database to `repositories` (of "local",
+    the folder tmp_path/repo, and "s3", the test's bucket), with an empty `verification:` (no queries)."""
+
+    def write(repositories: list[str]) -> Manifest:
+        data = manifest_dict(
+            postgres,
+            tmp_path / "repo",
+            [age_keys.recipient],
+            database=big_database,
+            s3=(s3_endpoint, bucket),
+            repositories=repositories,
+            verification={},
+        )
+        return write_manifest(tmp_path / "m.yaml", data)
+
+    return write
 
 
 def _children_named(name: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ from backup_pipelines.errors import (
     StorageError,
     ValidationFailedError,
 )
+from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import (
     find_backup,
     restore_test_backup,
@@ -197,25 +199,9 @@ def test_a_missing_password_variable_is_named(postgres: PostgresSandbox, age_key
 
 
 def test_pg_dump_killed_mid_stream_fails_and_commits_nothing_anywhere(
-    postgres: PostgresSandbox,
-    big_database: str,
-    s3_endpoint: S3Endpoint,
-    bucket: str,
-    age_keys: KeyPair,
-    tmp_path: Path,
+    big_manifest: Callable[[list[str]], Manifest], s3_endpoint: S3Endpoint, bucket: str, tmp_path: Path
 ) -> None:
-    manifest = write_manifest(
-        tmp_path / "m.yaml",
-        manifest_dict(
-            postgres,
-            tmp_path / "repo",
-            [age_keys.recipient],
-            database=big_database,
-            s3=(s3_endpoint, bucket),
-            repositories=["local", "s3"],
-            verification={},
-        ),
-    )
+    manifest = big_manifest(["local", "s3"])
     killer = Killer("pg_dump", after_bytes=8 << 20)
     killer.start()
     with pytest.raises(CommandFailedError, match="pg_dump was killed by signal 9"):

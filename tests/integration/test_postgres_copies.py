@@ -5,6 +5,7 @@ and multipart uploads of a large backup."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from backup_pipelines.errors import (
     IntegrityError,
     StorageError,
 )
+from backup_pipelines.manifest import Manifest
 from backup_pipelines.operations import (
     find_backup,
     holder_of,
@@ -126,25 +128,9 @@ def test_a_copy_damaged_on_its_way_is_caught_and_not_committed(
 
 
 def test_multipart_upload_of_a_large_backup_round_trips(
-    postgres: PostgresSandbox,
-    big_database: str,
-    s3_endpoint: S3Endpoint,
-    bucket: str,
-    age_keys: KeyPair,
-    tmp_path: Path,
+    big_manifest: Callable[[list[str]], Manifest], s3_endpoint: S3Endpoint, bucket: str, age_keys: KeyPair
 ) -> None:
-    manifest = write_manifest(
-        tmp_path / "m.yaml",
-        manifest_dict(
-            postgres,
-            tmp_path / "repo",
-            [age_keys.recipient],
-            database=big_database,
-            s3=(s3_endpoint, bucket),
-            repositories=["s3"],
-            verification={},
-        ),
-    )
+    manifest = big_manifest(["s3"])
     record = run_backup(manifest, "app_db", PARTITION).record
     assert record.bytes_stored > 10 << 20  # more than two 5 MiB parts
     head = s3_endpoint.client().head_object(Bucket=bucket, Key=f"backups/{record.object_path}")
