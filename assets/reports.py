@@ -1,6 +1,7 @@
 """Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
 
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -32,22 +33,30 @@ RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
 RUNBOOK_FILE = "dr_runbook.md"
 
 
+def newest_entries(instance: dg.DagsterInstance, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, Any]:
+    """Return the asset entry (newest materialization, newest run that planned it) of each of `keys` that has
+    one: one batched query, each newest event read once for every use the status page makes of it."""
+    return {record.asset_entry.asset_key: record.asset_entry for record in instance.get_asset_records(keys)}
+
+
 def _latest_metadata(
-    instance: dg.DagsterInstance, keys: list[dg.AssetKey]
+    instance: dg.DagsterInstance, keys: list[dg.AssetKey], entries: dict[dg.AssetKey, Any] | None = None
 ) -> dict[dg.AssetKey, tuple[float, dict[str, Any]]]:
+    """Return each of `keys`' newest materialization time and metadata values, from `entries` when given."""
+    chosen = newest_entries(instance, keys) if entries is None else entries
     found = {}
-    for key, event in instance.get_latest_materialization_events(keys).items():
+    for key in keys:
+        event = chosen[key].last_materialization if key in chosen else None
         if event is not None and event.asset_materialization is not None:
             found[key] = (event.timestamp, metadata_values(event.asset_materialization))
     return found
 
 
-def failed_runs(instance: dg.DagsterInstance, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, str]:
-    """Return the assets among `keys` whose newest run that planned them failed without materializing them,
-    each with a line naming the run and when it ended (two batched queries)."""
+def failed_runs(instance: dg.DagsterInstance, entries: Iterable[Any]) -> dict[dg.AssetKey, str]:
+    """Return the assets among `entries` (asset entries, see `newest_entries`) whose newest run that planned
+    them failed without materializing them, each with a line naming the run and when it ended (one query)."""
     planned: dict[dg.AssetKey, str] = {}
-    for record in instance.get_asset_records(keys):
-        entry = record.asset_entry
+    for entry in entries:
         materialized_in = entry.last_materialization.run_id if entry.last_materialization else None
         if entry.last_run_id and entry.last_run_id != materialized_in:
             planned[entry.asset_key] = entry.last_run_id
@@ -99,19 +108,21 @@ def _metadata_of(event: Any) -> dict[str, Any] | None:
 
 
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
-    """Return every active dataset's status from the event log in a few batched queries: the newest backup
+    """Return every active dataset's status from the event log in a few batched queries (each newest event
+    read once): the newest backup
     (whose metadata carries its recent sizes), copy, verification and restore test of every dataset, the runs
     that failed them and the blocking checks that failed."""
     names = list(manifest.active_datasets())
-    newest = instance.get_latest_materialization_events([DatasetKeys(name).backup for name in names])
-    backups = latest_backups(instance, names, newest)
     chains = [DatasetKeys(name) for name in names]
-    runs_failed = failed_runs(
+    entries = newest_entries(
         instance, [key for keys in chains for key in (keys.backup, keys.copy, keys.verify, keys.restore_test)]
     )
-    verified = _latest_metadata(instance, [DatasetKeys(name).verify for name in names])
-    restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in names])
-    copied = _latest_metadata(instance, [DatasetKeys(name).copy for name in names])
+    newest = {keys.backup: entries[keys.backup].last_materialization for keys in chains if keys.backup in entries}
+    backups = latest_backups(instance, names, newest)
+    runs_failed = failed_runs(instance, entries.values())
+    verified = _latest_metadata(instance, [keys.verify for keys in chains], entries)
+    restored = _latest_metadata(instance, [keys.restore_test for keys in chains], entries)
+    copied = _latest_metadata(instance, [keys.copy for keys in chains], entries)
     statuses = []
     drill_every = schedule_period(manifest.schedules.drills).total_seconds()
     for name, dataset in manifest.active_datasets().items():

@@ -1,0 +1,82 @@
+"""The status page names a dataset's failed run from the one batched read of every newest event: a backup run
+that failed (its SQLite file gone) shows as a failure naming the run, beside the previous good backup, and
+the next good backup clears it. Real Dagster instance (ephemeral), real SQLite backups to a local repository."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.partitions import LATE_ALLOW, LATE_TAG
+from assets.reports import gather_statuses
+from backup_pipelines.crypto import KeyPair
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.status import DatasetStatus
+from tests.conftest import manifest_for
+
+LATE = {LATE_TAG: LATE_ALLOW}
+DAYS = ["2026-11-20", "2026-11-21", "2026-11-22"]
+
+
+@pytest.fixture(autouse=True)
+def identity(age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
+def write_database(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("create table if not exists notes (id integer primary key, body text)")
+        connection.executemany("insert into notes (body) values (?)", [(f"note {i}",) for i in range(50)])
+
+
+def failed_runs(status: DatasetStatus) -> list[str]:
+    """The status's failed-run lines ("<stage> run <id> failed <when>"; a single local repository also fails
+    the 3-2-1 check, which is not a run)."""
+    return [line for line in status.failures if " run " in line]
+
+
+def test_a_failed_backup_run_is_named_on_the_status_page_until_a_backup_succeeds(
+    tmp_path: Path, age_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_database(tmp_path / "app.sqlite")
+    write_database(tmp_path / "other.sqlite")
+    manifest = manifest_for(
+        tmp_path,
+        age_keys,
+        {
+            "notes": {"kind": "sqlite", "source": {"path": "app.sqlite"}},
+            "other": {"kind": "sqlite", "source": {"path": "other.sqlite"}},
+        },
+    )
+    defs = build_definitions(tmp_path / "m.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def backup(day: str) -> dg.ExecuteInProcessResult:
+        return defs.resolve_job_def("backup_daily").execute_in_process(
+            partition_key=day, instance=instance, raise_on_error=False, tags=LATE
+        )
+
+    assert backup(DAYS[0]).success
+    (tmp_path / "app.sqlite").rename(tmp_path / "moved.sqlite")
+    failed = backup(DAYS[1])
+    assert not failed.success
+
+    statuses = {status.name: status for status in gather_statuses(instance, manifest)}
+    assert statuses["notes"].partition == DAYS[0], "the previous good backup is still the newest"
+    run = failed.run_id[:8]
+    assert {line.split(" failed ")[0] for line in failed_runs(statuses["notes"])} == {
+        f"backup run {run}",
+        f"verify run {run}",
+    }
+    assert failed_runs(statuses["other"]) == []
+    assert statuses["other"].partition == DAYS[1]
+
+    (tmp_path / "moved.sqlite").rename(tmp_path / "app.sqlite")
+    assert backup(DAYS[2]).success
+    statuses = {status.name: status for status in gather_statuses(instance, manifest)}
+    assert failed_runs(statuses["notes"]) == [] and statuses["notes"].partition == DAYS[2]
