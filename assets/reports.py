@@ -109,9 +109,8 @@ def _metadata_of(event: Any) -> dict[str, Any] | None:
 
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
     """Return every active dataset's status from the event log in a few batched queries (each newest event
-    read once): the newest backup
-    (whose metadata carries its recent sizes), copy, verification and restore test of every dataset, the runs
-    that failed them and the blocking checks that failed."""
+    read once): the newest backup (whose metadata carries its recent sizes), copy, verification and restore
+    test of every dataset, the runs that failed them and the blocking checks that failed."""
     names = list(manifest.active_datasets())
     chains = [DatasetKeys(name) for name in names]
     entries = newest_entries(

@@ -35,8 +35,8 @@ from backup_pipelines.manifest import TableSample
 
 SAMPLES = "fingerprint_samples"
 Scope = Callable[[str | None, str | None], bool]
-ROW_METHOD = "row_digest"  # source_stats key: how rows were digested ("columns", "hash" or "md5"); the restore
-# digests the same way
+ROW_METHOD = "row_digest"  # source_stats key: how rows were digested ("columns", "text", "hash" or "md5"); the
+# restore digests the same way
 MD5_ROW = "('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint"
 # Output settings pinned while "columns" and "text" digest rows (as pg_dump pins them), so a value's text does
 # not depend on the session or server defaults; "hash" and "md5", recorded before, keep the session's.
@@ -210,7 +210,7 @@ def take_fingerprint(
     object belongs to the dump (schema None: a cluster-wide one such as an extension; table None: a
     schema-level one); `tables` and `sequences` must already be in scope. Rows are digested by `method`
     (the one recorded at backup time, on the restore side), else by "columns" where the server has
-    hash_record_extended (PostgreSQL 14+), else "md5"."""
+    hash_record_extended (PostgreSQL 14+), else "text"."""
     connection.execute("set search_path = pg_catalog")
     row_method = method or ("columns" if connection.info.server_version >= 140000 else "text")
     pinned = PINNED if row_method in PINNED_METHODS else {}
@@ -255,9 +255,9 @@ def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, meth
     values, text types under the C collation, every other type as its text output (so a type whose hash is
     looser than its text is judged by its text). With "columns", each column is hashed by its own function
     with its position as seed (the HASHED_TYPES without a callable one together in one record) and the
-    column hashes are combined by xor, which binds the values to their row without building a record of the
-    whole row (a quarter of the cost of "hash" beyond the scan, measured); with "hash", PostgreSQL's extended
-    hash of the whole row as one record; with "md5", the first 64 bits of the md5 of the row's text."""
+    column hashes are combined by xor, which binds the values to their row (and costs about what reading the
+    rows does, measured); with "hash", PostgreSQL's extended hash of the whole row as one record; with "text"
+    and "md5", the first 64 bits of the md5 of the row's text."""
     columns = connection.execute(COLUMNS_SQL, (schema, table)).fetchall()
     if method in ("md5", "text") or not columns:
         return sql.SQL(MD5_ROW)
@@ -269,9 +269,7 @@ def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, meth
             typed = "t.{}" if type_name in HASHED_TYPES else "t.{}::text"
             together.append(sql.SQL('t.{} collate "C"' if type_name in C_COLLATED_TYPES else typed).format(name))
             continue
-        hashed = (
-            TEXT_HASH if type_name in C_COLLATED_TYPES or type_name not in HASHED_TYPES else HASHED_TYPES[type_name]
-        )
+        hashed = HASHED_TYPES.get(type_name, TEXT_HASH)  # text types and unlisted types: TEXT_HASH
         if hashed is None:
             together.append(sql.SQL("t.{}").format(name))
         else:  # a NULL hashes to the seed, so it still counts
