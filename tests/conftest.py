@@ -7,6 +7,7 @@ The fixtures start real servers once per test run, bound to 127.0.0.1 only: a th
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,3 +279,28 @@ def receiver() -> Iterator[AlertReceiver]:
         yield server
     finally:
         server.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Count the fault suite's cases (tests/faults) by category and outcome. It lives here because with worker
+    processes (pytest-xdist) only the controlling process writes the summary, and it loads this conftest only."""
+    reports = [
+        report
+        for outcome in ("passed", "failed", "skipped", "error")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") in ("call", "setup") and "tests/faults/" in str(report.nodeid)
+    ]
+    counted: dict[str, str] = {}
+    for report in reports:  # one outcome per case: a failed setup, else the call
+        if report.when == "call" or report.outcome != "passed":
+            counted[report.nodeid] = report.outcome
+    if not counted:
+        return
+    by_category = Counter(
+        nodeid.split("/")[-1].split("::")[0].removeprefix("test_").removesuffix(".py") for nodeid in counted
+    )
+    outcomes = Counter(counted.values())
+    terminalreporter.write_sep("-", f"fault suite: {len(counted)} injected faults")
+    for category, count in sorted(by_category.items()):
+        terminalreporter.write_line(f"  {category}: {count}")
+    terminalreporter.write_line("  outcomes: " + ", ".join(f"{key} {value}" for key, value in sorted(outcomes.items())))
