@@ -3,11 +3,14 @@ a subreaper, so orphaned descendants are waited for and counted), a server's CPU
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -16,7 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+
+@functools.cache
+def empty_folder() -> Path:
+    """A new empty folder, removed at exit, for the commands to run in (see run)."""
+    folder = tempfile.mkdtemp(prefix="bench-cwd-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(folder)
+
+
 PAGE_BYTES, CLOCK_TICKS = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -80,9 +91,10 @@ def reap_orphans(timeout: float = 60.0) -> None:
         raise BenchError(f"processes left by the command still run after {timeout:.0f} s (children of {os.getpid()})")
 
 
-def run(argv: list[str], env: Mapping[str, str], server_pid: int | None, cwd: Path = ROOT) -> Sample:
-    """Run `argv` in `cwd` (the project folder) with `env` and return its Sample. Raise BenchError with its
-    stderr tail if it fails."""
+def run(argv: list[str], env: Mapping[str, str], server_pid: int | None, cwd: Path | None = None) -> Sample:
+    """Run `argv` in `cwd` with `env` and return its Sample. Raise BenchError with its stderr tail if it fails.
+    By default it runs in an empty folder: Dagster loads the `.env` of the folder it runs in over `env`, and the
+    demo leaves one in the project folder (its DAGSTER_HOME and secrets)."""
     peak, stop = [0], threading.Event()
 
     def sample_memory() -> None:
@@ -94,7 +106,7 @@ def run(argv: list[str], env: Mapping[str, str], server_pid: int | None, cwd: Pa
     server_before, usage_before = server_cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as stderr:
         started = time.monotonic()
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(argv, cwd=cwd or empty_folder(), env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
         returncode = process.wait()

@@ -6,7 +6,11 @@ The fixtures start real servers once per test run, bound to 127.0.0.1 only: a th
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +29,16 @@ from backup_pipelines.sandbox import PostgresSandbox, free_port, start_postgres_
 PG_PASSWORD_ENV = "TEST_PG_PASSWORD"
 S3_KEY_ENV = "TEST_S3_ACCESS_KEY_ID"
 S3_SECRET_ENV = "TEST_S3_SECRET_ACCESS_KEY"
+
+
+@functools.cache
+def cli_folder() -> Path:
+    """An empty folder, one per test process, for the dagster CLIs to run in. Dagster loads the `.env` of the
+    folder it runs in over the environment, and the demo (the README's first command) writes one in the project
+    folder with its own DAGSTER_HOME and secrets: run there, a test's CLI would use the demo's instance."""
+    folder = tempfile.mkdtemp(prefix="bp-cli-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(folder)
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,23 @@ from typing import TypeVar
 
 import pytest
 
+from tests.conftest import cli_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """Run a command with the project's venv first on PATH; return the completed process."""
+def run(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with the project's venv first on PATH, in `cwd` (default: an empty folder, see cli_folder);
+    return the completed process."""
     environment = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **env}
-    return subprocess.run(argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        argv, cwd=cwd or cli_folder(), env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def dagster_environment(home: Path, manifest: Path, identity: str) -> dict[str, str]:

@@ -25,8 +25,8 @@ from backup_pipelines.engines.postgres_restore import find_bin_dir
 from backup_pipelines.manifest import load_manifest
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import manifest_dict, write_manifest
-from tests.e2e.conftest import BIN, ROOT, dagster_environment, run
+from tests.conftest import cli_folder, manifest_dict, write_manifest
+from tests.e2e.conftest import BIN, dagster_environment, run
 
 # The last complete hour: the backup asset refuses a partition whose window closed more than one period ago.
 PARTITION = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d-%H}:00"
@@ -78,7 +78,7 @@ def materialize(environment: dict[str, str], step_processes: bool = False) -> su
     with open(Path(environment["DAGSTER_HOME"]) / "materialize.log", "ab") as log:
         return subprocess.Popen(
             [*MATERIALIZE, "--partition", PARTITION, *forked],
-            cwd=ROOT,
+            cwd=cli_folder(),
             env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **environment},
             stdout=log,
             stderr=subprocess.STDOUT,

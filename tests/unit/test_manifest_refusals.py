@@ -13,6 +13,7 @@ import pytest
 
 from backup_pipelines.errors import ManifestError
 from backup_pipelines.manifest import load_manifest, parse_manifest
+from tests.conftest import cli_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENT = "age1p2xdngslz92zezwfmqqtwl4zwg8ptz9l7nrcr0vfhfy7vqdsxd4qjv55r2"
@@ -294,7 +295,7 @@ def dagster_validate(arguments: list[str], manifest: Path, home: Path) -> subpro
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     environment = {**os.environ, "BACKUP_MANIFEST": str(manifest), "DAGSTER_HOME": str(home)}
     command = [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", *arguments]
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=cli_folder(), env=environment, capture_output=True, text=True, timeout=300)
 
 
 def without_dagsters_own_warning(output: str) -> list[str]:
@@ -305,7 +306,7 @@ def without_dagsters_own_warning(output: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("target", [["-m", "backup_pipelines.definitions"], ["-w", "workspace.yaml"]])
+@pytest.mark.parametrize("target", [["-m", "backup_pipelines.definitions"], ["-w", str(ROOT / "workspace.yaml")]])
 def test_dagster_definitions_validate_prints_the_problems_first_and_exits_non_zero(
     target: list[str], tmp_path: Path
 ) -> None:
