@@ -19,7 +19,8 @@ COPY assets ./assets
 COPY resources ./resources
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . \
-    && /opt/venv/bin/python -c "import backup_pipelines.assemble, dagster_k8s, dagster_postgres, dagster_aws"
+    && /opt/venv/bin/python -c "import backup_pipelines.assemble, dagster_k8s, dagster_postgres, dagster_aws" \
+    && /opt/venv/bin/python -m compileall -q backup_pipelines assets resources
 COPY workspace.yaml ./
 
 ENV PATH=/opt/venv/bin:$PATH \
