@@ -1,7 +1,8 @@
 """Session-wide test servers and helpers.
 
-The fixtures start real servers once per test run, bound to 127.0.0.1 only: a throw-away PostgreSQL cluster
-(the same sandbox the demo uses) and moto's standalone S3 server, which speaks the real S3 wire protocol.
+The fixtures start real servers once per test process (scripts/test.sh runs two), bound to 127.0.0.1 only: a
+throw-away PostgreSQL cluster (the same sandbox the demo uses), a MariaDB server and moto's standalone S3 server,
+which speaks the real S3 wire protocol.
 """
 
 from __future__ import annotations
