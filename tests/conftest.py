@@ -190,7 +190,9 @@ def newest_hour() -> str:
     so a test must take it when it starts, not when its module was imported: a suite runs across hours."""
     import dagster as dg
 
-    return dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC").get_last_partition_key()
+    key = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC").get_last_partition_key()
+    assert key is not None
+    return key
 
 
 def stored_files(root: Path) -> list[Path]:

@@ -13,6 +13,7 @@ written."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -126,7 +127,7 @@ def test_daemon_on_a_postgres_instance_schedules_queues_runs_and_alerts(
             for job in ("retention", "reports"):
                 run = wait_for(
                     f"a scheduled {job} run to succeed",
-                    lambda job=job: finished(job, dg.DagsterRunStatus.SUCCESS),
+                    functools.partial(finished, job, dg.DagsterRunStatus.SUCCESS),
                     150,
                 )
                 assert run.job_name == job and run.tags.get("dagster/schedule_name") == f"{job}_schedule", run.tags

@@ -68,15 +68,18 @@ def test_ebs_snapshot_lifecycle(s3_endpoint: S3Endpoint, tmp_path: Path) -> None
     for repository in ("snapshots", "dr"):  # the copy has its own snapshot id: it is tagged too
         assert open_repository(manifest, repository).restore_tested("data_volume") == {older.backup_id}
     dr = open_repository(manifest, "dr")
-    restored = EbsEngine().restore_to(manifest, "data_volume", dr, dr.find_backup("data_volume", older.backup_id), "x")
+    assert isinstance(dr, SnapshotStore)
+    copy_in_dr = dr.find_backup("data_volume", older.backup_id)
+    assert copy_in_dr is not None
+    restored = EbsEngine().restore_to(manifest, "data_volume", dr, copy_in_dr, "x")
     [in_dr] = s3_endpoint.client("ec2", DR).describe_volumes(VolumeIds=[restored.rsplit("/", 1)[-1]])["Volumes"]
     assert in_dr["SnapshotId"] == dr_snapshot and in_dr["AvailabilityZone"].startswith(DR)
 
     newer = run_backup(manifest, "data_volume", "2026-11-26", started_at=now - timedelta(days=1)).record
     copy_backup(manifest, "data_volume", newer)
     restore_test_backup(manifest, "data_volume", newer)
-    report = prune_dataset(manifest, "data_volume")
-    assert [record.backup_id for record in report.expired] == [older.backup_id]
+    pruned = prune_dataset(manifest, "data_volume")
+    assert [record.backup_id for record in pruned.expired] == [older.backup_id]
     with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
         ec2.describe_snapshots(SnapshotIds=[older.object_name])
     with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):

@@ -82,7 +82,10 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
     report = restore_test_backup(manifest, "orders", older)
     assert not report.failures and {o.name for o in report.outcomes} >= {"engine", "encrypted", "instance status"}
     dr = open_repository(manifest, "dr")  # the primary region lost: restore from the copy, without its subnet group
-    where = RdsEngine().restore_to(manifest, "orders", dr, dr.find_backup("orders", older.backup_id), "orders-dr")
+    assert isinstance(dr, SnapshotStore)
+    copy_in_dr = dr.find_backup("orders", older.backup_id)
+    assert copy_in_dr is not None
+    where = RdsEngine().restore_to(manifest, "orders", dr, copy_in_dr, "orders-dr")
     assert where == f"rds://{DR}/orders-dr"
     [in_dr] = s3_endpoint.client("rds", DR).describe_db_instances(DBInstanceIdentifier="orders-dr")["DBInstances"]
     assert in_dr["StorageEncrypted"] and in_dr["KmsKeyId"] == dr_key
@@ -95,9 +98,9 @@ def test_rds_backup_copies_verifies_restore_tests_and_expires_snapshots(
     copy_backup(manifest, "orders", newer)
     restore_test_backup(manifest, "orders", newer)  # else the safety rule keeps the newest restore-tested one
     assert judge(manifest, "orders", list(locations)).passed  # source + 2 snapshots, 1 off-site, media 1 asked
-    report = prune_dataset(manifest, "orders")
-    assert [record.backup_id for record in report.expired] == [older.backup_id]
-    assert report.deleted == {"snapshots": [older.backup_id], "dr": [older.backup_id]}
+    pruned = prune_dataset(manifest, "orders")
+    assert [record.backup_id for record in pruned.expired] == [older.backup_id]
+    assert pruned.deleted == {"snapshots": [older.backup_id], "dr": [older.backup_id]}
     for region in (PRIMARY, DR):
         assert list(db_snapshots(s3_endpoint, region, "orders")) == [newer.object_name]
     assert find_backup(manifest, "orders").backup_id == newer.backup_id

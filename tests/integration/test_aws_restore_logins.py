@@ -43,7 +43,7 @@ def test_rds_restore_tests_log_in_and_run_the_validation_queries(
     temporary instance's endpoint at the session's real PostgreSQL server (holding the sample database `app`):
     the login and the validation queries then run for real."""
     create_instance(s3_endpoint, "app-db", kms_key(s3_endpoint, PRIMARY))
-    login = {"database": "app", "user": postgres.user, "password_env": PG_PASSWORD_ENV}
+    login: dict[str, object] = {"database": "app", "user": postgres.user, "password_env": PG_PASSWORD_ENV}
     queries = [
         {"name": "orders", "sql": "select count(*) from shop.orders", "expect": {"min": 1}},
         {

@@ -14,6 +14,7 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.repository import open_repository
 from backup_pipelines.sandbox import PostgresSandbox, free_port
+from resources.manifest import ManifestResource
 from tests.conftest import PG_PASSWORD_ENV, manifest_dict, newest_hour, write_manifest
 
 # The hour that just closed: a backup taken now is on time for it (partitions older than one period are refused).
@@ -199,7 +200,9 @@ def test_verify_checks_the_backup_this_partition_materialized(
     backup_ids = [materialized(run, "backup")["backup_id"] for run in (first, second)]
     assert backup_ids[0] != backup_ids[1]
     assert materialized(second, "verify")["backup_id"] == backup_ids[1]
-    manifest = defs.resources["manifest"].load()  # type: ignore[union-attr]
+    manifest_resource = (defs.resources or {})["manifest"]
+    assert isinstance(manifest_resource, ManifestResource)
+    manifest = manifest_resource.load()
     assert len(open_repository(manifest, "local").list_backups("app_db")) == 2
 
 
@@ -237,7 +240,9 @@ def test_copy_asset_copies_off_site_between_backup_and_verify_and_meets_3_2_1(
     )
     assert result.success
     copied = materialized(result, "copy")
-    assert set(copied["locations"]) == {"local", "s3"} and copied["three_two_one"] == "pass"  # type: ignore[arg-type]
+    locations = copied["locations"]
+    assert isinstance(locations, dict)
+    assert set(locations) == {"local", "s3"} and copied["three_two_one"] == "pass"
     checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
     assert checks["three_two_one"].passed and checks["three_two_one"].asset_key == dg.AssetKey(["app_db", "copy"])
     assert materialized(result, "verify")["copies_verified"] == 2

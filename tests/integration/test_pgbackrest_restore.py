@@ -15,6 +15,7 @@ import psycopg
 from backup_pipelines.cli import main
 from backup_pipelines.engines.pitr_server import temporary_server, wait_promoted
 from backup_pipelines.engines.postgres import connect
+from backup_pipelines.manifest import PostgresServerConfig
 from backup_pipelines.operations import run_backup
 from backup_pipelines.pitr_setup import pitr_setup
 from tests.e2e.restore_blocks import documented_block, with_variables
@@ -43,6 +44,7 @@ def _phases_when_started(cluster: Cluster, data: Path) -> dict[str, int]:
     """Start a server on the restored `data`, wait for recovery, and count the timeline rows by phase."""
     manifest = cluster.manifest()
     server = manifest.servers["pg"]
+    assert isinstance(server, PostgresServerConfig)
     environment = {"PGBACKREST_REPO1_CIPHER_PASS": CIPHER}
     with temporary_server(data, f"{cluster.sandbox.bin_dir}/pg_ctl", "postgres", 120, environment) as restored:
         local = server.model_copy(update={"port": restored.port, "sslmode": "disable"})

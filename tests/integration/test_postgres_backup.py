@@ -96,7 +96,8 @@ def test_restored_copy_keeps_non_ascii_text_bytea_and_large_objects(
     )
     with psycopg.connect(postgres.conninfo("app")) as source, psycopg.connect(postgres.conninfo("copy_of_app")) as copy:
         assert copy.execute(query).fetchone() == source.execute(query).fetchone()
-        assert "李小龙" in copy.execute(query).fetchone()[0]
+        row = copy.execute(query).fetchone()
+        assert row is not None and "李小龙" in row[0]
     with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
         admin.execute("drop database copy_of_app")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -52,7 +53,7 @@ def retention_manifest(
 ) -> Callable[..., Manifest]:
     monkeypatch.setenv("BACKUP_AGE_IDENTITY", age_keys.identity)
 
-    def build(**extra: object) -> Manifest:
+    def build(**extra: Any) -> Manifest:
         data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient], verification={}, **extra)
         data["datasets"]["app_db"]["retention"] = {"keep_daily": 2, "min_age": "1h"}
         return write_manifest(tmp_path / "m.yaml", data)
@@ -60,7 +61,9 @@ def retention_manifest(
     return build
 
 
-def test_prune_keeps_the_plan_and_the_newest_restore_tested_backup(retention_manifest, age_keys: KeyPair) -> None:
+def test_prune_keeps_the_plan_and_the_newest_restore_tested_backup(
+    retention_manifest: Callable[..., Manifest], age_keys: KeyPair
+) -> None:
     manifest = retention_manifest()
     history = make_history(manifest)
     restore_test_backup(manifest, "app_db", history[4], identity=age_keys.identity)  # the 3-day-old one
@@ -81,7 +84,9 @@ def test_prune_keeps_the_plan_and_the_newest_restore_tested_backup(retention_man
     assert prune_dataset(manifest, "app_db").expired == []  # idempotent
 
 
-def test_prune_deletes_from_every_repository(retention_manifest, s3_endpoint: S3Endpoint, bucket: str) -> None:
+def test_prune_deletes_from_every_repository(
+    retention_manifest: Callable[..., Manifest], s3_endpoint: S3Endpoint, bucket: str
+) -> None:
     manifest = retention_manifest(s3=(s3_endpoint, bucket), repositories=["local", "s3"])
     history = make_history(manifest)
     report = prune_dataset(manifest, "app_db")
@@ -96,7 +101,7 @@ def test_prune_deletes_from_every_repository(retention_manifest, s3_endpoint: S3
 
 
 def test_an_interrupted_prune_leaves_the_rest_intact_and_the_next_run_finishes(
-    retention_manifest, monkeypatch: pytest.MonkeyPatch
+    retention_manifest: Callable[..., Manifest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest = retention_manifest()
     history = make_history(manifest)
@@ -126,7 +131,9 @@ def test_an_interrupted_prune_leaves_the_rest_intact_and_the_next_run_finishes(
     assert ids(repository.list_backups("app_db", include_expiring=True)) == ids([history[0], history[2]])
 
 
-def test_prune_never_deletes_an_object_under_object_lock(retention_manifest, s3_endpoint: S3Endpoint) -> None:
+def test_prune_never_deletes_an_object_under_object_lock(
+    retention_manifest: Callable[..., Manifest], s3_endpoint: S3Endpoint
+) -> None:
     client = s3_endpoint.client()
     client.create_bucket(Bucket="bp-locked-bucket", ObjectLockEnabledForBucket=True)
     manifest = retention_manifest(s3=(s3_endpoint, "bp-locked-bucket"), repositories=["s3"])
@@ -143,7 +150,9 @@ def test_prune_never_deletes_an_object_under_object_lock(retention_manifest, s3_
     assert locked.backup_id in ids(open_repository(manifest, "s3").list_backups("app_db"))
 
 
-def test_retention_job_reports_kept_and_expired_and_marks_expired_partitions(retention_manifest) -> None:
+def test_retention_job_reports_kept_and_expired_and_marks_expired_partitions(
+    retention_manifest: Callable[..., Manifest],
+) -> None:
     manifest = retention_manifest()
     history = make_history(manifest)
     defs = build_definitions(manifest.path)
@@ -159,15 +168,19 @@ def test_retention_job_reports_kept_and_expired_and_marks_expired_partitions(ret
     result = job.execute_in_process(instance=instance)
     [materialization] = result.asset_materializations_for_node("app_db__retention")
     metadata = materialization.metadata
-    assert metadata["kept_count"].value == 2 and metadata["bytes_freed"].value > 0
-    assert {row.data["kept_by"] for row in metadata["kept"].value.records} == {"daily, safety: newest backup", "daily"}
+    bytes_freed, kept = metadata["bytes_freed"].value, metadata["kept"]
+    assert metadata["kept_count"].value == 2 and isinstance(bytes_freed, int) and bytes_freed > 0
+    assert isinstance(kept, dg.TableMetadataValue)
+    assert {row.data["kept_by"] for row in kept.value.records} == {"daily, safety: newest backup", "daily"}
     observations = instance.fetch_observations(dg.AssetKey(["app_db", "backup"]), limit=10).records
     expired = {record.partition_key for record in observations}
     assert expired == {history[i].partition_key for i in (1, 3, 4, 5)} - {history[0].partition_key}
     assert all(r.asset_observation.metadata["expired"].value is True for r in observations)  # type: ignore[union-attr]
 
 
-def test_cli_prune_dry_run_prints_the_plan(retention_manifest, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prune_dry_run_prints_the_plan(
+    retention_manifest: Callable[..., Manifest], capsys: pytest.CaptureFixture[str]
+) -> None:
     from backup_pipelines.cli import main
 
     manifest = retention_manifest()

@@ -24,7 +24,7 @@ def defs() -> dg.Definitions:
 
 
 def graph(defs: dg.Definitions) -> dict[str, dict[str, object]]:
-    nodes = {}
+    nodes: dict[str, dict[str, object]] = {}
     for assets_def in defs.assets or []:
         assert isinstance(assets_def, dg.AssetsDefinition)
         for key in assets_def.keys:

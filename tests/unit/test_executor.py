@@ -47,7 +47,8 @@ def test_auto_mode_forks_steps_from_a_forkserver_and_keeps_retries_in_both_modes
 
 
 def test_forced_modes_and_an_explicit_start_method() -> None:
-    retries = {"retries": {"enabled": {}}}  # Dagster fills in the defaults before the executor sees its config
+    # Dagster fills in the defaults before the executor sees its config
+    retries: dict[str, object] = {"retries": {"enabled": {}}}
     assert isinstance(_executor({"in_process": retries}), InProcessExecutor)
     spawned = _executor({"multiprocess": {**retries, "start_method": {"spawn": {}}}})
     assert isinstance(spawned, MultiprocessExecutor) and spawned._start_method == "spawn"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from backup_pipelines.freshness import Freshness, plan_alerts
@@ -11,9 +12,9 @@ def at(now: float, backup_at: float | None, dataset: str = "orders") -> list[Fre
     return [Freshness(dataset, HOUR, backup_at, "2026-11-20-05:00" if backup_at else None, now)]
 
 
-def run(ticks: list[tuple[float, float | None]], reminder: timedelta | None = None) -> list[list[str]]:
+def run(ticks: Sequence[tuple[float, float | None]], reminder: timedelta | None = None) -> list[list[str]]:
     state: dict = {}
-    kinds = []
+    kinds: list[list[str]] = []
     for now, backup_at in ticks:
         alerts, state = plan_alerts(state, at(now, backup_at), reminder)
         kinds.append([alert.kind for alert in alerts])

@@ -7,6 +7,7 @@ which cannot run here.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_local_default_instance_config_is_valid(tmp_path: Path, monkeypatch: pyt
     assert_runs_are_monitored(config)
 
 
-def assert_runs_are_monitored(config: dict[str, object]) -> None:
+def assert_runs_are_monitored(config: Mapping[str, object]) -> None:
     """A dead run is failed and the pool slots it held are freed within minutes."""
     monitoring = config["run_monitoring"]
     assert isinstance(monitoring, dict) and monitoring["enabled"] is True

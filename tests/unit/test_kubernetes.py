@@ -97,7 +97,7 @@ def test_a_dataset_without_k8s_tags_gets_the_launchers_defaults_and_the_executor
     job = step_job(defs, "shop_mysql/backup")
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert "resources" not in container or not container["resources"]
-    assert defs.executor is not None and defs.executor.name == "k8s_step_pods"
+    assert isinstance(defs.executor, dg.ExecutorDefinition) and defs.executor.name == "k8s_step_pods"
 
 
 def test_chart_values_and_instance_agree_on_secrets_and_never_give_the_identity_to_every_pod() -> None:

@@ -9,7 +9,14 @@ import yaml
 
 from backup_pipelines.cli import main as cli_main
 from backup_pipelines.errors import ManifestError, MissingSecretError
-from backup_pipelines.manifest import load_manifest, manifest_json_schema, parse_manifest, read_secret
+from backup_pipelines.manifest import (
+    CommandDataset,
+    FilesDataset,
+    load_manifest,
+    manifest_json_schema,
+    parse_manifest,
+    read_secret,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENT = "age1p2xdngslz92zezwfmqqtwl4zwg8ptz9l7nrcr0vfhfy7vqdsxd4qjv55r2"
@@ -179,8 +186,10 @@ def test_example_manifest_is_valid_and_mirrors_the_seed(example_manifest: Path) 
     kinds = {"postgres", "postgres_cluster", "mysql", "files", "command", "sqlite"}
     assert {d.kind for d in manifest.active_datasets().values()} == kinds
     assert manifest.datasets["postgres_main"].schedule == "hourly"
-    assert manifest.datasets["configs"].retention.keep_daily == 90
-    assert manifest.datasets["secrets"].retention.keep_daily == 365
+    configs, secrets = manifest.datasets["configs"], manifest.datasets["secrets"]
+    assert isinstance(configs, FilesDataset) and isinstance(secrets, CommandDataset)
+    assert configs.retention.keep_daily == 90
+    assert secrets.retention.keep_daily == 365
     assert manifest.encryption_for("secrets").enabled
 
 

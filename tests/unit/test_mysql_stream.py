@@ -40,7 +40,7 @@ ALTER = b"ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n"
 
 
 def filtered(dump: bytes, injected: bytes = b"") -> bytes:
-    stream = DumpFilter(io.BufferedReader(io.BytesIO(dump)), injected)  # type: ignore[arg-type]
+    stream = DumpFilter(io.BufferedReader(io.BytesIO(dump)), injected)
     output = stream.read()
     stream.check()
     return output
@@ -77,13 +77,13 @@ def test_a_dump_without_the_sql_mode_header_line_is_refused() -> None:
 
 def test_the_restore_side_writer_edits_old_dumps_and_keeps_edited_ones_strict() -> None:
     target = io.BytesIO()
-    writer = StrictDumpWriter(target)  # type: ignore[arg-type]
+    writer = StrictDumpWriter(target)
     for index in range(0, len(DUMP), 7):
         writer.write(DUMP[index : index + 7])
     writer.finish()
     assert target.getvalue() == filtered(DUMP)
     again = io.BytesIO()
-    writer = StrictDumpWriter(again)  # type: ignore[arg-type]
+    writer = StrictDumpWriter(again)
     writer.write(filtered(DUMP, ALTER))
     writer.finish()
     assert again.getvalue().count(b"STRICT_ALL_TABLES,STRICT_ALL_TABLES") == 0
@@ -92,7 +92,7 @@ def test_the_restore_side_writer_edits_old_dumps_and_keeps_edited_ones_strict() 
 
 def test_a_headerless_stream_passes_the_restore_side_writer_unchanged() -> None:
     target = io.BytesIO()
-    writer = StrictDumpWriter(target)  # type: ignore[arg-type]
+    writer = StrictDumpWriter(target)
     writer.write(b"select 1;\nselect 2")
     writer.finish()
     assert target.getvalue() == b"select 1;\nselect 2"

@@ -28,9 +28,16 @@ def test_integrations_match_the_core_minor_and_patch() -> None:
         assert version(package) == f"0.{int(version('dagster').split('.')[1]) + 16}.{core_patch}", package
 
 
+def pin(dependency: str) -> tuple[str, str]:
+    """The package and version of a `name[extras]==version` requirement."""
+    match = re.match(r"^([a-z0-9-]+)(?:\[.*\])?==(.+)$", dependency)
+    assert match is not None, dependency
+    return match.group(1), match.group(2)
+
+
 def test_pyproject_and_constraints_pin_the_same_versions() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    pins = dict(re.match(r"^([a-z0-9-]+)(?:\[.*\])?==(.+)$", d).groups() for d in dependencies if "==" in d)  # type: ignore[union-attr]
+    pins = dict(pin(d) for d in dependencies if "==" in d)
     constraints = dict(
         line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
     )
