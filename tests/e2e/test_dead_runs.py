@@ -3,6 +3,11 @@ fails the run and frees its pool slot, and the next backup on that server runs w
 
 The dump is slowed by a `pg_dump` wrapper in the server's `bin_dir` that waits while a `slow` file exists; the
 pool `db-pg` has one slot, so a slot nobody gives back would block the next backup for ever.
+
+The dataset is backed up daily and each test takes yesterday's partition, chosen when the test starts: a backup
+asset refuses a partition whose window closed more than one period ago, so an hourly partition chosen when the
+module was collected could be refused by the time a test ran (a suite in worker processes collects every module
+first and may reach these tests after an hour has turned).
 """
 
 from __future__ import annotations
@@ -28,8 +33,6 @@ from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import cli_folder, manifest_dict, write_manifest
 from tests.e2e.conftest import BIN, dagster_environment, run
 
-# The last complete hour: the backup asset refuses a partition whose window closed more than one period ago.
-PARTITION = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d-%H}:00"
 POOL = "db-pg"
 DEADLINE_SECONDS = 180
 
@@ -57,7 +60,9 @@ def setup(
     postgres: PostgresSandbox, age_keys: KeyPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[dict[str, str], dg.DagsterInstance, Path, Path]]:
     bin_dir, slow, started = slow_bin_dir(tmp_path)
-    data = manifest_dict(postgres, tmp_path / "repo", [age_keys.recipient])
+    data = manifest_dict(
+        postgres, tmp_path / "repo", [age_keys.recipient], schedule="daily", rpo="2d", retention={"keep_daily": 7}
+    )
     data["servers"]["pg"]["bin_dir"] = str(bin_dir)
     write_manifest(tmp_path / "backup_manifest.yaml", data)
     environment = dagster_environment(tmp_path / "home", tmp_path / "backup_manifest.yaml", age_keys.identity)
@@ -70,14 +75,19 @@ def setup(
 MATERIALIZE = ["dagster", "asset", "materialize", "-m", "backup_pipelines.definitions", "--select", "key:app_db/backup"]
 
 
-def materialize(environment: dict[str, str], step_processes: bool = False) -> subprocess.Popen[bytes]:
-    """Start `dagster asset materialize` of the backup in its own process group, its output to a file (a pipe
-    would be held open by an orphaned step). A one-dataset run executes its step in the run's process; with
-    `step_processes` the run forks it into its own process, as a run over several datasets does."""
+def partition() -> str:
+    """Yesterday's partition: the last complete day, which a backup taken now still belongs to until midnight."""
+    return f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%d}"
+
+
+def materialize(environment: dict[str, str], key: str, step_processes: bool = False) -> subprocess.Popen[bytes]:
+    """Start `dagster asset materialize` of the backup of partition `key` in its own process group, its output to
+    a file (a pipe would be held open by an orphaned step). A one-dataset run executes its step in the run's
+    process; with `step_processes` the run forks it into its own process, as a run over several datasets does."""
     forked = ["--config-json", json.dumps({"execution": {"config": {"multiprocess": {}}}})] if step_processes else []
     with open(Path(environment["DAGSTER_HOME"]) / "materialize.log", "ab") as log:
         return subprocess.Popen(
-            [*MATERIALIZE, "--partition", PARTITION, *forked],
+            [*MATERIALIZE, "--partition", key, *forked],
             cwd=cli_folder(),
             env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **environment},
             stdout=log,
@@ -86,12 +96,26 @@ def materialize(environment: dict[str, str], step_processes: bool = False) -> su
         )
 
 
-def wait_for(condition: Callable[[], object], what: str, seconds: float = DEADLINE_SECONDS) -> None:
+def wait_for(
+    condition: Callable[[], object],
+    what: str,
+    seconds: float = DEADLINE_SECONDS,
+    process: subprocess.Popen[bytes] | None = None,
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Wait for `condition`; fail at once, with the end of its log, if the watched `process` ends first."""
     deadline = time.monotonic() + seconds
     while not condition():
+        if process is not None and process.poll() is not None:
+            assert environment is not None
+            raise AssertionError(f"`dagster asset materialize` ended before {what}:\n{log_tail(environment)}")
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {seconds}s waiting for {what}")
         time.sleep(0.3)
+
+
+def log_tail(environment: dict[str, str]) -> str:
+    return (Path(environment["DAGSTER_HOME"]) / "materialize.log").read_text(errors="replace")[-3000:]
 
 
 def held(instance: dg.DagsterInstance) -> set[str]:
@@ -113,9 +137,15 @@ def test_doctor_fails_a_killed_materialize_frees_its_slot_and_the_next_backup_do
     setup: tuple[dict[str, str], dg.DagsterInstance, Path, Path],
 ) -> None:
     environment, instance, slow, started = setup
-    process = materialize(environment)
+    key = partition()
+    process = materialize(environment, key)
     try:
-        wait_for(lambda: started.exists() and held(instance), "the dump to start holding the pool's slot")
+        wait_for(
+            lambda: started.exists() and held(instance),
+            "the dump to start holding the pool's slot",
+            process=process,
+            environment=environment,
+        )
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.kill()
@@ -138,21 +168,26 @@ def test_doctor_fails_a_killed_materialize_frees_its_slot_and_the_next_backup_do
 
     slow.unlink()
     begun = time.monotonic()
-    second = run([*MATERIALIZE, "--partition", PARTITION], environment, timeout=DEADLINE_SECONDS)
+    second = run([*MATERIALIZE, "--partition", key], environment, timeout=DEADLINE_SECONDS)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "blocked by limit for pool" not in second.stdout + second.stderr
     assert time.monotonic() - begun < DEADLINE_SECONDS / 2
     [record] = open_repository(load_manifest(environment["BACKUP_MANIFEST"]), "local").list_backups("app_db")
-    assert record.partition_key == PARTITION and held(instance) == set()
+    assert record.partition_key == key and held(instance) == set()
 
 
 def test_doctor_leaves_a_run_whose_orphaned_step_still_dumps_and_fails_it_once_the_step_ends(
     setup: tuple[dict[str, str], dg.DagsterInstance, Path, Path],
 ) -> None:
     environment, instance, slow, started = setup
-    process = materialize(environment, step_processes=True)
+    process = materialize(environment, partition(), step_processes=True)
     try:
-        wait_for(lambda: started.exists() and held(instance), "the dump to start holding the pool's slot")
+        wait_for(
+            lambda: started.exists() and held(instance),
+            "the dump to start holding the pool's slot",
+            process=process,
+            environment=environment,
+        )
         os.kill(process.pid, signal.SIGKILL)  # the parent only: its step's worker goes on
         process.wait(timeout=60)
         run_id = only_run(instance).run_id

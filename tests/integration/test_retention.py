@@ -21,8 +21,10 @@ from backup_pipelines.repository.local import LocalRepository
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import S3Endpoint, manifest_dict, write_manifest
 
-NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-# newest first: two today, one yesterday, one 2 days ago, one 3 days ago, one 10 days ago
+# Yesterday at noon, so that the two newest backups share a day whatever the time the suite runs (from "now" at
+# 01:00, 2 and 3 hours back would be the day before, with the 1-day-old one).
+NOW = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+# newest first: two that day, one the day before, one 2 days before, one 3 days before, one 10 days before
 AGES = [
     timedelta(hours=2),
     timedelta(hours=3),
