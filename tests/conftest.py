@@ -12,9 +12,11 @@ import functools
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +187,16 @@ def manifest_dict(
     return manifest
 
 
-def newest_hour() -> str:
+def newest_hour(margin: timedelta = timedelta(seconds=90)) -> str:
     """The newest complete hourly partition. The backup asset refuses a partition once a newer one is complete,
-    so a test must take it when it starts, not when its module was imported: a suite runs across hours."""
+    so a test must take it when it starts, not when its module was imported: a suite runs across hours. Less
+    than `margin` before the hour turns, wait for the turn, so the key stays on time for at least `margin`."""
     import dagster as dg
 
+    now = datetime.now(UTC)
+    turn = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if turn - now < margin:
+        time.sleep((turn - now).total_seconds() + 1)
     key = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC").get_last_partition_key()
     assert key is not None
     return key

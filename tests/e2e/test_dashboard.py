@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.sandbox import PostgresSandbox
 from backup_pipelines.status import BucketStatus, render_html
-from tests.conftest import manifest_dict, write_manifest
+from tests.conftest import manifest_dict, newest_hour, write_manifest
 from tests.e2e.conftest import ROOT, dagster_environment, job_execute, run
 from tests.unit.test_reports import NOW, every_state
 
@@ -123,8 +122,7 @@ def test_reports_job_writes_a_dashboard_that_fits_and_a_dated_runbook(
     data["reports_dir"] = str(tmp_path / "reports")
     write_manifest(tmp_path / "m.yaml", data)
     env = dagster_environment(tmp_path / "home", tmp_path / "m.yaml", age_keys.identity)
-    partition = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d-%H}:00"  # the newest complete hour: not late
-    for job, partition_key in (("protect_hourly", partition), ("reports", None), ("reports", None)):
+    for job, partition_key in (("protect_hourly", newest_hour()), ("reports", None), ("reports", None)):
         result = job_execute(job, env, partition_key)
         assert result.returncode == 0, result.stderr[-3000:]
     page = tmp_path / "reports" / "backup_status.html"

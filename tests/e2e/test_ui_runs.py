@@ -28,7 +28,7 @@ import pytest
 from assets.keys import DatasetKeys
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.sandbox import PostgresSandbox, free_port
-from tests.conftest import PG_PASSWORD_ENV, AlertReceiver, manifest_dict, write_manifest
+from tests.conftest import PG_PASSWORD_ENV, AlertReceiver, manifest_dict, newest_hour, write_manifest
 from tests.e2e.conftest import BIN, ROOT, wait_for
 
 HOOK_ENV = "UI_TEST_WEBHOOK_URL"
@@ -49,7 +49,7 @@ def load_demo() -> ModuleType:
 
 def hourly_partitions(count: int) -> list[str]:
     """The `count` newest complete hourly partitions, oldest first."""
-    newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    newest = datetime.strptime(newest_hour(), "%Y-%m-%d-%H:%M")
     return [(newest - timedelta(hours=n)).strftime("%Y-%m-%d-%H:%M") for n in reversed(range(count))]
 
 

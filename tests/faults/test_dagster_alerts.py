@@ -3,7 +3,6 @@ sensor sends one alert to a webhook (the `receiver` fixture); the next run of th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.sandbox import PostgresSandbox
-from tests.conftest import AlertReceiver, manifest_dict, stored_files, write_manifest
+from tests.conftest import AlertReceiver, manifest_dict, newest_hour, stored_files, write_manifest
 from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with
 from tests.faults.test_disk_full import grow, tiny_tmpfs
 
@@ -22,11 +21,6 @@ EXPECTED = {
     "pg_dump-truncated-exit-0": "is not whole",
     "disk-full": "No space left on device",
 }
-
-
-def current_partition() -> str:
-    """The hour that closed last: the newest partition, and not one the backup assets refuse as late."""
-    return (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
 
 
 def alerting_data(
@@ -85,7 +79,7 @@ def test_a_fault_on_the_dagster_path_fails_the_run_alerts_once_and_the_next_run_
     try:
         write_manifest(tmp_path / "m.yaml", data)
         instance = dg.DagsterInstance.ephemeral()
-        partition = current_partition()
+        partition = newest_hour()
         result = run_job(build_definitions(tmp_path / "m.yaml"), instance, partition)
         assert not result.success
         assert stored_files(root) == []
