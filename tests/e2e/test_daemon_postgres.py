@@ -104,7 +104,7 @@ def test_daemon_on_a_postgres_instance_schedules_queues_runs_and_alerts(
         monkeypatch.setenv(name, env[name])
     try:
         with dg.DagsterInstance.get() as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
 
             def finished(job_prefix: str, status: dg.DagsterRunStatus) -> dg.DagsterRun | None:
                 runs = instance.get_runs(dg.RunsFilter(statuses=[status]))
