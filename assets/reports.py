@@ -15,6 +15,7 @@ from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, metadata_va
 from assets.keys import DatasetKeys
 from assets.metadata import table, timestamp_value
 from backup_pipelines.buckets import rules_for
+from backup_pipelines.collector import paused_gc
 from backup_pipelines.manifest import Manifest, as_cron, schedule_period
 from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
 from backup_pipelines.status import (
@@ -107,15 +108,25 @@ def _metadata_of(event: Any) -> dict[str, Any] | None:
     return metadata_values(materialization) if materialization is not None else None
 
 
+@paused_gc()
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
     """Return every active dataset's status from the event log in a few batched queries (each newest event
     read once): the newest backup (whose metadata carries its recent sizes), copy, verification and restore
     test of every dataset, the runs that failed them and the blocking checks that failed."""
-    names = list(manifest.active_datasets())
+    active = manifest.active_datasets()
+    names = list(active)
     chains = [DatasetKeys(name) for name in names]
-    entries = newest_entries(
-        instance, [key for keys in chains for key in (keys.backup, keys.copy, keys.verify, keys.restore_test)]
-    )
+    wanted = [  # a dataset with one repository has no copy asset: asking for its key costs a lookup for nothing
+        key
+        for name, keys in zip(names, chains, strict=True)
+        for key in (
+            keys.backup,
+            keys.verify,
+            keys.restore_test,
+            *([keys.copy] if len(active[name].repositories) > 1 else []),
+        )
+    ]
+    entries = newest_entries(instance, wanted)
     newest = {keys.backup: entries[keys.backup].last_materialization for keys in chains if keys.backup in entries}
     backups = latest_backups(instance, names, newest)
     runs_failed = failed_runs(instance, entries.values())
@@ -124,7 +135,7 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     copied = _latest_metadata(instance, [keys.copy for keys in chains], entries)
     statuses = []
     drill_every = schedule_period(manifest.schedules.drills).total_seconds()
-    for name, dataset in manifest.active_datasets().items():
+    for name, dataset in active.items():
         keys = DatasetKeys(name)
         backup = backups.get(name)
         restore = restored.get(keys.restore_test)
@@ -239,7 +250,7 @@ def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource)
     buckets = gather_buckets(context.instance, loaded)
     frame = status_frame(statuses, now)
     runbook_at = runbook_generated_at(loaded)
-    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets, runbook_at))
+    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets, runbook_at, frame))
     metadata: dict[str, Any] = {
         "datasets": len(statuses),
         **state_counts(frame),

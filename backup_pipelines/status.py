@@ -359,11 +359,13 @@ def render_html(
     now: float,
     buckets: list[BucketStatus] | None = None,
     runbook_generated_at: float | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> str:
     """Return the dashboard as one self-contained HTML page that fits 1280 px: a summary of the states, the
     DR runbook's age, one row per dataset (worst first; its state and reason, age against RPO, size with its
-    trend, 3-2-1, the last restore test and a size chart; the rest in a <details>), then the watched buckets."""
-    frame = status_frame(statuses, now)
+    trend, 3-2-1, the last restore test and a size chart; the rest in a <details>), then the watched buckets.
+    `frame` is `status_frame(statuses, now)` when the caller has it already."""
+    frame = status_frame(statuses, now) if frame is None else frame
     by_name = {item.name: item for item in statuses}
     counts = state_counts(frame)
     chips = " ".join(f'<span class="badge {state}">{counts[state]} {state}</span>' for state in STATES)

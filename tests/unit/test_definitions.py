@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -176,3 +178,18 @@ def test_shared_jobs_run_on_the_manifests_schedules(tmp_path: Path) -> None:
     assert chosen["retention_schedule"] == "0 * * * *" and chosen["reports_schedule"] == "*/5 * * * *"
     assert chosen["watch_schedule"] == "15 * * * *"
     assert {cron for name, cron in chosen.items() if name.startswith("restore_drill_")} == {"0 0 * * *"}
+
+
+def test_loading_the_code_location_moves_its_definitions_out_of_the_collectors_reach() -> None:
+    """The code location's module freezes what it loaded: a full collection in a process holding 10,000 datasets'
+    definitions walked 6 million objects (3.5 s) each time."""
+    script = (
+        "import gc; before = gc.get_freeze_count(); import backup_pipelines.definitions as d; "
+        "print(before, gc.get_freeze_count(), len(d.defs.assets or []))"
+    )
+    environment = {**os.environ, "BACKUP_MANIFEST": str(ROOT / "backup_manifest.yaml")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True)
+    before, frozen, assets = (int(value) for value in result.stdout.split())
+    assert before == 0
+    assert assets > 0
+    assert frozen > 100_000, "the definitions' objects are frozen"
