@@ -3,10 +3,11 @@ definitions load < 5 s at 1,000 datasets and < 30 s at 10,000.
 
 Generates a manifest of N datasets over S servers, a Dagster instance (the local SQLite default, or with
 `--instance postgres` the production-shaped one of deploy/local-postgres/dagster.yaml on a throw-away
-PostgreSQL), and a history of materializations per dataset (backups with the metadata real backups record, a
-verify and a restore test), then times: loading the definitions, one tick of the `rpo_alerts` sensor, the
-`rpo_checks` evaluation, and the `backup_status` report (gathering + table + HTML), with this process's peak
-memory. With `--services` it then starts the webserver and the daemon on the same workspace and instance
+PostgreSQL), and a history of materializations per dataset (benchmarks/watch_history.py: backups, a verify
+and a restore test, each with the metadata the real steps record), then times: loading the definitions, one tick
+of the `rpo_alerts` sensor, the `rpo_checks` evaluation, and the `backup_status` report (gathering + table +
+HTML, then the asset materialized as the reports job runs it), with this process's peak memory. With
+`--services` it then starts the webserver and the daemon on the same workspace and instance
 (benchmarks/scale_services.py): the code location's load, the UI's asset graph query, the daemon's time to its
 first RPO sensor tick and its process tree's peak memory, and Dagster's own floor for as many bare assets.
 Run: `.venv/bin/python benchmarks/bench_monitoring.py --datasets 10000 --servers 500 --instance postgres --services`.
@@ -22,8 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 from scale_services import dagster_floor_seconds, measure_daemon, measure_webserver  # noqa: E402
+from watch_history import fill_history  # noqa: E402
 
 from backup_pipelines.crypto import generate_key_pair  # noqa: E402
 from backup_pipelines.ports import free_port  # noqa: E402
@@ -61,45 +61,6 @@ def write_manifest(folder: Path, count: int, servers: int = 20) -> Path:
     path = folder / "manifest.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
-
-
-def fill_history(instance: dg.DagsterInstance, names: list[str], backups: int, threads: int = 1) -> None:
-    """Record `backups` backups, a verification and a restore test per dataset, from `threads` threads (4 for
-    a PostgreSQL instance, which opens a connection per event; SQLite takes one writer)."""
-    now = datetime.now(UTC)
-    tables = dg.TableSchema(columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")])
-
-    def fill(name: str) -> None:
-        for age in range(backups, 0, -1):
-            created = now - timedelta(hours=age)
-            records = [dg.TableRecord({"table": f"public.t{n}", "rows": 1000 + n}) for n in range(5)]
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    dg.AssetKey([name, "backup"]),
-                    partition=f"{created:%Y-%m-%d-%H}:00",
-                    metadata={
-                        "backup_id": f"{created:%Y%m%dT%H%M%SZ}-000000",
-                        "created_at": created.isoformat(),
-                        "bytes_raw": 10_000_000 + age,
-                        "bytes_stored": 4_000_000 + age,
-                        "duration_seconds": 3.0,
-                        "copies": 1,
-                        "location": f"/backups/{name}",
-                        "size_check": "pass",
-                        "recent_sizes": [
-                            [int((created - timedelta(hours=h)).timestamp()), 4_000_000 + h] for h in range(10, -1, -1)
-                        ],
-                        "source_row_counts": dg.MetadataValue.table(records, schema=tables),
-                    },
-                )
-            )
-        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey([name, "verify"])))
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(dg.AssetKey([name, "restore_test"]), metadata={"measured_rto_seconds": 42.0})
-        )
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(fill, names))
 
 
 def timed(label: str, function: object) -> float:
@@ -146,6 +107,7 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=1000)
     parser.add_argument("--backups", type=int, default=5, help="backup materializations per dataset")
     parser.add_argument("--servers", type=int, default=20, help="database servers the datasets are spread over")
+    parser.add_argument("--tables", type=int, default=20, help="tables per database (row counts in every backup)")
     parser.add_argument("--instance", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--services", action="store_true", help="also measure the webserver and the daemon")
     parser.add_argument(
@@ -183,7 +145,7 @@ def main() -> int:
         os.environ["DAGSTER_HOME"] = str(folder / "home")
         manifest_path = write_manifest(folder, arguments.datasets, arguments.servers)
         os.environ["BACKUP_MANIFEST"] = str(manifest_path)
-        from assets.reports import gather_statuses
+        from assets.reports import STATUS_KEY, gather_statuses
         from backup_pipelines.definitions import build_definitions
         from backup_pipelines.manifest import load_manifest
         from backup_pipelines.status import render_html, status_frame
@@ -191,7 +153,7 @@ def main() -> int:
         instance = dg.DagsterInstance.get()
         names = [f"db_{index:04d}" for index in range(arguments.datasets)]
         started = time.monotonic()
-        fill_history(instance, names, arguments.backups, 4 if arguments.instance == "postgres" else 1)
+        fill_history(instance, names, arguments.backups, 4 if arguments.instance == "postgres" else 1, arguments.tables)
         elapsed = time.monotonic() - started
         print(
             f"{arguments.instance} instance; history: {arguments.datasets} datasets on {arguments.servers} servers x "
@@ -218,10 +180,15 @@ def main() -> int:
         def report() -> None:
             statuses = gather_statuses(instance, manifest)
             now = time.time()
-            status_frame(statuses, now)
-            (folder / "status.html").write_text(render_html(statuses, now))
+            frame = status_frame(statuses, now)
+            (folder / "status.html").write_text(render_html(statuses, now, frame=frame))
 
         results["status report"] = timed("status report (gather + table + html)", report)
+        status_asset = defs.resolve_assets_def(STATUS_KEY)
+        timed(
+            "status report asset (materialize)",
+            lambda: dg.materialize([status_asset], instance=instance, raise_on_error=True),
+        )
         if arguments.watch_job:
             results["rpo checks"] = timed(
                 "rpo checks (watch job)", lambda: defs.resolve_job_def("watch").execute_in_process(instance=instance)
