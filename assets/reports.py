@@ -116,7 +116,9 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     active = manifest.active_datasets()
     names = list(active)
     chains = [DatasetKeys(name) for name in names]
-    wanted = [  # a dataset with one repository has no copy asset: asking for its key costs a lookup for nothing
+    # a dataset with one repository has no copy asset: the events of one it had before the manifest changed
+    # (a failed copy, a failing 3-2-1) are not its state now, and nothing could ever clear them
+    wanted = [
         key
         for name, keys in zip(names, chains, strict=True)
         for key in (

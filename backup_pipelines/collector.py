@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
 from collections.abc import Iterator
 
@@ -22,7 +23,8 @@ _was_enabled = False
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector for the block; nested and concurrent blocks (sensors evaluated in
-    threads) resume it when the last one ends, and only if it was running when the first one began."""
+    threads) resume it when the last one ends, and only if it was running when the first one began (a
+    `gc.disable()` made by other code during the block is undone then)."""
     global _depth, _was_enabled
     with _lock:
         if _depth == 0:
@@ -33,6 +35,19 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         with _lock:
-            _depth -= 1
-            if _depth == 0 and _was_enabled:
-                gc.enable()
+            if _depth > 0:  # 0 in a child forked inside the block: the fork hook resumed the collector already
+                _depth -= 1
+                if _depth == 0 and _was_enabled:
+                    gc.enable()
+
+
+def _resume_in_child() -> None:
+    """A child forked while another thread's block was open would never see that block end: resume at once."""
+    global _depth, _lock
+    _lock = threading.Lock()
+    if _depth and _was_enabled:
+        gc.enable()
+    _depth = 0
+
+
+os.register_at_fork(after_in_child=_resume_in_child)

@@ -80,3 +80,27 @@ def test_a_failed_backup_run_is_named_on_the_status_page_until_a_backup_succeeds
     assert backup(DAYS[2]).success
     statuses = {status.name: status for status in gather_statuses(instance, manifest)}
     assert failed_runs(statuses["notes"]) == [] and statuses["notes"].partition == DAYS[2]
+
+
+def test_a_copy_asset_the_dataset_no_longer_has_does_not_speak_for_it(tmp_path: Path, age_keys: KeyPair) -> None:
+    """A dataset that had a copy repository and has one repository now: its old copy's events (3 copies, a
+    failing 3-2-1) are not its state, and no copy run could ever clear them. The status takes the backup's."""
+    manifest = manifest_for(tmp_path, age_keys, {"notes": {"kind": "sqlite", "source": {"path": "app.sqlite"}}})
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            dg.AssetKey(["notes", "backup"]),
+            partition="2026-11-21",
+            metadata={"created_at": "2026-11-22T00:05:00+00:00", "copies": 1, "three_two_one": "pass"},
+        )
+    )
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            dg.AssetKey(["notes", "copy"]),
+            metadata={"copies": 3, "three_two_one": "missing 2 media: only one kind of storage"},
+        )
+    )
+    (status,) = gather_statuses(instance, manifest)
+    assert status.copies == 1
+    assert status.three_two_one == "pass"
+    assert not [line for line in status.failures if "3-2-1" in line or "three_two_one" in line], status.failures

@@ -4,6 +4,7 @@ never turns on a collector someone else had turned off."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -77,3 +78,36 @@ def test_cycles_made_during_the_pause_are_collected_after_it() -> None:
         assert watched() is not None, "a cycle is not freed by reference counting"
     gc.collect()
     assert watched() is None
+
+
+def test_a_child_forked_while_another_thread_reads_gets_its_collector_back() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with paused_gc():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: the reading thread does not exist here, so its block never ends
+        os._exit(0 if gc.isenabled() else 1)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    thread.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child kept the collector paused"
+    assert gc.isenabled()
+
+
+def test_a_child_forked_inside_the_block_leaves_it_with_the_collector_running() -> None:
+    with paused_gc():
+        pid = os.fork()
+    if pid == 0:  # the child left the block its parent opened: nothing must stay paused or go below zero
+        with paused_gc():
+            paused = not gc.isenabled()
+        os._exit(0 if paused and gc.isenabled() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert gc.isenabled()

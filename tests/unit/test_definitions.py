@@ -181,15 +181,15 @@ def test_shared_jobs_run_on_the_manifests_schedules(tmp_path: Path) -> None:
 
 
 def test_loading_the_code_location_moves_its_definitions_out_of_the_collectors_reach() -> None:
-    """The code location's module freezes what it loaded: a full collection in a process holding 10,000 datasets'
-    definitions walked 6 million objects (3.5 s) each time."""
+    """The code location's module freezes what it loaded: a full collection in a process holding 10,000
+    datasets' definitions (2.8 million objects) took 1.8 s each time, 0.09 s frozen. Frozen objects are no longer
+    among those the collector tracks."""
     script = (
-        "import gc; before = gc.get_freeze_count(); import backup_pipelines.definitions as d; "
-        "print(before, gc.get_freeze_count(), len(d.defs.assets or []))"
+        "import gc; import backup_pipelines.definitions as d; "
+        "print(len(d.defs.assets or []), any(o is d.defs for o in gc.get_objects()))"
     )
     environment = {**os.environ, "BACKUP_MANIFEST": str(ROOT / "backup_manifest.yaml")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True)
-    before, frozen, assets = (int(value) for value in result.stdout.split())
-    assert before == 0
-    assert assets > 0
-    assert frozen > 100_000, "the definitions' objects are frozen"
+    assets, tracked = result.stdout.split()
+    assert int(assets) > 0
+    assert tracked == "False", "the loaded Definitions are still walked by every full collection"
