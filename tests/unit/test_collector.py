@@ -3,6 +3,7 @@ never turns on a collector someone else had turned off."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -48,7 +49,9 @@ def test_a_collector_turned_off_before_stays_off() -> None:
     assert not gc.isenabled()
 
 
-def test_overlapping_blocks_in_threads_resume_when_the_last_one_ends() -> None:
+@contextlib.contextmanager
+def read_in_another_thread() -> Iterator[None]:
+    """Run a paused read in another thread for the block: it has begun when the block starts and ends after."""
     inside, release = threading.Event(), threading.Event()
 
     def reader() -> None:
@@ -57,12 +60,20 @@ def test_overlapping_blocks_in_threads_resume_when_the_last_one_ends() -> None:
             release.wait(10)
 
     thread = threading.Thread(target=reader)
-    with paused_gc():
-        thread.start()
-        assert inside.wait(10)
-    assert not gc.isenabled(), "the thread's read is still running: the collector stays paused"
-    release.set()
-    thread.join(10)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def test_overlapping_blocks_in_threads_resume_when_the_last_one_ends() -> None:
+    with read_in_another_thread():
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "the thread's read is still running: the collector stays paused"
     assert gc.isenabled()
 
 
@@ -81,22 +92,11 @@ def test_cycles_made_during_the_pause_are_collected_after_it() -> None:
 
 
 def test_a_child_forked_while_another_thread_reads_gets_its_collector_back() -> None:
-    inside, release = threading.Event(), threading.Event()
-
-    def reader() -> None:
-        with paused_gc():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    assert inside.wait(10)
-    pid = os.fork()
-    if pid == 0:  # the child: the reading thread does not exist here, so its block never ends
-        os._exit(0 if gc.isenabled() else 1)
-    _, status = os.waitpid(pid, 0)
-    release.set()
-    thread.join(10)
+    with read_in_another_thread():
+        pid = os.fork()
+        if pid == 0:  # the child: the reading thread does not exist here, so its block never ends
+            os._exit(0 if gc.isenabled() else 1)
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the forked child kept the collector paused"
     assert gc.isenabled()
 
