@@ -20,7 +20,6 @@ import dagster as dg
 
 from assets.keys import DatasetKeys
 from backup_pipelines.anomaly import Measurement
-from backup_pipelines.collector import paused_gc
 
 SIZE_CHECK = "size_anomaly"
 SIZE_FINDING = "size_check_finding"  # backup metadata: what the size check found when it did not pass
@@ -148,8 +147,7 @@ def latest_backups(
     only a dataset whose newest backup is quarantined costs one more, to find the newest good one before it."""
     keys = {DatasetKeys(name).backup: name for name in names}
     if events is None:
-        with paused_gc():
-            events = instance.get_latest_materialization_events(list(keys))
+        events = instance.get_latest_materialization_events(list(keys))
     overrides = quarantine_overrides(instance, names)
     latest: dict[str, LatestBackup | None] = {}
     for key, name in keys.items():

@@ -108,6 +108,14 @@ def _metadata_of(event: Any) -> dict[str, Any] | None:
     return metadata_values(materialization) if materialization is not None else None
 
 
+def chain_keys(manifest: Manifest, name: str) -> list[dg.AssetKey]:
+    """Return the asset keys of dataset `name`'s chain as the manifest defines it now: backup, copy (only with
+    copy repositories), verify, restore test."""
+    keys = DatasetKeys(name)
+    has_copies = len(manifest.dataset(name).repositories) > 1
+    return [keys.backup, *([keys.copy] if has_copies else []), keys.verify, keys.restore_test]
+
+
 @paused_gc()
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
     """Return every active dataset's status from the event log in a few batched queries (each newest event
@@ -116,19 +124,9 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
     active = manifest.active_datasets()
     names = list(active)
     chains = [DatasetKeys(name) for name in names]
-    # a dataset with one repository has no copy asset: the events of one it had before the manifest changed
-    # (a failed copy, a failing 3-2-1) are not its state now, and nothing could ever clear them
-    wanted = [
-        key
-        for name, keys in zip(names, chains, strict=True)
-        for key in (
-            keys.backup,
-            keys.verify,
-            keys.restore_test,
-            *([keys.copy] if len(active[name].repositories) > 1 else []),
-        )
-    ]
-    entries = newest_entries(instance, wanted)
+    # only the assets each dataset has now: the events of a copy asset a dataset had before the manifest changed
+    # (a failed copy, a failing 3-2-1) are not its state, and nothing could ever clear them
+    entries = newest_entries(instance, [key for name in names for key in chain_keys(manifest, name)])
     newest = {keys.backup: entries[keys.backup].last_materialization for keys in chains if keys.backup in entries}
     backups = latest_backups(instance, names, newest)
     runs_failed = failed_runs(instance, entries.values())
@@ -294,11 +292,7 @@ def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) ->
 def report_assets(manifest: Manifest) -> list[dg.AssetsDefinition]:
     """Return the report assets with the assets they summarize as upstreams, so the graph shows what feeds them:
     the dashboard reads every dataset's chain and every watched bucket, the runbook the restore tests."""
-    chains = []
-    for name in manifest.active_datasets():
-        keys = DatasetKeys(name)
-        has_copies = len(manifest.dataset(name).repositories) > 1
-        chains += [keys.backup, *([keys.copy] if has_copies else []), keys.verify, keys.restore_test]
+    chains = [key for name in manifest.active_datasets() for key in chain_keys(manifest, name)]
     status_deps = [*chains, *[bucket_key(name) for name in manifest.watched_buckets()]]
     runbook_deps = [DatasetKeys(name).restore_test for name in manifest.active_datasets()]
     return [

@@ -3,8 +3,8 @@
 Reading the newest events of thousands of assets builds millions of small containers; each burst of
 allocations starts a collection, and in a process that also holds the definitions of 10,000 datasets (2.8
 million objects) the oldest generation's collections cost seconds: gathering the status page took 14.5-15.9 s
-collected as usual, 10.6-11.7 s paused. Reference counting still frees what a
-read drops; objects in cycles wait for the first collection after the pause.
+collected as usual, 10.6-11.7 s paused. Reference counting still frees what a read drops; objects in cycles
+wait for the first collection after the pause.
 """
 
 from __future__ import annotations
