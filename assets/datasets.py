@@ -9,7 +9,14 @@ from typing import Any
 
 import dagster as dg
 
-from assets.history import QUARANTINED, SIZE_CHECK, SIZE_FINDING, backup_history, quarantine_overrides
+from assets.history import (
+    QUARANTINED,
+    SIZE_CHECK,
+    SIZE_FINDING,
+    backup_history,
+    quarantine_overrides,
+    record_newest_backup,
+)
 from assets.keys import DatasetKeys
 from assets.kubernetes import step_k8s_tags
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
@@ -106,6 +113,23 @@ def quarantine_blocked(manifest: Manifest, stored: StoredBackup, check: dg.Asset
             f"backup-pipelines quarantine {record.dataset} {record.backup_id} --reason '...'"
         ) from error
     return reason
+
+
+def index_newest_backup(context: dg.AssetExecutionContext, record: BackupRecord, quarantined: str | None) -> None:
+    """Index the committed backup as its dataset's newest for the RPO sensor and check (assets/history.py). The
+    backup stands whatever happens here: if the instance refuses the write, the run says so at WARNING and the
+    RPO check goes on judging by the backup indexed before it (late, never early)."""
+    try:
+        record_newest_backup(
+            context.instance,
+            record.dataset,
+            record.backup_id,
+            record.created.timestamp(),
+            context.partition_key,
+            quarantined,
+        )
+    except Exception as error:  # the instance's storage, whatever it is (SQLite, PostgreSQL, another)
+        context.log.warning(f"backup {record.backup_id} is committed but could not be indexed as the newest: {error}")
 
 
 def drill_record(context: dg.AssetExecutionContext, manifest: Manifest, record: BackupRecord) -> BackupRecord:
@@ -286,6 +310,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
         quarantined = quarantine_blocked(manifest.load(), stored, check) if blocked else None
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
+        index_newest_backup(context, stored.record, quarantined)
         recent_sizes = [(m.created_at, m.bytes_stored) for m in reversed(history)]
         recent_sizes.append((time.time(), stored.record.bytes_stored))
         metadata = {

@@ -1,7 +1,8 @@
 """The event history of the scale benchmark (bench_monitoring.py): per dataset, backups recorded with the
 metadata the backup step records (assets/metadata.py: sizes, locations, tool versions, source stats, a row
-count per table and the recent sizes), then a verification and a restore test with theirs (one comparison per
-table count, the fingerprint and the validation queries), so the report reads events as heavy as real ones."""
+count per table and the recent sizes) and indexed as the newest as the step does (assets/history.py), then a
+verification and a restore test with theirs (one comparison per table count, the fingerprint and the
+validation queries), so the report reads events as heavy as real ones."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from assets.history import record_newest_backup
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.operations import CopyCheck, StoredBackup
@@ -72,6 +74,7 @@ def fill_history(
                     dg.AssetKey([name, "backup"]), partition=record.partition_key, metadata=metadata
                 )
             )
+            record_newest_backup(instance, name, record.backup_id, created.timestamp(), record.partition_key, None)
         assert record is not None
         check = CopyCheck(
             "local", f"/backups/{name}/{record.object_path}", record.bytes_stored, record.bytes_raw, "0" * 64
