@@ -1,6 +1,5 @@
 """Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
 
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -13,21 +12,16 @@ from assets.buckets import bucket_key
 from assets.datasets import COMPLIANCE_CHECK
 from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, metadata_values
 from assets.keys import DatasetKeys
-from assets.metadata import table, timestamp_value
+from assets.metadata import table
 from backup_pipelines.buckets import rules_for
 from backup_pipelines.collector import paused_gc
-from backup_pipelines.manifest import Manifest, as_cron, schedule_period
-from backup_pipelines.runbook import Measured, measured_from_repositories, render_runbook
+from backup_pipelines.manifest import Manifest, schedule_period
+from backup_pipelines.runbook import Measured
 from backup_pipelines.status import (
     BucketStatus,
     DatasetStatus,
-    bucket_frame,
-    render_html,
-    state_counts,
-    status_frame,
     when,
 )
-from resources import ManifestResource
 
 STATUS_KEY = dg.AssetKey(["reports", "backup_status"])
 RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
@@ -234,86 +228,3 @@ def runbook_generated_at(manifest: Manifest) -> float | None:
     """Return when the DR runbook in the reports folder was last written (None if it never was)."""
     path = manifest.resolve_path(manifest.reports_dir) / RUNBOOK_FILE
     return path.stat().st_mtime if path.exists() else None
-
-
-@dg.asset(
-    key=STATUS_KEY,
-    group_name="reports",
-    kinds={"html"},
-    description="Every dataset's freshness, verification, restore tests and size, and every watched bucket's "
-    "checks, as tables and a dashboard.",
-)
-def backup_status(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
-    loaded = manifest.load()
-    now = time.time()
-    statuses = gather_statuses(context.instance, loaded)
-    buckets = gather_buckets(context.instance, loaded)
-    frame = status_frame(statuses, now)
-    runbook_at = runbook_generated_at(loaded)
-    path = write_report(loaded, "backup_status.html", render_html(statuses, now, buckets, runbook_at, frame))
-    metadata: dict[str, Any] = {
-        "datasets": len(statuses),
-        **state_counts(frame),
-        "dashboard": dg.MetadataValue.path(str(path)),
-        "status": frame_table(frame, {"copies": "int"}),
-        "runbook_generated_at": timestamp_value(runbook_at) if runbook_at else dg.MetadataValue.text("never"),
-    }
-    if buckets:
-        metadata["buckets_failing"] = sum(1 for bucket in buckets if bucket.failing)
-        metadata["buckets"] = frame_table(bucket_frame(buckets), {})
-    return dg.MaterializeResult(metadata=metadata)
-
-
-@dg.asset(
-    key=RUNBOOK_KEY,
-    group_name="reports",
-    kinds={"markdown"},
-    description="The disaster-recovery runbook: where backups are and how to restore each, with measurements.",
-)
-def dr_runbook(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
-    loaded = manifest.load()
-    measured = merge_restore_measurements(context.instance, loaded, measured_from_repositories(loaded))
-    now = time.time()
-    text = render_runbook(loaded, measured, now)
-    path = write_report(loaded, RUNBOOK_FILE, text)
-    problems = [f"{name}: {problem}" for name, item in measured.items() for problem in item.problems]
-    for problem in problems:  # an unreachable repository or a damaged sidecar: the runbook says so, per dataset
-        context.log.warning(problem)
-    return dg.MaterializeResult(
-        metadata={
-            "runbook": dg.MetadataValue.path(str(path)),
-            "generated_at": timestamp_value(now),
-            "preview": dg.MetadataValue.md(text[:20_000]),
-            "problems": dg.MetadataValue.md("\n".join(f"- {problem}" for problem in problems) or "none"),
-        }
-    )
-
-
-def report_assets(manifest: Manifest) -> list[dg.AssetsDefinition]:
-    """Return the report assets with the assets they summarize as upstreams, so the graph shows what feeds them:
-    the dashboard reads every dataset's chain and every watched bucket, the runbook the restore tests."""
-    chains = [key for name in manifest.active_datasets() for key in chain_keys(manifest, name)]
-    status_deps = [*chains, *[bucket_key(name) for name in manifest.watched_buckets()]]
-    runbook_deps = [DatasetKeys(name).restore_test for name in manifest.active_datasets()]
-    return [
-        backup_status.map_asset_specs(lambda spec: spec.replace_attributes(deps=status_deps)),
-        dr_runbook.map_asset_specs(lambda spec: spec.replace_attributes(deps=runbook_deps)),
-    ]
-
-
-reports_job = dg.define_asset_job(
-    "reports",
-    selection=dg.AssetSelection.assets(STATUS_KEY, RUNBOOK_KEY),
-    description="Refresh the status dashboard and the DR runbook.",
-)
-
-
-def build_reports_schedule(manifest: Manifest) -> dg.ScheduleDefinition:
-    """The reports job's schedule (`schedules.reports`, every 30 minutes by default)."""
-    return dg.ScheduleDefinition(
-        name="reports_schedule",
-        job=reports_job,
-        cron_schedule=as_cron(manifest.schedules.reports),
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    )

@@ -17,7 +17,7 @@ from assets.jobs import build_jobs
 from assets.kubernetes import chosen_executor
 from assets.monitoring import build_rpo_check, build_rpo_sensor
 from assets.pitr import build_marker_sensor, clusters
-from assets.reports import build_reports_schedule, report_assets, reports_job
+from assets.report_job import build_reports_schedule, report_specs, reports_job
 from assets.retention import RetentionResource, build_retention_asset, build_retention_job
 from backup_pipelines.manifest import as_cron, load_manifest
 from resources import AgeIdentityResource, ManifestResource, NotifierResource
@@ -56,7 +56,7 @@ def build_definitions(manifest_path: str | Path | None = None, own_executor: boo
         retention_job, retention_schedule = build_retention_job(manifest)
         jobs.append(retention_job)
         schedules.append(retention_schedule)
-    all_assets: list[Any] = [*assets, *bucket_specs, *report_assets(manifest)]
+    all_assets: list[Any] = [*assets, *bucket_specs, *report_specs(manifest)]
     # one failure sensor over every run of this code location (UI, schedules, backfills and CLI runs alike)
     runs = code_location_runs(manifest, [*jobs, reports_job], all_assets)
     sensors = [build_failure_sensor(runs)]

@@ -146,7 +146,7 @@ def main() -> int:
         os.environ["DAGSTER_HOME"] = str(folder / "home")
         manifest_path = write_manifest(folder, arguments.datasets, arguments.servers)
         os.environ["BACKUP_MANIFEST"] = str(manifest_path)
-        from assets.reports import STATUS_KEY, gather_statuses
+        from assets.reports import gather_statuses
         from backup_pipelines.manifest import load_manifest
         from backup_pipelines.status import render_html, status_frame
 
@@ -188,16 +188,16 @@ def main() -> int:
             (folder / "status.html").write_text(render_html(statuses, now, frame=frame))
 
         results["status report"] = timed("status report (gather + table + html)", report)
-        status_asset = defs.resolve_assets_def(STATUS_KEY)
-        timed(
-            "status report asset (materialize)",
-            lambda: dg.materialize([status_asset], instance=instance, raise_on_error=True),
+        reports = defs.resolve_job_def("reports")
+        results["status report (reports job)"] = timed(
+            "status report (reports job, its op)",
+            lambda: reports.execute_in_process(instance=instance, op_selection=["backup_status"]),
         )
         if arguments.watch_job:
             results["rpo checks"] = timed(
                 "rpo checks (watch job)", lambda: defs.resolve_job_def("watch").execute_in_process(instance=instance)
             )
-        worst = max(results["rpo sensor tick (next)"], results["status report"])
+        worst = max(results["rpo sensor tick (next)"], results["status report (reports job)"])
         print(f"target: sensor tick and status report each < 5 s: {'met' if worst < 5 else 'MISSED'}")
         goal = 5.0 if arguments.datasets <= 1000 else 30.0
         print(
@@ -205,7 +205,7 @@ def main() -> int:
         )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak memory of this process (definitions, sensor, report): {peak:.0f} MB")
-        asset_count = sum(len(assets_def.keys) for assets_def in defs.assets or [])  # type: ignore[union-attr]
+        asset_count = len(defs.resolve_asset_graph().get_all_asset_keys())
         floor = dagster_floor_seconds(asset_count)
         print(f"{'dagster floor: ' + str(asset_count) + ' bare assets':<40} {floor:6.2f} s (build + snapshot)")
         if arguments.services:

@@ -194,7 +194,7 @@ def test_dagster_runs_rds_assets_and_bucket_checks(s3_endpoint: S3Endpoint, tmp_
     assert "overwritten and deleted objects are lost" in str(evaluation.description)
 
     result = defs.resolve_job_def("reports").execute_in_process(instance=instance)
-    [status] = result.asset_materializations_for_node("reports__backup_status")
+    [status] = result.asset_materializations_for_node("backup_status")
     assert status.metadata["datasets"].value == 1 and status.metadata["buckets_failing"].value == 1
     page = (tmp_path / "reports" / "backup_status.html").read_text()
     assert "bp-dagster-unversioned" in page and "FAIL: versioning is never enabled" in page

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import LATE_ALLOW, LATE_TAG
-from assets.reports import gather_statuses
+from assets.reports import RUNBOOK_KEY, STATUS_KEY, gather_statuses
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.status import DatasetStatus
@@ -80,6 +80,15 @@ def test_a_failed_backup_run_is_named_on_the_status_page_until_a_backup_succeeds
     assert backup(DAYS[2]).success
     statuses = {status.name: status for status in gather_statuses(instance, manifest)}
     assert failed_runs(statuses["notes"]) == [] and statuses["notes"].partition == DAYS[2]
+
+    # the reports job records the dashboard on its asset, without a data-version tag per upstream
+    reports = defs.resolve_job_def("reports").execute_in_process(instance=instance)
+    [recorded] = reports.asset_materializations_for_node("backup_status")
+    assert recorded.asset_key == STATUS_KEY and recorded.metadata["datasets"].value == 2
+    event = instance.get_latest_materialization_event(STATUS_KEY)
+    assert event is not None and event.asset_materialization is not None
+    assert not [tag for tag in event.asset_materialization.tags or {} if tag.startswith("dagster/input")]
+    assert instance.get_latest_materialization_event(RUNBOOK_KEY) is not None
 
 
 def test_a_copy_asset_the_dataset_no_longer_has_does_not_speak_for_it(tmp_path: Path, age_keys: KeyPair) -> None:

@@ -27,15 +27,15 @@ def defs() -> dg.Definitions:
 
 def graph(defs: dg.Definitions) -> dict[str, dict[str, object]]:
     nodes: dict[str, dict[str, object]] = {}
-    for assets_def in defs.assets or []:
-        assert isinstance(assets_def, dg.AssetsDefinition)
+    for assets_def in defs.resolve_asset_graph().assets_defs:
         for key in assets_def.keys:
             partitions = assets_def.partitions_def
             nodes[key.to_user_string()] = {
                 "deps": sorted(dep.to_user_string() for dep in assets_def.asset_deps[key]),
                 "group": assets_def.group_names_by_key[key],
                 "partitions": type(partitions).__name__ if partitions else None,
-                "pool": assets_def.op.pool,
+                "pool": assets_def.op.pool if assets_def.is_executable else None,
+                "executable": assets_def.is_executable,
                 "checks": sorted(
                     spec.name + (" (partitioned)" if spec.partitions_def else "") for spec in assets_def.check_specs
                 ),
@@ -100,8 +100,7 @@ def test_reports_depend_on_what_they_summarize(defs: dg.Definitions) -> None:
 
 def test_checks_of_partitioned_assets_are_partitioned_like_their_asset(defs: dg.Definitions) -> None:
     graph = defs.resolve_asset_graph()
-    for assets_def in defs.assets or []:
-        assert isinstance(assets_def, dg.AssetsDefinition)
+    for assets_def in graph.assets_defs:
         for spec in assets_def.check_specs:
             assert spec.partitions_def == graph.get(spec.asset_key).partitions_def, spec.key
     rpo = [key for key in graph.asset_check_keys if key.name == "rpo_fresh"]

@@ -11,6 +11,7 @@ import dagster as dg
 import yaml
 
 from assets.metadata import backup_metadata, restore_metadata, rpo_check_metadata, size_history_table, verify_metadata
+from assets.report_job import STATUS_ROWS, status_table
 from assets.reports import frame_table
 from backup_pipelines.engines import RestoreReport
 from backup_pipelines.engines.base import CheckOutcome
@@ -169,6 +170,19 @@ def test_the_status_metadata_is_a_table_not_markdown() -> None:
     assert isinstance(value, dg.TableMetadataValue)
     assert value.schema.columns[0].name == "dataset" and {c.name for c in value.schema.columns} >= {"state", "reason"}
     assert value.records[0].data["state"] == "failing" and value.records[0].data["copies"] == 2
+
+
+def test_the_status_metadata_keeps_the_worst_rows_of_a_big_fleet() -> None:
+    """The dashboard file lists every dataset; the materialization keeps STATUS_ROWS rows, worst first (10,000
+    rows made each refresh's event 4.3 MB)."""
+    fleet = [replace(item, name=f"{item.name}_{n:03d}") for n in range(40) for item in every_state()]
+    metadata = status_table(status_frame(fleet, NOW))
+    records = metadata["status"].records
+    assert len(records) == STATUS_ROWS == 200 and metadata["status_rows"] == (
+        "the 200 worst of 240; the dashboard lists every dataset"
+    )
+    assert [r.data["state"] for r in records[:40]] == ["failing"] * 40 and records[-1].data["state"] == "warning"
+    assert "status_rows" not in status_table(status_frame(every_state(), NOW))
 
 
 def _record(**changes: object) -> BackupRecord:
