@@ -15,12 +15,12 @@ from assets.history import (
     SIZE_FINDING,
     backup_history,
     quarantine_overrides,
-    record_newest_backup,
 )
 from assets.keys import DatasetKeys
 from assets.kubernetes import step_k8s_tags
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
 from assets.partitions import LATE_ALLOW, LATE_TAG, describe_window, lateness, partitions_for
+from assets.stage_index import index_step
 from backup_pipelines.anomaly import Measurement, Thresholds, detect
 from backup_pipelines.compliance import judge
 from backup_pipelines.copies import copy_backup
@@ -113,23 +113,6 @@ def quarantine_blocked(manifest: Manifest, stored: StoredBackup, check: dg.Asset
             f"backup-pipelines quarantine {record.dataset} {record.backup_id} --reason '...'"
         ) from error
     return reason
-
-
-def index_newest_backup(context: dg.AssetExecutionContext, record: BackupRecord, quarantined: str | None) -> None:
-    """Index the committed backup as its dataset's newest for the RPO sensor and check (assets/history.py). The
-    backup stands whatever happens here: if the instance refuses the write, the run says so at WARNING and the
-    RPO check goes on judging by the backup indexed before it (late, never early)."""
-    try:
-        record_newest_backup(
-            context.instance,
-            record.dataset,
-            record.backup_id,
-            record.created.timestamp(),
-            context.partition_key,
-            quarantined,
-        )
-    except Exception as error:  # the instance's storage, whatever it is (SQLite, PostgreSQL, another)
-        context.log.warning(f"backup {record.backup_id} is committed but could not be indexed as the newest: {error}")
 
 
 def drill_record(context: dg.AssetExecutionContext, manifest: Manifest, record: BackupRecord) -> BackupRecord:
@@ -297,6 +280,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         context: dg.AssetExecutionContext, manifest: ManifestResource, notifier: NotifierResource
     ) -> dg.MaterializeResult:
         taken = refuse_late_partition(context, datetime.now(UTC))
+        index_step(context, keys.backup)
         notifier.ping(name, "start", context.partition_key)
         try:
             with fail_at_once_on_configuration_errors():
@@ -310,7 +294,6 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         blocked = not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
         quarantined = quarantine_blocked(manifest.load(), stored, check) if blocked else None
         notifier.ping(name, "fail" if blocked else "success", f"{context.partition_key}: {stored.record.backup_id}")
-        index_newest_backup(context, stored.record, quarantined)
         recent_sizes = [(m.created_at, m.bytes_stored) for m in reversed(history)]
         recent_sizes.append((time.time(), stored.record.bytes_stored))
         metadata = {
@@ -321,10 +304,12 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             "size_history": size_history_table(recent_sizes),
             **({QUARANTINED: dg.MetadataValue.text(quarantined)} if quarantined else {}),
         }
-        if has_copies:
-            return dg.MaterializeResult(metadata=metadata, check_results=[check])
-        compliance, summary = compliance_result(manifest.load(), name, list(stored.locations))
-        return dg.MaterializeResult(metadata={**metadata, "three_two_one": summary}, check_results=[check, compliance])
+        checks = [check]
+        if not has_copies:
+            compliance, metadata["three_two_one"] = compliance_result(manifest.load(), name, list(stored.locations))
+            checks.append(compliance)
+        index_step(context, keys.backup, partition=context.partition_key, metadata=metadata, recent_sizes=recent_sizes)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     @dg.asset(
         key=keys.copy,
@@ -336,6 +321,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
         **common,
     )
     def copy(context: dg.AssetExecutionContext, manifest: ManifestResource) -> dg.MaterializeResult:
+        index_step(context, keys.copy)
         with fail_at_once_on_configuration_errors():
             loaded = manifest.load()
             record = _record_for(context, loaded, keys)
@@ -347,6 +333,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             "copies": dg.MetadataValue.int(len(locations)),
             "three_two_one": summary,
         }
+        index_step(context, keys.copy, partition=context.partition_key, metadata=metadata)
         return dg.MaterializeResult(metadata=metadata, check_results=[compliance])
 
     @dg.asset(
@@ -360,11 +347,14 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     def verify(
         context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
     ) -> dg.MaterializeResult:
+        index_step(context, keys.verify)
         with fail_at_once_on_configuration_errors():
             loaded = manifest.load()
             record = _record_for(context, loaded, keys)
             checks = verify_backup(loaded, name, record, *age_identity.credentials())
-        return dg.MaterializeResult(metadata=verify_metadata(record, checks))
+        metadata = verify_metadata(record, checks)
+        index_step(context, keys.verify, partition=context.partition_key, metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         key=keys.restore_test,
@@ -379,6 +369,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     def restore_test(
         context: dg.AssetExecutionContext, manifest: ManifestResource, age_identity: AgeIdentityResource
     ) -> dg.MaterializeResult:
+        index_step(context, keys.restore_test)
         with fail_at_once_on_configuration_errors():
             loaded = manifest.load()
             record = drill_record(context, loaded, _record_for(context, loaded, keys))
@@ -391,6 +382,8 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"measured_seconds": round(measured, 3), "rto_seconds": rto_seconds},
         )
-        return dg.MaterializeResult(metadata=restore_metadata(record, report, rto_seconds), check_results=[check])
+        metadata = restore_metadata(record, report, rto_seconds)
+        index_step(context, keys.restore_test, partition=context.partition_key, metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return [backup, copy, verify, restore_test] if has_copies else [backup, verify, restore_test]

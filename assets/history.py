@@ -7,12 +7,8 @@ CLI, pointed at this instance by $DAGSTER_HOME) is kept per dataset in the insta
 this copy lets the RPO check, the status dashboard and the anomaly history skip quarantined backups without
 listing repositories on every sensor tick.
 
-The newest backup index: the backup step also keeps, per dataset, a small record of the newest backup it committed
-(`newest_backup_key`: backup id, backup time, partition, quarantine reason) in the same key-value store. The RPO
-sensor and check read it for every dataset in one query instead of deserializing each dataset's newest
-materialization event (10,000 datasets: 118 MB of events, 7 s per tick); a dataset without a record (history
-from before the index) is read from the event log as before. The index follows the committed backups, not the
-event log: a materialization reported by hand, or an asset wiped in Dagster, does not change it.
+The newest backup, for the RPO sensor and check and the status page, comes from the stage index
+(assets/stage_index.py), read with the quarantine decisions in one batched key-value read.
 """
 
 from __future__ import annotations
@@ -26,14 +22,13 @@ from typing import Any
 import dagster as dg
 
 from assets.keys import DatasetKeys
+from assets.stage_index import StageRecord, kv_values, stage_states
 from backup_pipelines.anomaly import Measurement
 
 SIZE_CHECK = "size_anomaly"
 SIZE_FINDING = "size_check_finding"  # backup metadata: what the size check found when it did not pass
 QUARANTINED = "quarantined"  # materialization metadata: the reason a backup was quarantined when it was made
 QUARANTINE_KEY_PREFIX = "backup_pipelines/quarantine/"
-NEWEST_KEY_PREFIX = "backup_pipelines/newest_backup/"
-KV_BATCH = 5000  # keys per key-value read: SQLite caps a statement's parameters (32,766 in 3.32 and later)
 OVERRIDES_KEPT = 200  # quarantine decisions remembered per dataset
 WALK_BACK = 25  # materializations looked at to find the newest backup that is not quarantined
 
@@ -71,19 +66,11 @@ def quarantine_key(name: str) -> str:
 def quarantine_overrides(instance: dg.DagsterInstance, names: list[str]) -> dict[str, dict[str, str | None]]:
     """Return, in one query, each dataset's quarantine decisions recorded after its backups were made:
     backup id -> reason, or None for a released backup."""
-    return _overrides_from(kv_values(instance, [quarantine_key(name) for name in names]), names)
+    return quarantine_decisions(kv_values(instance, [quarantine_key(name) for name in names]), names)
 
 
-def _overrides_from(values: Mapping[str, str], names: list[str]) -> dict[str, dict[str, str | None]]:
+def quarantine_decisions(values: Mapping[str, str], names: list[str]) -> dict[str, dict[str, str | None]]:
     return {name: dict(json.loads(values[key])) for name in names if values.get(key := quarantine_key(name))}
-
-
-def kv_values(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, str]:
-    """Return the instance key-value entries of `keys` that exist, in a few batched queries."""
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), KV_BATCH):
-        found.update(instance.run_storage.get_cursor_values(set(keys[start : start + KV_BATCH])))
-    return found
 
 
 def record_quarantine(instance: dg.DagsterInstance, name: str, backup_id: str, reason: str | None) -> None:
@@ -159,58 +146,37 @@ def newest_good_backup(
     return None
 
 
-def newest_backup_key(name: str) -> str:
-    """Return the instance key-value key of dataset `name`'s newest backup index record."""
-    return f"{NEWEST_KEY_PREFIX}{name}"
-
-
-def record_newest_backup(
-    instance: dg.DagsterInstance, name: str, backup_id: str, created_at: float, partition: str, quarantined: str | None
-) -> None:
-    """Index a backup the backup step committed as dataset `name`'s newest, unless the index already holds one
-    taken later (a late partition caught up)."""
-    key = newest_backup_key(name)
-    held = instance.run_storage.get_cursor_values({key}).get(key)
-    if held and float(json.loads(held)["created_at"]) > created_at:
-        return
-    entry = {"backup_id": backup_id, "created_at": created_at, "partition": partition, QUARANTINED: quarantined}
-    instance.run_storage.set_cursor_values({key: json.dumps(entry)})
+def _latest_from_record(record: StageRecord) -> LatestBackup:
+    created = record.metadata.get("created_at")
+    created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else record.at
+    return LatestBackup(created_at, record.partition, record.metadata)
 
 
 def latest_backups(
-    instance: dg.DagsterInstance, names: list[str], events: Mapping[dg.AssetKey, Any] | None = None
+    instance: dg.DagsterInstance,
+    names: list[str],
+    records: Mapping[dg.AssetKey, StageRecord] | None = None,
+    overrides: dict[str, dict[str, str | None]] | None = None,
 ) -> dict[str, LatestBackup | None]:
     """Return each dataset's newest backup that is not quarantined (None if it has none).
 
-    Without `events` (newest materializations already read), one key-value query gives every dataset's newest
-    backup index record and quarantine decisions; only datasets without a record have their newest
-    materialization read from the event log. A dataset whose newest backup is quarantined costs one more
-    query, to find the newest good one before it."""
+    Without `records` (each backup asset's newest completed step, see assets/stage_index.py) and `overrides`
+    (the quarantine decisions), both are read in one batched key-value read (plus the event log for datasets the
+    index does not know). A dataset whose newest backup is quarantined costs one more query, to find the newest
+    good one before it."""
     keys = {DatasetKeys(name).backup: name for name in names}
-    indexed: dict[str, Any] = {}
-    if events is None:
-        values = kv_values(instance, [key(name) for name in names for key in (newest_backup_key, quarantine_key)])
-        overrides = _overrides_from(values, names)
-        indexed = {
-            name: json.loads(values[newest_backup_key(name)]) for name in names if newest_backup_key(name) in values
-        }
-        events = instance.get_latest_materialization_events([key for key, name in keys.items() if name not in indexed])
-    else:
+    if records is None:
+        records, _, values = stage_states(instance, list(keys), [quarantine_key(name) for name in names])
+        overrides = quarantine_decisions(values, names)
+    if overrides is None:
         overrides = quarantine_overrides(instance, names)
     latest: dict[str, LatestBackup | None] = {}
     for key, name in keys.items():
+        record = records.get(key)
+        if record is None:
+            latest[name] = None
+            continue
         decisions = overrides.get(name, {})
-        if name in indexed:
-            entry = indexed[name]
-            reason = _decided(entry["backup_id"], entry.get(QUARANTINED), decisions)
-            found = LatestBackup(float(entry["created_at"]), entry["partition"], {"backup_id": entry["backup_id"]})
-        else:
-            event = events.get(key)
-            materialization = event.asset_materialization if event is not None else None
-            if event is None or materialization is None:
-                latest[name] = None
-                continue
-            reason = quarantine_reason(materialization.metadata, decisions)
-            found = _latest_from(event.timestamp, materialization)
-        latest[name] = newest_good_backup(instance, name, decisions, reason) if reason else found
+        reason = _decided(record.metadata.get("backup_id"), record.metadata.get(QUARANTINED), decisions)
+        latest[name] = newest_good_backup(instance, name, decisions, reason) if reason else _latest_from_record(record)
     return latest

@@ -1,6 +1,6 @@
 """Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -10,9 +10,10 @@ import dagster as dg
 
 from assets.buckets import bucket_key
 from assets.datasets import COMPLIANCE_CHECK
-from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, metadata_values
+from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, quarantine_decisions, quarantine_key
 from assets.keys import DatasetKeys
 from assets.metadata import table
+from assets.stage_index import StageRecord, stage_states
 from backup_pipelines.buckets import rules_for
 from backup_pipelines.collector import paused_gc
 from backup_pipelines.manifest import Manifest, schedule_period
@@ -28,33 +29,12 @@ RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
 RUNBOOK_FILE = "dr_runbook.md"
 
 
-def newest_entries(instance: dg.DagsterInstance, keys: list[dg.AssetKey]) -> dict[dg.AssetKey, Any]:
-    """Return the asset entry (newest materialization, newest run that planned it) of each of `keys` that has
-    one: one batched query, each newest event read once for every use the status page makes of it."""
-    return {record.asset_entry.asset_key: record.asset_entry for record in instance.get_asset_records(keys)}
-
-
-def _latest_metadata(
-    instance: dg.DagsterInstance, keys: list[dg.AssetKey], entries: dict[dg.AssetKey, Any] | None = None
-) -> dict[dg.AssetKey, tuple[float, dict[str, Any]]]:
-    """Return each of `keys`' newest materialization time and metadata values, from `entries` when given."""
-    chosen = newest_entries(instance, keys) if entries is None else entries
-    found = {}
-    for key in keys:
-        event = chosen[key].last_materialization if key in chosen else None
-        if event is not None and event.asset_materialization is not None:
-            found[key] = (event.timestamp, metadata_values(event.asset_materialization))
-    return found
-
-
-def failed_runs(instance: dg.DagsterInstance, entries: Iterable[Any]) -> dict[dg.AssetKey, str]:
-    """Return the assets among `entries` (asset entries, see `newest_entries`) whose newest run that planned
-    them failed without materializing them, each with a line naming the run and when it ended (one query)."""
-    planned: dict[dg.AssetKey, str] = {}
-    for entry in entries:
-        materialized_in = entry.last_materialization.run_id if entry.last_materialization else None
-        if entry.last_run_id and entry.last_run_id != materialized_in:
-            planned[entry.asset_key] = entry.last_run_id
+def failed_runs(
+    instance: dg.DagsterInstance, done: Mapping[dg.AssetKey, StageRecord], attempts: Mapping[dg.AssetKey, str]
+) -> dict[dg.AssetKey, str]:
+    """Return the assets whose newest attempt (see assets/stage_index.py) is a run that failed without completing
+    them, each with a line naming the run and when it ended (one query)."""
+    planned = {key: run_id for key, run_id in attempts.items() if run_id != (done[key].run_id if key in done else None)}
     if not planned:
         return {}
     runs = {
@@ -97,11 +77,6 @@ def _size_history(metadata: dict[str, Any]) -> list[tuple[float, int]]:
     return [(float(at), int(size)) for at, size in metadata.get("recent_sizes", [])]
 
 
-def _metadata_of(event: Any) -> dict[str, Any] | None:
-    materialization = event.asset_materialization if event is not None else None
-    return metadata_values(materialization) if materialization is not None else None
-
-
 def chain_keys(manifest: Manifest, name: str) -> list[dg.AssetKey]:
     """Return the asset keys of dataset `name`'s chain as the manifest defines it now: backup, copy (only with
     copy repositories), verify, restore test."""
@@ -112,30 +87,29 @@ def chain_keys(manifest: Manifest, name: str) -> list[dg.AssetKey]:
 
 @paused_gc()
 def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[DatasetStatus]:
-    """Return every active dataset's status from the event log in a few batched queries (each newest event
-    read once): the newest backup (whose metadata carries its recent sizes), copy, verification and restore
-    test of every dataset, the runs that failed them and the blocking checks that failed."""
+    """Return every active dataset's status in a few batched reads: each stage's newest completion and newest
+    attempt from the stage index (the event log for stages it does not know), the quarantine decisions, and the
+    runs that failed a stage, with the blocking checks that failed on the newest backup and copy."""
     active = manifest.active_datasets()
     names = list(active)
-    chains = [DatasetKeys(name) for name in names]
     # only the assets each dataset has now: the events of a copy asset a dataset had before the manifest changed
     # (a failed copy, a failing 3-2-1) are not its state, and nothing could ever clear them
-    entries = newest_entries(instance, [key for name in names for key in chain_keys(manifest, name)])
-    newest = {keys.backup: entries[keys.backup].last_materialization for keys in chains if keys.backup in entries}
-    backups = latest_backups(instance, names, newest)
-    runs_failed = failed_runs(instance, entries.values())
-    verified = _latest_metadata(instance, [keys.verify for keys in chains], entries)
-    restored = _latest_metadata(instance, [keys.restore_test for keys in chains], entries)
-    copied = _latest_metadata(instance, [keys.copy for keys in chains], entries)
+    keys_now = [key for name in names for key in chain_keys(manifest, name)]
+    done, attempts, values = stage_states(instance, keys_now, [quarantine_key(name) for name in names])
+    backups = latest_backups(instance, names, done, quarantine_decisions(values, names))
+    runs_failed = failed_runs(instance, done, attempts)
     statuses = []
     drill_every = schedule_period(manifest.schedules.drills).total_seconds()
     for name, dataset in active.items():
         keys = DatasetKeys(name)
         backup = backups.get(name)
-        restore = restored.get(keys.restore_test)
-        copy_metadata = copied[keys.copy][1] if keys.copy in copied else {}
+        restore = done.get(keys.restore_test)
+        verified = done.get(keys.verify)
+        copy_metadata = done[keys.copy].metadata if keys.copy in done else {}
+        newest = done.get(keys.backup)
         failures = [runs_failed[key] for key in (keys.backup, keys.copy, keys.verify) if key in runs_failed]
-        failures += failed_checks(_metadata_of(newest.get(keys.backup)), copy_metadata)
+        failures += failed_checks(newest.metadata if newest else None, copy_metadata)
+        both = {**backup.metadata, **copy_metadata} if backup else {}
         statuses.append(
             DatasetStatus(
                 name=name,
@@ -147,12 +121,12 @@ def gather_statuses(instance: dg.DagsterInstance, manifest: Manifest) -> list[Da
                 partition=backup.partition if backup else None,
                 bytes_stored=backup.metadata.get("bytes_stored") if backup else None,
                 bytes_raw=backup.metadata.get("bytes_raw") if backup else None,
-                copies=int({**backup.metadata, **copy_metadata}.get("copies", 0)) if backup else 0,
-                three_two_one=str({**backup.metadata, **copy_metadata}.get("three_two_one", "-")) if backup else "-",
+                copies=int(both.get("copies", 0)),
+                three_two_one=str(both.get("three_two_one", "-")),
                 location=str(backup.metadata.get("location", "")) if backup else "",
-                last_verified_at=verified[keys.verify][0] if keys.verify in verified else None,
-                last_restore_test_at=restore[0] if restore else None,
-                measured_rto_seconds=float(restore[1]["measured_rto_seconds"]) if restore else None,
+                last_verified_at=verified.at if verified else None,
+                last_restore_test_at=restore.at if restore else None,
+                measured_rto_seconds=float(restore.metadata["measured_rto_seconds"]) if restore else None,
                 size_history=_size_history(backup.metadata) if backup else [],
                 failures=tuple(failures),
                 restore_failure=runs_failed.get(keys.restore_test),
@@ -183,17 +157,19 @@ def gather_buckets(instance: dg.DagsterInstance, manifest: Manifest) -> list[Buc
 def merge_restore_measurements(
     instance: dg.DagsterInstance, manifest: Manifest, measured: dict[str, Measured]
 ) -> dict[str, Measured]:
-    """Return `measured` with each dataset's last restore test time and measured RTO from the event log."""
-    restored = _latest_metadata(instance, [DatasetKeys(name).restore_test for name in manifest.active_datasets()])
+    """Return `measured` with each dataset's last restore test time and measured RTO (from the stage index, or
+    the event log for datasets it does not know)."""
+    names = list(manifest.active_datasets())
+    done, _, _ = stage_states(instance, [DatasetKeys(name).restore_test for name in names])
     result = dict(measured)
-    for name in manifest.active_datasets():
-        entry = restored.get(DatasetKeys(name).restore_test)
+    for name in names:
+        entry = done.get(DatasetKeys(name).restore_test)
         if entry is not None:
             base = result.get(name, Measured())
             result[name] = replace(
                 base,
-                last_restore_test_at=entry[0],
-                measured_rto_seconds=float(entry[1].get("measured_rto_seconds", 0.0)),
+                last_restore_test_at=entry.at,
+                measured_rto_seconds=float(entry.metadata.get("measured_rto_seconds", 0.0)),
             )
     return result
 

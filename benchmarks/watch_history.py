@@ -1,6 +1,6 @@
 """The event history of the scale benchmark (bench_monitoring.py): per dataset, backups recorded with the
 metadata the backup step records (assets/metadata.py: sizes, locations, tool versions, source stats, a row
-count per table and the recent sizes) and indexed as the newest as the step does (assets/history.py), then a
+count per table and the recent sizes) and indexed as the step indexes it (assets/stage_index.py), then a
 verification and a restore test with theirs (one comparison per table count, the fingerprint and the
 validation queries), so the report reads events as heavy as real ones."""
 
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
-from assets.history import record_newest_backup
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
+from assets.stage_index import record_attempt, record_done
 from backup_pipelines.engines.base import CheckOutcome, RestoreReport
 from backup_pipelines.operations import CopyCheck, StoredBackup
 from backup_pipelines.repository.base import BackupRecord
@@ -49,6 +50,18 @@ def _record(name: str, created: datetime, tables: int, age: int) -> BackupRecord
     )
 
 
+def index(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    partition: str,
+    metadata: dict[str, Any],
+    recent_sizes: list[tuple[float, int]] | None = None,
+) -> None:
+    """Index a step's start and completion as the step does (assets/stage_index.py)."""
+    record_attempt(instance, key, "bench")
+    record_done(instance, key, "bench", partition, metadata, recent_sizes)
+
+
 def fill_history(
     instance: dg.DagsterInstance, names: list[str], backups: int, threads: int = 1, tables: int = 20
 ) -> None:
@@ -74,24 +87,24 @@ def fill_history(
                     dg.AssetKey([name, "backup"]), partition=record.partition_key, metadata=metadata
                 )
             )
-            record_newest_backup(instance, name, record.backup_id, created.timestamp(), record.partition_key, None)
+            index(instance, dg.AssetKey([name, "backup"]), record.partition_key, metadata, recent)
         assert record is not None
         check = CopyCheck(
             "local", f"/backups/{name}/{record.object_path}", record.bytes_stored, record.bytes_raw, "0" * 64
         )
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(dg.AssetKey([name, "verify"]), metadata=verify_metadata(record, [check]))
-        )
+        verified = verify_metadata(record, [check])
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey([name, "verify"]), metadata=verified))
+        index(instance, dg.AssetKey([name, "verify"]), record.partition_key, verified)
         outcomes = [
             CheckOutcome(f"rows {table}", rows, rows, True) for table, rows in record.source_stats["tables"].items()
         ]
         outcomes += [CheckOutcome("content fingerprint", "a1b2c3", "a1b2c3", True), CheckOutcome("query 1", 1, 1, True)]
         report = RestoreReport("scratch database", 30.0, 12.0, record.bytes_raw, outcomes)
+        restored = restore_metadata(record, report, 3600)
         instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                dg.AssetKey([name, "restore_test"]), metadata=restore_metadata(record, report, 3600)
-            )
+            dg.AssetMaterialization(dg.AssetKey([name, "restore_test"]), metadata=restored)
         )
+        index(instance, dg.AssetKey([name, "restore_test"]), record.partition_key, restored)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(fill, names))

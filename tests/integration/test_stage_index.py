@@ -1,20 +1,24 @@
-"""The newest backup index (assets/history.py): what the backup step writes, what the RPO sensor and check read,
-and the event-log fallback, on a real Dagster instance with real backups."""
+"""The stage index (assets/stage_index.py): what the steps write, what the RPO sensor and check, the status page
+and the runbook read, and the event-log fallback, on a real Dagster instance with real backups."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 
-from assets.history import latest_backups, newest_backup_key, record_newest_backup
+from assets.history import latest_backups
+from assets.keys import DatasetKeys
+from assets.reports import gather_statuses
+from assets.stage_index import read_index, record_done
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.manifest import load_manifest
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
 from tests.integration.test_monitoring import PARTITIONS, backup
@@ -29,9 +33,11 @@ def defs(
     return build_definitions(tmp_path / "m.yaml")
 
 
-def indexed(instance: dg.DagsterInstance, name: str) -> dict[str, object]:
-    key = newest_backup_key(name)
-    return dict(json.loads(instance.run_storage.get_cursor_values({key})[key]))
+def indexed(instance: dg.DagsterInstance, name: str) -> dict[str, Any]:
+    """The backup step's completion as indexed: its metadata values, partition and run."""
+    done, _, _ = read_index(instance, [DatasetKeys(name).backup])
+    record = done[DatasetKeys(name).backup]
+    return {**record.metadata, "partition": record.partition, "run_id": record.run_id}
 
 
 def backed_up_id(result: dg.ExecuteInProcessResult) -> str:
@@ -45,7 +51,9 @@ def test_the_backup_step_indexes_its_backup_and_the_rpo_views_read_the_index(def
     assert first.success
     entry = indexed(instance, "app_db")
     assert entry["backup_id"] == backed_up_id(first) and entry["partition"] == PARTITIONS[0]
-    assert entry["quarantined"] is None and abs(float(str(entry["created_at"])) - time.time()) < 300
+    assert entry["run_id"] == first.run_id and "quarantined" not in entry and entry["size_check"] == "pass"
+    assert abs(datetime.fromisoformat(str(entry["created_at"])).timestamp() - time.time()) < 300
+    assert [size for _, size in entry["recent_sizes"]] == [entry["bytes_stored"]]
 
     # a materialization reported by hand is not a committed backup: the index, not the event log, is read
     instance.report_runless_asset_event(
@@ -62,7 +70,10 @@ def test_the_backup_step_indexes_its_backup_and_the_rpo_views_read_the_index(def
     second = backup(defs, instance, PARTITIONS[1])
     assert second.success and indexed(instance, "app_db")["backup_id"] == backed_up_id(second)
     # a record taken before the indexed one never replaces it
-    record_newest_backup(instance, "app_db", "older", 1_000.0, PARTITIONS[2], None)
+    key = DatasetKeys("app_db").backup
+    record_done(
+        instance, key, "a-run", PARTITIONS[2], {"backup_id": "older", "created_at": "2026-01-01T00:00:00+00:00"}
+    )
     newest = latest_backups(instance, ["app_db"])["app_db"]
     assert newest is not None and newest.partition == PARTITIONS[1]
     assert newest.metadata["backup_id"] == backed_up_id(second)
@@ -100,5 +111,34 @@ def test_a_backup_the_instance_cannot_index_stands_and_says_so(
     assert result.success
     warnings = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
     backup_id = backed_up_id(result)
-    assert any(f"backup {backup_id} is committed but could not be indexed" in text for text in warnings), warnings
-    assert any("read-only" in text for text in warnings)
+    assert any("app_db/backup: its completion could not be indexed" in text for text in warnings), warnings
+    assert any("app_db/backup: its start could not be indexed" in text for text in warnings), warnings
+    assert any("read-only" in text for text in warnings) and backup_id
+
+
+def test_every_step_of_a_chain_indexes_its_completion_and_the_status_page_reads_them(
+    defs: dg.Definitions, tmp_path: Path
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("protect_hourly").execute_in_process(
+        partition_key=PARTITIONS[0], instance=instance, tags={"backup/late": "allow"}
+    )
+    assert result.success
+    keys = DatasetKeys("app_db")
+    chain = [keys.backup, keys.verify, keys.restore_test]
+    done, attempts, _ = read_index(instance, chain)
+    assert set(done) == set(chain) and attempts == {key: result.run_id for key in chain}
+    assert {record.run_id for record in done.values()} == {result.run_id}
+    assert {record.partition for record in done.values()} == {PARTITIONS[0]}
+    [restored] = result.asset_materializations_for_node("app_db__restore_test")
+    assert done[keys.restore_test].metadata == {
+        "backup_id": restored.metadata["backup_id"].value,
+        "measured_rto_seconds": restored.metadata["measured_rto_seconds"].value,
+    }
+    logs = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
+    assert not [text for text in logs if "could not be indexed" in text], logs
+
+    [status] = gather_statuses(instance, load_manifest(tmp_path / "m.yaml"))
+    assert status.last_verified_at == done[keys.verify].at and status.last_restore_test_at == done[keys.restore_test].at
+    assert status.measured_rto_seconds == restored.metadata["measured_rto_seconds"].value
+    assert status.partition == PARTITIONS[0] and not [line for line in status.failures if " run " in line]
