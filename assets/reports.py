@@ -1,4 +1,5 @@
-"""Report assets: the backup status dashboard and the DR runbook, refreshed on a schedule."""
+"""What the reports show: every dataset's status and every watched bucket's checks for the dashboard, the restore
+measurements for the DR runbook (the report assets and their job: assets/report_job.py)."""
 
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,11 +19,7 @@ from backup_pipelines.buckets import rules_for
 from backup_pipelines.collector import paused_gc
 from backup_pipelines.manifest import Manifest, schedule_period
 from backup_pipelines.runbook import Measured
-from backup_pipelines.status import (
-    BucketStatus,
-    DatasetStatus,
-    when,
-)
+from backup_pipelines.status import BucketStatus, DatasetStatus, when
 
 STATUS_KEY = dg.AssetKey(["reports", "backup_status"])
 RUNBOOK_KEY = dg.AssetKey(["reports", "dr_runbook"])
