@@ -24,6 +24,7 @@ from dagster._core.events import DagsterEventType
 
 from assets.keys import DatasetKeys
 from assets.retention import retention_key
+from assets.stage_index import INDEXED, record_attempt
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.notify import Alert, Notifier
 from resources import NotifierResource
@@ -218,6 +219,29 @@ def deliver_run_alerts(
     return delivered, pending
 
 
+def index_failed_steps(instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns) -> int:
+    """Index the failed `run` as the newest attempt of the chain steps it failed (assets/stage_index.py): its
+    failed steps, else the first step of each dataset it did not finish (a step whose pod never started, a
+    worker killed before the step began), unless a newer run started or completed that step since `run` was
+    created. The steps index their own start; this covers failures before it. Return how many were indexed."""
+    failed = [
+        entry.dagster_event.step_key
+        for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        if entry.dagster_event is not None and entry.dagster_event.step_key
+    ]
+    record = instance.get_run_record_by_id(run.run_id)
+    if record is None:
+        return 0
+    chosen: dict[str, str] = {}
+    for step_key in failed or unfinished_steps(instance, run, runs):
+        stage, name = runs.dataset_of(step_key) or ("", "")
+        if stage in INDEXED:
+            chosen.setdefault(name, stage)
+    for name, stage in chosen.items():
+        record_attempt(instance, dg.AssetKey([name, stage]), run.run_id, record.create_timestamp.timestamp())
+    return len(chosen)
+
+
 def alert_failed_run(
     instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns, sender: Notifier, dagster_url: str
 ) -> tuple[int, int]:
@@ -261,6 +285,8 @@ def build_failure_sensor(runs: CodeLocationRuns) -> dg.SensorDefinition:
         run = context.dagster_run
         dagster_url = notifier.manifest.load().alerts.dagster_url
         delivered, pending = alert_failed_run(context.instance, run, runs, notifier.notifier(context.log), dagster_url)
+        if runs.owns(context.instance, run):
+            index_failed_steps(context.instance, run, runs)
         if delivered or pending:
             context.log.info(f"run {run.run_id} ({run.job_name}): {delivered} alerts delivered, {pending} pending")
 

@@ -117,7 +117,7 @@ def backup_history(
 
 @dataclass(frozen=True)
 class LatestBackup:
-    """What the newest backup materialization of a dataset recorded."""
+    """What a dataset's newest backup recorded (its indexed values or its materialization's metadata)."""
 
     created_at: float
     partition: str | None

@@ -14,7 +14,7 @@ from assets.datasets import COMPLIANCE_CHECK
 from assets.history import SIZE_CHECK, SIZE_FINDING, latest_backups, quarantine_decisions, quarantine_key
 from assets.keys import DatasetKeys
 from assets.metadata import table
-from assets.stage_index import StageRecord, stage_states
+from assets.stage_index import Attempt, StageRecord, failed_attempt, stage_states
 from backup_pipelines.buckets import rules_for
 from backup_pipelines.collector import paused_gc
 from backup_pipelines.manifest import Manifest, schedule_period
@@ -27,11 +27,11 @@ RUNBOOK_FILE = "dr_runbook.md"
 
 
 def failed_runs(
-    instance: dg.DagsterInstance, done: Mapping[dg.AssetKey, StageRecord], attempts: Mapping[dg.AssetKey, str]
+    instance: dg.DagsterInstance, done: Mapping[dg.AssetKey, StageRecord], attempts: Mapping[dg.AssetKey, Attempt]
 ) -> dict[dg.AssetKey, str]:
     """Return the assets whose newest attempt (see assets/stage_index.py) is a run that failed without completing
     them, each with a line naming the run and when it ended (one query)."""
-    planned = {key: run_id for key, run_id in attempts.items() if run_id != (done[key].run_id if key in done else None)}
+    planned = {key: run_id for key, attempt in attempts.items() if (run_id := failed_attempt(attempt, done.get(key)))}
     if not planned:
         return {}
     runs = {
@@ -51,8 +51,8 @@ def failed_checks(backup: dict[str, Any] | None, copy: dict[str, Any] | None) ->
     was found, as the steps recorded them beside the check results: the backup's `size_check` verdict (ERROR
     fails) with its finding and, without copy repositories, its 3-2-1 summary; the copy's 3-2-1 summary.
 
-    Read from the materializations the status page fetches anyway: Dagster's check summaries cost one query
-    (and on a PostgreSQL instance one connection) per check, 48 s for 1,000 datasets."""
+    Read from the values the steps indexed (assets/stage_index.py) or their materializations: Dagster's check
+    summaries cost one query (and on a PostgreSQL instance one connection) per check, 48 s for 1,000 datasets."""
     failed = []
     if backup and backup.get("size_check") == "ERROR":
         failed.append(f"{SIZE_CHECK} check failed: {backup.get(SIZE_FINDING) or 'no description'}")

@@ -105,6 +105,8 @@ def fill_history(
             dg.AssetMaterialization(dg.AssetKey([name, "restore_test"]), metadata=restored)
         )
         index(instance, dg.AssetKey([name, "restore_test"]), record.partition_key, restored)
+        if name.endswith("00"):  # one dataset in 100: a newer backup run started it (the page asks for its status)
+            record_attempt(instance, dg.AssetKey([name, "backup"]), f"bench-started-{name}")
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(fill, names))

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from assets import stage_index
 from assets.history import latest_backups
 from assets.keys import DatasetKeys
 from assets.reports import gather_statuses
@@ -99,25 +100,81 @@ def test_a_dataset_without_an_index_record_is_read_from_the_event_log() -> None:
 def test_a_backup_the_instance_cannot_index_stands_and_says_so(
     defs: dg.Definitions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The instance's key-value write is made to fail (a fault injected into Dagster's storage, which is not
-    ours): the committed backup is still reported, with a WARNING naming it."""
+    """The instance's key-value writes of entries are made to fail (a fault injected into Dagster's storage,
+    which is not ours): the committed backup is still reported, with a WARNING naming what was not indexed, and
+    the entry of the backup before is emptied, so the views read the event log rather than an older backup."""
     instance = dg.DagsterInstance.ephemeral()
+    assert backup(defs, instance, PARTITIONS[0]).success
+    write = instance.run_storage.set_cursor_values
 
-    def refuse(pairs: object) -> None:
-        raise OSError("the instance database is read-only")
+    def refuse_entries(pairs: dict[str, str]) -> None:
+        if any(pairs.values()):
+            raise OSError("the instance database is read-only")
+        write(pairs)
 
-    monkeypatch.setattr(instance.run_storage, "set_cursor_values", refuse)
-    result = backup(defs, instance, PARTITIONS[0])
+    monkeypatch.setattr(instance.run_storage, "set_cursor_values", refuse_entries)
+    result = backup(defs, instance, PARTITIONS[1])
     assert result.success
     warnings = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
-    backup_id = backed_up_id(result)
     assert any("app_db/backup: its completion could not be indexed" in text for text in warnings), warnings
     assert any("app_db/backup: its start could not be indexed" in text for text in warnings), warnings
-    assert any("read-only" in text for text in warnings) and backup_id
+    assert any("read-only" in text for text in warnings)
+    assert read_index(instance, [DatasetKeys("app_db").backup])[0] == {}
+    newest = latest_backups(instance, ["app_db"])["app_db"]
+    assert newest is not None and newest.partition == PARTITIONS[1]
+    assert newest.metadata["backup_id"] == backed_up_id(result)
+
+
+def test_a_value_that_cannot_be_indexed_is_a_fault_of_the_code_not_a_warning() -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    table = dg.MetadataValue.table([dg.TableRecord({"a": 1})])
+    with pytest.raises(TypeError, match="app_db/copy: indexed values must be text or numbers"):
+        record_done(instance, DatasetKeys("app_db").copy, "a-run", PARTITIONS[0], {"copies": table})
+
+
+def test_a_run_failed_before_its_step_began_is_named_once_the_failure_sensor_saw_it(
+    defs: dg.Definitions, tmp_path: Path
+) -> None:
+    """A backup of a closed partition without `late: allow` is refused before the step indexes its start (as a
+    step pod that never started would be): the failure sensor indexes the run as the step's newest attempt,
+    the status page names it, and the next good backup clears it; the sensor seeing the old run again does not
+    bring it back."""
+    instance = dg.DagsterInstance.ephemeral()
+    manifest = load_manifest(tmp_path / "m.yaml")
+    assert backup(defs, instance, PARTITIONS[0]).success
+    refused = defs.resolve_job_def("backup_hourly").execute_in_process(
+        partition_key=PARTITIONS[1], instance=instance, raise_on_error=False
+    )
+    assert not refused.success
+
+    def failed_lines() -> list[str]:
+        [status] = gather_statuses(instance, manifest)
+        return [line for line in status.failures if " run " in line]
+
+    def failure_sensor_sees_it() -> None:
+        sensor = defs.resolve_sensor_def("backup_failure_alerts")
+        with dg.build_run_status_sensor_context(
+            sensor_name="backup_failure_alerts",
+            dagster_instance=instance,
+            dagster_run=refused.dagster_run,
+            dagster_event=refused.get_run_failure_event(),
+            repository_def=defs.get_repository_def(),
+            resources={"notifier": (defs.resources or {})["notifier"]},
+        ) as context:
+            sensor(context.for_run_failure())
+
+    assert failed_lines() == []  # the step never started: nothing indexed it
+    failure_sensor_sees_it()
+    [line] = failed_lines()
+    assert line.startswith(f"backup run {refused.run_id[:8]} failed")
+    assert backup(defs, instance, PARTITIONS[2]).success
+    assert failed_lines() == []
+    failure_sensor_sees_it()
+    assert failed_lines() == []
 
 
 def test_every_step_of_a_chain_indexes_its_completion_and_the_status_page_reads_them(
-    defs: dg.Definitions, tmp_path: Path
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("protect_hourly").execute_in_process(
@@ -127,7 +184,9 @@ def test_every_step_of_a_chain_indexes_its_completion_and_the_status_page_reads_
     keys = DatasetKeys("app_db")
     chain = [keys.backup, keys.verify, keys.restore_test]
     done, attempts, _ = read_index(instance, chain)
-    assert set(done) == set(chain) and attempts == {key: result.run_id for key in chain}
+    assert set(done) == set(chain) and {key: attempt.run_id for key, attempt in attempts.items()} == {
+        key: result.run_id for key in chain
+    }
     assert {record.run_id for record in done.values()} == {result.run_id}
     assert {record.partition for record in done.values()} == {PARTITIONS[0]}
     [restored] = result.asset_materializations_for_node("app_db__restore_test")
@@ -137,6 +196,8 @@ def test_every_step_of_a_chain_indexes_its_completion_and_the_status_page_reads_
     }
     logs = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
     assert not [text for text in logs if "could not be indexed" in text], logs
+    monkeypatch.setattr(stage_index, "KV_BATCH", 2)  # one asset's two entries per query
+    assert read_index(instance, chain)[:2] == (done, attempts)
 
     [status] = gather_statuses(instance, load_manifest(tmp_path / "m.yaml"))
     assert status.last_verified_at == done[keys.verify].at and status.last_restore_test_at == done[keys.restore_test].at
