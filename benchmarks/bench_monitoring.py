@@ -6,7 +6,7 @@ Generates a manifest of N datasets over S servers, a Dagster instance (the local
 PostgreSQL), and a history of materializations per dataset (benchmarks/watch_history.py: backups, a verify
 and a restore test, each with the metadata the real steps record), then times: loading the definitions, one tick
 of the `rpo_alerts` sensor, the `rpo_checks` evaluation, and the `backup_status` report (gathering + table +
-HTML, then the asset materialized as the reports job runs it), with this process's peak memory. With
+HTML, then the reports job's status op run in process), with this process's peak memory. With
 `--services` it then starts the webserver and the daemon on the same workspace and instance
 (benchmarks/scale_services.py): the code location's load, the UI's asset graph query, the daemon's time to its
 first RPO sensor tick and its process tree's peak memory, and Dagster's own floor for as many bare assets.
