@@ -245,7 +245,7 @@ def build_dataset_assets(manifest: Manifest, name: str) -> list[dg.AssetsDefinit
     keys = DatasetKeys(name)
     common = _common(dataset, name, manifest)
     partitions_def = common["partitions_def"]
-    has_copies = len(dataset.repositories) > 1
+    has_copies = dataset.has_copies
     source_server = dataset.server_name
     restore_server = dataset.restore_test.server or source_server if isinstance(dataset, PostgresDataset) else None
 

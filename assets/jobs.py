@@ -43,7 +43,7 @@ def cadences(manifest: Manifest) -> list[Cadence]:
 
 
 def _in_step_checks(manifest: Manifest, name: str, kind: str) -> list[str]:
-    has_copies = len(manifest.dataset(name).repositories) > 1
+    has_copies = manifest.dataset(name).has_copies
     checks = {
         "backup": [SIZE_CHECK] + ([] if has_copies else [COMPLIANCE_CHECK]),
         "copy": [COMPLIANCE_CHECK],
@@ -56,10 +56,7 @@ def _selection(manifest: Manifest, datasets: list[str], *kinds: str) -> dg.Asset
     """The datasets' assets of the given kinds (copy only where a dataset has copy repositories) with their
     in-step checks only: the standalone watch checks (RPO) run in their own unpartitioned job."""
     chosen = [
-        (name, kind)
-        for name in datasets
-        for kind in kinds
-        if kind != "copy" or len(manifest.dataset(name).repositories) > 1
+        (name, kind) for name in datasets for kind in kinds if kind != "copy" or manifest.dataset(name).has_copies
     ]
     keys = [getattr(DatasetKeys(name), kind) for name, kind in chosen]
     checks = [

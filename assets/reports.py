@@ -78,8 +78,8 @@ def chain_keys(manifest: Manifest, name: str) -> list[dg.AssetKey]:
     """Return the asset keys of dataset `name`'s chain as the manifest defines it now: backup, copy (only with
     copy repositories), verify, restore test."""
     keys = DatasetKeys(name)
-    has_copies = len(manifest.dataset(name).repositories) > 1
-    return [keys.backup, *([keys.copy] if has_copies else []), keys.verify, keys.restore_test]
+    copies = [keys.copy] if manifest.dataset(name).has_copies else []
+    return [keys.backup, *copies, keys.verify, keys.restore_test]
 
 
 @paused_gc()

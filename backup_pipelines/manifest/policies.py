@@ -270,6 +270,11 @@ class DatasetBase(StrictModel):
         """The name of the server the dataset is read from, if it has one (pools are per server)."""
         return None
 
+    @property
+    def has_copies(self) -> bool:
+        """Whether the dataset has copy repositories besides its primary (and so a `copy` step)."""
+        return len(self.repositories) > 1
+
     def source_summary(self) -> str:
         """One line saying what is backed up, for the UI and the runbook."""
         return str(getattr(self, "kind", "dataset"))
