@@ -15,6 +15,7 @@ from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import AlertReceiver, manifest_dict, newest_hour, stored_files, write_manifest
 from tests.faults.common import assert_committed_backups_restore, killed_after, postgres_bin_dir_with
 from tests.faults.test_disk_full import grow, tiny_tmpfs
+from tests.integration.test_monitoring import failure_sensor_alerts
 
 EXPECTED = {
     "pg_dump-killed": "killed by signal",
@@ -39,19 +40,6 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, partition: str) 
     return defs.resolve_job_def("backup_hourly").execute_in_process(
         partition_key=partition, instance=instance, raise_on_error=False
     )
-
-
-def alert_for(defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> None:
-    sensor = defs.resolve_sensor_def("backup_failure_alerts")
-    with dg.build_run_status_sensor_context(
-        sensor_name="backup_failure_alerts",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        repository_def=defs.get_repository_def(),
-        resources={"notifier": (defs.resources or {})["notifier"]},
-    ) as context:
-        sensor(context.for_run_failure())
 
 
 @pytest.mark.parametrize("fault", ["pg_dump-killed", "pg_dump-truncated-exit-0", "disk-full"])
@@ -83,7 +71,7 @@ def test_a_fault_on_the_dagster_path_fails_the_run_alerts_once_and_the_next_run_
         result = run_job(build_definitions(tmp_path / "m.yaml"), instance, partition)
         assert not result.success
         assert stored_files(root) == []
-        alert_for(build_definitions(tmp_path / "m.yaml"), instance, result)
+        failure_sensor_alerts(build_definitions(tmp_path / "m.yaml"), instance, result)
         [alert] = receiver.json_bodies("/hook")
         assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == partition
         assert "backup failed: " in alert["message"] and EXPECTED[fault] in alert["message"], alert["message"]

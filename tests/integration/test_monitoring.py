@@ -182,16 +182,7 @@ def test_a_failed_backup_run_sends_one_alert_with_dataset_partition_error_and_li
     instance = dg.DagsterInstance.ephemeral()
     result = backup(defs, instance, PARTITIONS[2])
     assert not result.success
-    sensor = defs.resolve_sensor_def("backup_failure_alerts")
-    with dg.build_run_status_sensor_context(
-        sensor_name="backup_failure_alerts",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        repository_def=defs.get_repository_def(),
-        resources={"notifier": (defs.resources or {})["notifier"]},
-    ) as context:
-        sensor(context.for_run_failure())
+    failure_sensor_alerts(defs, instance, result)
     [alert] = receiver.json_bodies("/hook")
     assert alert["kind"] == "failure" and alert["dataset"] == "app_db" and alert["partition"] == PARTITIONS[2]
     assert "backup failed: " in alert["message"] and "cannot connect to PostgreSQL" in alert["message"]

@@ -22,7 +22,7 @@ from backup_pipelines.definitions import build_definitions
 from backup_pipelines.manifest import load_manifest
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
-from tests.integration.test_monitoring import PARTITIONS, backup
+from tests.integration.test_monitoring import PARTITIONS, backup, failure_sensor_alerts
 
 
 @pytest.fixture
@@ -151,25 +151,13 @@ def test_a_run_failed_before_its_step_began_is_named_once_the_failure_sensor_saw
         [status] = gather_statuses(instance, manifest)
         return [line for line in status.failures if " run " in line]
 
-    def failure_sensor_sees_it() -> None:
-        sensor = defs.resolve_sensor_def("backup_failure_alerts")
-        with dg.build_run_status_sensor_context(
-            sensor_name="backup_failure_alerts",
-            dagster_instance=instance,
-            dagster_run=refused.dagster_run,
-            dagster_event=refused.get_run_failure_event(),
-            repository_def=defs.get_repository_def(),
-            resources={"notifier": (defs.resources or {})["notifier"]},
-        ) as context:
-            sensor(context.for_run_failure())
-
     assert failed_lines() == []  # the step never started: nothing indexed it
-    failure_sensor_sees_it()
+    failure_sensor_alerts(defs, instance, refused)
     [line] = failed_lines()
     assert line.startswith(f"backup run {refused.run_id[:8]} failed")
     assert backup(defs, instance, PARTITIONS[2]).success
     assert failed_lines() == []
-    failure_sensor_sees_it()
+    failure_sensor_alerts(defs, instance, refused)
     assert failed_lines() == []
 
 
