@@ -92,5 +92,14 @@ class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._asset_key_columns: dict[str, bool] = {}
         super().__init__(*args, **kwargs)
         self._pool()
+
+    def _has_asset_key_col_on_connection(self, conn: Any, column_name: str) -> bool:
+        """Whether the asset key table has `column_name`, reflected once per process: Dagster reflects the table
+        on every call, three times per asset check evaluation (7 s of a 17.5 s watch job at 1,000 datasets).
+        Columns are only ever added, by `dagster instance migrate` with the processes stopped."""
+        if column_name not in self._asset_key_columns:
+            self._asset_key_columns[column_name] = super()._has_asset_key_col_on_connection(conn, column_name)
+        return self._asset_key_columns[column_name]

@@ -177,3 +177,24 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
         assert backend_pid(instance) in parents  # and used none: the parent's next call reuses its own
         record_events(instance)
         assert len(instance.fetch_materializations(dg.AssetKey("pooled"), limit=100).records) == 2 * EVENTS + 1
+
+
+def test_the_asset_key_table_is_reflected_once_per_process_not_per_read(home: Path) -> None:
+    """Dagster's storage asks which columns the asset key table has on every asset record read (three times
+    per asset check evaluation); the pooled storage reflects the table once and gives the same answers after."""
+    statements: list[str] = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        record_events(instance)
+
+        def executed(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        sqlalchemy.event.listen(engine_of(storage), "before_cursor_execute", executed)
+        for _ in range(EVENTS):
+            [record] = instance.get_asset_records([dg.AssetKey("pooled")])
+            assert record.asset_entry.last_materialization is not None
+        reflections = [statement for statement in statements if "pg_attribute" in statement]
+        assert 1 <= len(reflections) <= 2, len(reflections)  # the table's columns, once (not once per read)
+        assert storage.has_asset_key_col("last_materialization_timestamp")
+        assert not storage.has_asset_key_col("no_such_column")
