@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy
 import yaml
 
-from backup_pipelines.pooled_storage import POOL_SIZE
+from backup_pipelines.pooled_storage import POOL_SIZE, PooledPostgresEventLogStorage
 from backup_pipelines.sandbox import PostgresSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +185,7 @@ def test_the_asset_key_table_is_reflected_once_per_process_not_per_read(home: Pa
     statements: list[str] = []
     with dg.DagsterInstance.from_config(str(home)) as instance:
         storage = instance.event_log_storage
+        assert isinstance(storage, PooledPostgresEventLogStorage)
         record_events(instance)
 
         def executed(_connection: object, _cursor: object, statement: str, *_: object) -> None:
