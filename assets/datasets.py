@@ -9,13 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.history import (
-    QUARANTINED,
-    SIZE_CHECK,
-    SIZE_FINDING,
-    backup_history,
-    quarantine_overrides,
-)
+from assets.history import QUARANTINED, SIZE_CHECK, SIZE_FINDING, backup_history, quarantine_overrides
 from assets.keys import DatasetKeys
 from assets.kubernetes import step_k8s_tags
 from assets.metadata import backup_metadata, restore_metadata, size_history_table, verify_metadata
