@@ -91,19 +91,26 @@ def planned_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]
     return [step.key for step in plan.steps] if plan else []
 
 
-def run_failure_alerts(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns, dagster_url: str
-) -> list[Alert]:
-    """Return one alert per failed dataset of the failed `run` (one for the run when no dataset is known),
-    with each failed step's error and the findings of the checks that failed in it."""
+def blamed_steps(instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns) -> list[tuple[str, str]]:
+    """Return the steps the failure of `run` is put on, each with its error: its failed steps, else (the run died
+    or was failed from outside) the steps it did not finish with the run's failure message, else "run"."""
     failures = [
         (entry.dagster_event.step_key or "run", error_text(entry.dagster_event))
         for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
         if entry.dagster_event is not None
     ]
-    if not failures:  # the run died or was failed from outside: blame the steps it did not finish
+    if not failures:
         message = run_failure_message(instance, run)
         failures = [(step_key, message) for step_key in unfinished_steps(instance, run, runs) or ["run"]]
+    return failures
+
+
+def run_failure_alerts(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns, dagster_url: str
+) -> list[Alert]:
+    """Return one alert per failed dataset of the failed `run` (one for the run when no dataset is known),
+    with each failed step's error and the findings of the checks that failed in it."""
+    failures = blamed_steps(instance, run, runs)
     by_dataset: dict[str, list[str]] = {}
     for step_key, error in failures:
         stage, dataset = runs.dataset_of(step_key) or ("", "all")
@@ -220,20 +227,16 @@ def deliver_run_alerts(
 
 
 def index_failed_steps(instance: dg.DagsterInstance, run: dg.DagsterRun, runs: CodeLocationRuns) -> int:
-    """Index the failed `run` as the newest attempt of the chain steps it failed (assets/stage_index.py): its
-    failed steps, else the first step of each dataset it did not finish (a step whose pod never started, a
-    worker killed before the step began), unless a newer run started or completed that step since `run` was
-    created. The steps index their own start; this covers failures before it. Return how many were indexed."""
-    failed = [
-        entry.dagster_event.step_key
-        for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
-        if entry.dagster_event is not None and entry.dagster_event.step_key
-    ]
+    """Index the failed `run` as the newest attempt of the chain steps it is blamed on (`blamed_steps`,
+    assets/stage_index.py): its failed steps, else the first step of each dataset it did not finish (a step
+    whose pod never started, a worker killed before the step began), unless a newer run started or completed
+    that step since `run` was created. The steps index their own start; this covers failures before it. Return
+    how many were indexed."""
     record = instance.get_run_record_by_id(run.run_id)
     if record is None:
         return 0
     chosen: dict[str, str] = {}
-    for step_key in failed or unfinished_steps(instance, run, runs):
+    for step_key, _ in blamed_steps(instance, run, runs):
         stage, name = runs.dataset_of(step_key) or ("", "")
         if stage in INDEXED:
             chosen.setdefault(name, stage)

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 
 from assets.keys import DatasetKeys
-from assets.stage_index import StageRecord, kv_values, stage_states
+from assets.stage_index import StageRecord, kv_values, record_from_event, stage_states
 from backup_pipelines.anomaly import Measurement
 
 SIZE_CHECK = "size_anomaly"
@@ -31,11 +31,6 @@ QUARANTINED = "quarantined"  # materialization metadata: the reason a backup was
 QUARANTINE_KEY_PREFIX = "backup_pipelines/quarantine/"
 OVERRIDES_KEPT = 200  # quarantine decisions remembered per dataset
 WALK_BACK = 25  # materializations looked at to find the newest backup that is not quarantined
-
-
-def metadata_values(materialization: dg.AssetMaterialization) -> dict[str, Any]:
-    """Return a materialization's metadata as plain values."""
-    return {k: v.value for k, v in materialization.metadata.items()}
 
 
 def _value(metadata: Any, key: str, default: Any = None) -> Any:
@@ -125,31 +120,27 @@ class LatestBackup:
     quarantined_newer: str | None = None  # why the newer backup(s) passed over are quarantined
 
 
-def _latest_from(timestamp: float, materialization: dg.AssetMaterialization) -> LatestBackup:
-    metadata = metadata_values(materialization)
-    created = metadata.get("created_at")
-    created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else timestamp
-    return LatestBackup(created_at, materialization.partition, metadata)
-
-
 def newest_good_backup(
     instance: dg.DagsterInstance, name: str, overrides: dict[str, str | None], reason: str
 ) -> LatestBackup | None:
     """Return the newest backup materialization of `name` that is not quarantined, looking back at most
     WALK_BACK backups, with `reason` (why the newest is quarantined) attached; None if there is none."""
     key = DatasetKeys(name).backup
-    for record in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=WALK_BACK).records:
-        materialization = record.asset_materialization
-        if materialization is not None and not quarantine_reason(materialization.metadata, overrides):
-            found = _latest_from(record.timestamp, materialization)
-            return LatestBackup(found.created_at, found.partition, found.metadata, reason)
+    for event in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=WALK_BACK).records:
+        record = record_from_event(event)
+        if record is not None and not _quarantined(record, overrides):
+            return _latest_from_record(record, reason)
     return None
 
 
-def _latest_from_record(record: StageRecord) -> LatestBackup:
+def _quarantined(record: StageRecord, overrides: dict[str, str | None]) -> str | None:
+    return _decided(record.metadata.get("backup_id"), record.metadata.get(QUARANTINED), overrides)
+
+
+def _latest_from_record(record: StageRecord, quarantined_newer: str | None = None) -> LatestBackup:
     created = record.metadata.get("created_at")
     created_at = datetime.fromisoformat(created).timestamp() if isinstance(created, str) else record.at
-    return LatestBackup(created_at, record.partition, record.metadata)
+    return LatestBackup(created_at, record.partition, record.metadata, quarantined_newer)
 
 
 def latest_backups(
@@ -177,6 +168,6 @@ def latest_backups(
             latest[name] = None
             continue
         decisions = overrides.get(name, {})
-        reason = _decided(record.metadata.get("backup_id"), record.metadata.get(QUARANTINED), decisions)
+        reason = _quarantined(record, decisions)
         latest[name] = newest_good_backup(instance, name, decisions, reason) if reason else _latest_from_record(record)
     return latest
