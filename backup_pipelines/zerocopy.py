@@ -8,13 +8,28 @@ anything when it cannot work; callers then fall back to copying (see moved_nothi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 
 CHUNK = 1 << 20
+# Pipes the pumps move data through are grown from Linux's 64 KiB to this, so each tee/splice and each reader
+# wakeup carries up to 16 times more. Measured on a 1.39 GB PostgreSQL backup with its archive check (2 cores,
+# 8 interleaved rounds): median 7.54 s with 64 KiB pipes, 7.23 s with 256 KiB, 7.11 s with 1 MiB. 1 MiB is
+# also the default /proc/sys/fs/pipe-max-size, the most an unprivileged user may ask for.
+PIPE_SIZE = 1 << 20
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes releases the GIL during the call
 _TEE = getattr(_LIBC, "tee", None)
+
+
+def enlarge(*fds: int) -> None:
+    """Grow each pipe among `fds` to PIPE_SIZE. Anything else (a file, a socket) and a refusal (a user over
+    its pipe-buffer limit) are left as they are: a bigger pipe is only faster, never needed."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def tee(source_fd: int, target_fd: int, length: int) -> int:
@@ -43,6 +58,7 @@ def splice_all(source_fd: int, target_fd: int) -> int:
     """Move everything from `source_fd` to `target_fd` (one of them a pipe) until the source ends; return the
     byte count. An OSError raised part-way carries the count moved before it as `bytes_moved`."""
     total = 0
+    enlarge(source_fd, target_fd)
     try:
         while moved := os.splice(source_fd, target_fd, CHUNK):
             total += moved
@@ -62,6 +78,7 @@ def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bo
     """Move everything from pipe `source_fd` to pipe `target_fd` and give the same bytes to pipe `tap_fd` until
     its reader goes away. Return the byte count and whether the tap received all of it."""
     total = 0
+    enlarge(source_fd, target_fd, tap_fd)
     while True:
         try:
             count = tee(source_fd, tap_fd, CHUNK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_a_move_cut_short_says_how_much_it_moved_and_is_never_taken_for_an_unusa
     assert not zerocopy.moved_nothing(raised.value)
     assert zerocopy.moved_nothing(OSError(errno.EINVAL, "not a pipe"))
     assert zerocopy.moved_nothing(AttributeError("no fileno"))
+
+
+def test_the_pumps_grow_their_pipes_and_leave_anything_else_alone(tmp_path: Path) -> None:
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    assert fcntl.fcntl(target_write, fcntl.F_GETPIPE_SZ) < zerocopy.PIPE_SIZE
+    received: list[bytes] = []
+    threads = [_writer(source_write, DATA), _reader(target_read, received)]
+    try:
+        assert zerocopy.splice_all(source_read, target_write) == len(DATA)
+        sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in (source_read, target_write)]
+    finally:
+        for fd in (source_read, target_write):
+            os.close(fd)
+        for thread in threads:
+            thread.join(timeout=30)
+    assert sizes == [zerocopy.PIPE_SIZE, zerocopy.PIPE_SIZE]
+    assert received == [DATA]
+    with open(tmp_path / "file", "wb") as regular:
+        zerocopy.enlarge(regular.fileno(), 987654)  # a file and a closed descriptor: no error
