@@ -84,6 +84,7 @@ def parse_manifest(text: str, file: str = "<manifest>") -> Manifest:
     base_dir = Path(file).resolve().parent if file != "<manifest>" else Path.cwd()
     problems = _duplicate_key_problems(root, "", set())
     problems += _cross_reference_problems(data) + _recipients_file_problems(data, base_dir)
+    problems += _ca_file_problems(data, base_dir)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as error:
@@ -156,9 +157,33 @@ def _recipients_file_problems(data: dict[str, Any], base_dir: Path) -> list[Prob
     return problems
 
 
-def _recipients_file_lines(where: str, name: str, base_dir: Path) -> list[Problem]:
+def _ca_file_problems(data: dict[str, Any], base_dir: Path) -> list[Problem]:
+    """Return a problem for every pgbackrest repository's s3.ca_file that is missing, unreadable or holds no
+    PEM certificate: pgBackRest would only fail on it at the first backup or WAL push."""
+    problems = []
+    for name, repository in _mapping(data.get("repositories")).items():
+        value = _mapping(_mapping(repository).get("s3")).get("ca_file")
+        if not isinstance(value, str) or not value:
+            continue
+        where, path = f"repositories.{name}.s3.ca_file", _resolved(value, base_dir)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as error:
+            problems.append(Problem(where, f"cannot read the CA file {path}: {error.strerror}"))
+            continue
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            problems.append(Problem(where, f"the CA file {path} holds no PEM certificate"))
+    return problems
+
+
+def _resolved(name: str, base_dir: Path) -> Path:
+    """`name` with ~ expanded, relative to `base_dir` unless absolute."""
     path = Path(os.path.expanduser(name))
-    path = path if path.is_absolute() else base_dir / path
+    return path if path.is_absolute() else base_dir / path
+
+
+def _recipients_file_lines(where: str, name: str, base_dir: Path) -> list[Problem]:
+    path = _resolved(name, base_dir)
     try:
         text = path.read_text()
     except FileNotFoundError:

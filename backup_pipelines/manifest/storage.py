@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from backup_pipelines.manifest.types import StrictInt, StrictModel
 
@@ -108,8 +108,20 @@ class PgBackRestS3(StrictModel):
     region: str = Field("us-east-1", description="Region of the bucket.")
     uri_style: Literal["host", "path"] = Field("host", description="repo1-s3-uri-style: path for most S3 servers.")
     verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate.")
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of the certificate authorities to verify the endpoint with instead of the system's "
+        "(repo-storage-ca-file), for an S3 server with a private CA; relative to the manifest's folder, and "
+        "readable by the cluster's system user.",
+    )
     access_key_id_env: str = Field(description="Env var holding the access key id.")
     secret_access_key_env: str = Field(description="Env var holding the secret access key.")
+
+    @model_validator(mode="after")
+    def _ca_file_verifies(self) -> PgBackRestS3:
+        if self.ca_file and not self.verify_tls:
+            raise ValueError("ca_file is given but verify_tls is false: the certificate would not be checked")
+        return self
 
 
 class PgBackRestRepositoryConfig(Placement):

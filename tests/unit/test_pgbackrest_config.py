@@ -1,8 +1,8 @@
 """The pgBackRest configuration written from the manifest: every repository as repo1..N (the WAL archive reaches
 each copy), S3 settings for a bucket, encryption on when a passphrase variable is named, and never a secret.
 
-pgBackRest speaks only HTTPS to S3 and the local S3 server of the tests speaks HTTP, so an S3 repository is
-checked here as configuration; the local-folder repository runs for real in tests/integration/test_pgbackrest.py."""
+Both kinds of repository also run for real in tests/integration/test_pgbackrest.py (the S3 one on moto's S3 over
+HTTPS, the only protocol pgBackRest speaks to S3)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_pipelines.errors import MissingSecretError
+from backup_pipelines.errors import ManifestError, MissingSecretError
 from backup_pipelines.repository.pgbackrest_config import render_config, secret_environment
 from tests.conftest import write_manifest
 
@@ -62,7 +62,9 @@ def test_every_repository_is_configured_and_no_secret_is_written(
         "repo2-path=/clusters",
         "repo2-s3-bucket=pitr-offsite",
         "repo2-s3-region=eu-west-1",
+        "repo2-bundle=y",
     } <= set(lines)
+    assert not any(line.startswith("repo1-bundle") for line in lines)
     assert "repo1-cipher-type=aes-256-cbc" in lines and "repo2-cipher-type=aes-256-cbc" in lines
     assert "compress-type=zst" in lines and "repo2-retention-full=9999999" in lines
     secrets = {"NEAR_CIPHER": "near-pass", "FAR_CIPHER": "far-pass", "FAR_KEY": "AKIA1", "FAR_SECRET": "s3cr3t"}
@@ -80,3 +82,22 @@ def test_a_missing_cipher_passphrase_names_its_variable(tmp_path: Path, monkeypa
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(MissingSecretError, match="NEAR_CIPHER"):
         secret_environment(manifest, "main")
+
+
+def test_a_private_certificate_authority_is_configured_and_checked_at_load(tmp_path: Path) -> None:
+    data = manifest_data(tmp_path)
+    s3 = data["repositories"]["far"]["s3"]  # type: ignore[index]
+    s3["ca_file"] = "certs/ca.pem"
+    (tmp_path / "certs").mkdir()
+    with pytest.raises(ManifestError, match=r"repositories\.far\.s3\.ca_file.*cannot read the CA file"):
+        write_manifest(tmp_path / "m.yaml", data)
+    (tmp_path / "certs" / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(ManifestError, match=r"repositories\.far\.s3\.ca_file.*holds no PEM certificate"):
+        write_manifest(tmp_path / "m.yaml", data)
+    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    lines = render_config(write_manifest(tmp_path / "m.yaml", data), "main").text.splitlines()
+    assert f"repo2-storage-ca-file={tmp_path / 'certs' / 'ca.pem'}" in lines and "repo2-storage-verify-tls=y" in lines
+    assert not any(line.startswith("repo1-storage-ca-file") for line in lines)
+    s3["verify_tls"] = False
+    with pytest.raises(ManifestError, match="ca_file is given but verify_tls is false"):
+        write_manifest(tmp_path / "m.yaml", data)
