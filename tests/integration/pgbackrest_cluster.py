@@ -27,6 +27,7 @@ NEEDS_PGBACKREST = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason
 CIPHER_ENV = "TEST_PGBACKREST_CIPHER"
 PASSWORD_ENV = "TEST_PITR_PG_PASSWORD"
 CIPHER = "test-cipher-pass-0123456789"
+S3_KEY = "testing"  # both the key id and the secret
 STANZA = "main"
 
 
@@ -86,8 +87,12 @@ def cluster() -> Iterator[Cluster]:
     sandbox = start_postgres_sandbox(
         password="pitr-pässword",
         settings=settings,
-        # the archive_command pushes to every repository configured: the copy test adds a second one
-        environment={"PGBACKREST_REPO1_CIPHER_PASS": CIPHER, "PGBACKREST_REPO2_CIPHER_PASS": CIPHER},
+        # the archive_command pushes to every repository configured: the copy test adds a second one, the S3
+        # test puts the first in a bucket (moto takes any key)
+        environment={
+            **{f"PGBACKREST_REPO{index}_CIPHER_PASS": CIPHER for index in (1, 2)},
+            **{f"PGBACKREST_REPO1_S3_{name}": S3_KEY for name in ("KEY", "KEY_SECRET")},
+        },
     )
     os.environ[PASSWORD_ENV] = sandbox.password
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import psycopg
 import pytest
@@ -29,17 +30,19 @@ from backup_pipelines.prune import prune_dataset
 from backup_pipelines.quarantine import quarantine_backup
 from backup_pipelines.repository import open_repository
 from resources import ManifestResource
-from tests.conftest import newest_hour
+from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, newest_hour
 from tests.integration.pgbackrest_cluster import (
     CIPHER,
     CIPHER_ENV,
     NEEDS_PGBACKREST,
+    S3_KEY,
     STANZA,
     Cluster,
     Writer,
     archive_refuses_writes,
     cluster,
 )
+from tests.integration.tls_s3 import TlsMotoServer, make_certificates
 
 pytestmark = NEEDS_PGBACKREST
 __all__ = ["cluster"]  # the module's fixture
@@ -214,3 +217,61 @@ def test_a_second_repository_gets_its_own_base_backup_and_the_wal(cluster: Clust
         assert again == locations
     finally:
         cluster.manifest()  # back to one repository
+
+
+def test_an_s3_repository_over_https_takes_the_wal_and_restores_from_the_bucket(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repository in an S3 bucket (moto over HTTPS, its certificate signed by a CA made for the test and
+    given as `ca_file`): pitr-setup creates the stanza and checks the WAL push there, the backup goes to the
+    bucket, verify reads it back, and the restore test restores from the bucket to a moment, fetching the WAL
+    from it."""
+    monkeypatch.setenv(S3_KEY_ENV, S3_KEY)
+    monkeypatch.setenv(S3_SECRET_ENV, S3_KEY)
+    certificates = make_certificates(cluster.folder)
+    server = TlsMotoServer(certificates)
+    server.start()
+    endpoint = f"127.0.0.1:{server.port}"
+    bucket = boto3.client(
+        "s3",
+        endpoint_url=f"https://{endpoint}",
+        verify=str(certificates.ca_file),
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_KEY,
+    )
+    bucket.create_bucket(Bucket="pitr-offsite")
+    data = cluster.manifest_data(repositories=["pitr_s3"])
+    data["repositories"]["pitr_s3"] = {
+        "type": "pgbackrest",
+        "path": "/clusters",
+        "cipher_pass_env": CIPHER_ENV,
+        "s3": {
+            "bucket": "pitr-offsite",
+            "endpoint": endpoint,
+            "uri_style": "path",
+            "ca_file": str(certificates.ca_file),
+            "access_key_id_env": S3_KEY_ENV,
+            "secret_access_key_env": S3_SECRET_ENV,
+        },
+    }
+    cluster.manifest_path.write_text(yaml.safe_dump(data))
+    manifest = load_manifest(cluster.manifest_path)
+    try:
+        assert pitr_setup(manifest, "main_cluster").checked  # stanza-create and a WAL push into the bucket
+        with Writer(cluster.sandbox.conninfo()):
+            record = run_backup(manifest, "main_cluster", "2026-12-02-07:00").record
+            time.sleep(1.5)
+        assert record.format == "pgbackrest-full" and record.bytes_raw > 0
+        stored = [item["Key"] for item in bucket.list_objects_v2(Bucket="pitr-offsite")["Contents"]]
+        assert any(key.startswith(f"clusters/backup/{STANZA}/") for key in stored)
+        wal = [key for key in stored if key.startswith(f"clusters/archive/{STANZA}/") and key.endswith(".zst")]
+        assert wal, stored
+        (check,) = verify_backup(manifest, "main_cluster", record)
+        assert check.repository == "pitr_s3" and check.archive["files_checked"] > 0
+        result = restore_test_backup(manifest, "main_cluster", record)
+        assert not result.failures and result.restore_seconds > 0
+        assert any(outcome.name.startswith("random moment") for outcome in result.outcomes)
+    finally:
+        pitr_setup(cluster.manifest(), "main_cluster")  # back to the folder repository before the server goes
+        server.stop()
