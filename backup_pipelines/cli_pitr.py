@@ -29,7 +29,7 @@ def _restore(arguments: argparse.Namespace) -> int:
     from backup_pipelines.engines.pgbackrest import PgBackRestEngine, backup_for_moment
     from backup_pipelines.repository import open_repository
     from backup_pipelines.repository.pgbackrest import PgBackRestRepository
-    from backup_pipelines.repository.pgbackrest_config import cluster_dataset
+    from backup_pipelines.repository.pgbackrest_config import cluster_dataset, repository_secrets
 
     manifest = load_manifest(arguments.manifest)
     dataset = cluster_dataset(manifest, arguments.dataset)
@@ -46,10 +46,12 @@ def _restore(arguments: argparse.Namespace) -> int:
         raise StorageError(f"{store.name} holds no {wanted} of {arguments.dataset}")
     path = PgBackRestEngine().restore_to_moment(store, arguments.dataset, chosen, arguments.data_directory, moment)
     goal = f"recover to {moment.isoformat()} and promote" if moment else "recover to the end of the archive"
+    secrets = [variable for variable, _, _ in repository_secrets(manifest, arguments.dataset, store.name)]
+    needs = f"its environment needs the same {', '.join(secrets)}" if secrets else "it needs no secret"
     print(
         f"restored base backup {chosen.object_name} ({chosen.backup_id}) of {arguments.dataset} to {path}\n"
         f"start it as {dataset.source.os_user} (pg_ctl -D {path} -o '-p <free port>' start) to {goal}; its "
-        "restore_command reads the archive, so its environment needs the same PGBACKREST_REPO1_CIPHER_PASS"
+        f"restore_command reads the archive, so {needs}"
     )
     return 0
 

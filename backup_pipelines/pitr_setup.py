@@ -11,8 +11,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from backup_pipelines.manifest import Manifest, PgBackRestRepositoryConfig
-from backup_pipelines.repository.pgbackrest_config import cluster_dataset, render_config, write_config
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.repository.pgbackrest_config import (
+    cluster_dataset,
+    render_config,
+    repository_secrets,
+    write_config,
+)
 
 
 def archive_settings(config_file: Path | str, stanza: str, archive_timeout: timedelta) -> dict[str, str]:
@@ -61,15 +66,11 @@ def pitr_setup(manifest: Manifest, name: str, check: bool = True) -> SetupReport
     dataset = cluster_dataset(manifest, name)
     settings = render_config(manifest, name)
     write_config(settings)
-    variables = []
-    for index, repository in enumerate(dataset.repositories, start=1):
-        config = manifest.repositories[repository]
-        assert isinstance(config, PgBackRestRepositoryConfig)
-        if config.cipher_pass_env:
-            variables.append(f"PGBACKREST_REPO{index}_CIPHER_PASS (the value of {config.cipher_pass_env})")
-        if config.s3 is not None:
-            variables.append(f"PGBACKREST_REPO{index}_S3_KEY (the value of {config.s3.access_key_id_env})")
-            variables.append(f"PGBACKREST_REPO{index}_S3_KEY_SECRET (the value of {config.s3.secret_access_key_env})")
+    variables = [
+        f"{variable} (the value of {source})"
+        for repository in dataset.repositories
+        for variable, source, _ in repository_secrets(manifest, name, repository)
+    ]
     if check:
         store = open_repository(manifest, dataset.repositories[0])
         assert isinstance(store, PgBackRestRepository)

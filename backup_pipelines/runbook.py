@@ -19,6 +19,7 @@ from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest, PgBackRestReposi
 from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.repository.pgbackrest import PgBackRestRepository
+from backup_pipelines.repository.pgbackrest_config import repository_secrets
 from backup_pipelines.units import human_bytes
 
 
@@ -86,7 +87,10 @@ def pgbackrest_restore_commands(store: PgBackRestRepository, record: BackupRecor
     """Return the pgBackRest commands that restore a cluster's base backup into the new data directory
     `target`, recovering to the end of the archive, or to a moment (docs/restore.md, "PostgreSQL clusters")."""
     settings = store.settings(record.dataset)
-    base = f"pgbackrest --config={shlex.quote(str(settings.config_file))} --stanza={shlex.quote(settings.stanza)}"
+    base = (
+        f"pgbackrest --config={shlex.quote(str(settings.config_file))} --stanza={shlex.quote(settings.stanza)} "
+        f"--repo={settings.repo_index(store.name)}"
+    )
     return [
         "set -euo pipefail",
         f"{base} info --set={record.object_name}",
@@ -277,13 +281,12 @@ def setup_lines(manifest: Manifest, record: BackupRecord, repository: BackupStor
     if record.kind in SNAPSHOT_KINDS:
         return [SNAPSHOT_SETUP]
     if isinstance(repository, PgBackRestRepository):
-        config = manifest.repositories[repository.name]
-        variable = getattr(config, "cipher_pass_env", None)
-        where = f"the value of ${variable}" if variable else "not encrypted: leave it out"
-        return [
-            f"export PGBACKREST_REPO1_CIPHER_PASS=...  # {where}; run as the cluster's system user "
-            f"({manifest.dataset(record.dataset).source.os_user})"  # type: ignore[union-attr]
-        ]
+        user = f"run as the cluster's system user ({manifest.dataset(record.dataset).source.os_user})"  # type: ignore[union-attr]
+        secrets = repository_secrets(manifest, record.dataset, repository.name)
+        if not secrets:
+            return [f"# {repository.name} is not encrypted and in a folder: nothing to export; {user}"]
+        values = ", ".join(f"${source}" for _, source, _ in secrets)
+        return [f"export {' '.join(f'{variable}=...' for variable, _, _ in secrets)}  # the values of {values}; {user}"]
     if isinstance(repository, ResticRepository):
         placement = restic_placement(manifest, repository.name)
         variable = f"${placement[1]}" if placement else "its password variable"

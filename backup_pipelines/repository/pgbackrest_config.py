@@ -136,23 +136,35 @@ def render_config(manifest: Manifest, name: str) -> ClusterSettings:
     return ClusterSettings(name, stanza, path, source.os_user, tuple(dataset.repositories), text, tuple(local_paths))
 
 
+def repository_secrets(manifest: Manifest, name: str, repository: str) -> list[tuple[str, str, str]]:
+    """The secrets pgBackRest needs for `repository` of dataset `name`, each as (pgBackRest's environment
+    variable for it, as repo<n> of the dataset's configuration; the variable the manifest names for its value;
+    the manifest field naming that variable)."""
+    index = cluster_dataset(manifest, name).repositories.index(repository) + 1
+    config = manifest.repositories[repository]
+    assert isinstance(config, PgBackRestRepositoryConfig), f"{repository} is not a pgbackrest repository"
+    where, prefix = f"repositories.{repository}", f"PGBACKREST_REPO{index}"
+    secrets = []
+    if config.cipher_pass_env:
+        secrets.append((f"{prefix}_CIPHER_PASS", config.cipher_pass_env, f"{where}.cipher_pass_env"))
+    if config.s3 is not None:
+        secrets += [
+            (f"{prefix}_S3_KEY", config.s3.access_key_id_env, f"{where}.s3.access_key_id_env"),
+            (f"{prefix}_S3_KEY_SECRET", config.s3.secret_access_key_env, f"{where}.s3.secret_access_key_env"),
+        ]
+    return secrets
+
+
 def secret_environment(manifest: Manifest, name: str) -> dict[str, str]:
     """The environment carrying dataset `name`'s secrets to pgBackRest: each repository's cipher passphrase and
     S3 keys, and the login's password. Raise MissingSecretError naming the variable when one is unset."""
     dataset = cluster_dataset(manifest, name)
     server = cluster_server(manifest, dataset)
-    environment: dict[str, str] = {}
-    for index, repository in enumerate(dataset.repositories, start=1):
-        config = manifest.repositories[repository]
-        assert isinstance(config, PgBackRestRepositoryConfig)
-        where = f"repositories.{repository}"
-        if config.cipher_pass_env:
-            environment[f"PGBACKREST_REPO{index}_CIPHER_PASS"] = read_secret(
-                config.cipher_pass_env, f"{where}.cipher_pass_env"
-            )
-        if config.s3 is not None:
-            environment[f"PGBACKREST_REPO{index}_S3_KEY"] = read_secret(config.s3.access_key_id_env, where)
-            environment[f"PGBACKREST_REPO{index}_S3_KEY_SECRET"] = read_secret(config.s3.secret_access_key_env, where)
+    environment = {
+        variable: read_secret(source, where)
+        for repository in dataset.repositories
+        for variable, source, where in repository_secrets(manifest, name, repository)
+    }
     if server.password_env:
         environment["PGPASSWORD"] = read_secret(server.password_env, f"servers.{dataset.source.server}.password_env")
     return environment

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from backup_pipelines.errors import ManifestError, MissingSecretError
+from backup_pipelines.repository import BackupRecord, open_repository
 from backup_pipelines.repository.pgbackrest_config import render_config, secret_environment
+from backup_pipelines.runbook import restore_commands, setup_lines
 from tests.conftest import write_manifest
 
 
@@ -101,3 +103,40 @@ def test_a_private_certificate_authority_is_configured_and_checked_at_load(tmp_p
     s3["verify_tls"] = False
     with pytest.raises(ManifestError, match="ca_file is given but verify_tls is false"):
         write_manifest(tmp_path / "m.yaml", data)
+
+
+def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) -> None:
+    """The DR runbook's commands for a backup in the second repository (the primary lost) name repo2 and its
+    own secrets, not repo1's."""
+    manifest = write_manifest(tmp_path / "m.yaml", manifest_data(tmp_path))
+    record = BackupRecord(
+        dataset="main",
+        partition_key="2026-12-01-05:00",
+        backup_id="20261201T050000Z-abcdef",
+        kind="postgres_cluster",
+        format="pgbackrest-full",
+        object_name="20261201-050000F",
+        created_at="2026-12-01T05:00:00+00:00",
+        bytes_raw=1,
+        bytes_stored=1,
+        sha256="",
+        compression="zstd",
+        encrypted=True,
+        recipients=[],
+        source_stats={},
+        tool_versions={},
+        duration_seconds=1.0,
+    )
+    for name, index, secrets in (
+        ("near", 1, "PGBACKREST_REPO1_CIPHER_PASS=...  # the values of $NEAR_CIPHER;"),
+        (
+            "far",
+            2,
+            "PGBACKREST_REPO2_CIPHER_PASS=... PGBACKREST_REPO2_S3_KEY=... PGBACKREST_REPO2_S3_KEY_SECRET=...  # the "
+            "values of $FAR_CIPHER, $FAR_KEY, $FAR_SECRET;",
+        ),
+    ):
+        store = open_repository(manifest, name)
+        assert setup_lines(manifest, record, store) == [f"export {secrets} run as the cluster's system user (postgres)"]
+        pgbackrest = [line for line in restore_commands(store, record, "/srv/new") if line.startswith("pgbackrest ")]
+        assert len(pgbackrest) == 2 and all(f"--repo={index} " in line for line in pgbackrest)
