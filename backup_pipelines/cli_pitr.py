@@ -29,7 +29,7 @@ def _restore(arguments: argparse.Namespace) -> int:
     from backup_pipelines.engines.pgbackrest import PgBackRestEngine, backup_for_moment
     from backup_pipelines.repository import open_repository
     from backup_pipelines.repository.pgbackrest import PgBackRestRepository
-    from backup_pipelines.repository.pgbackrest_config import cluster_dataset, repository_secrets
+    from backup_pipelines.repository.pgbackrest_config import cluster_dataset, cluster_secrets
 
     manifest = load_manifest(arguments.manifest)
     dataset = cluster_dataset(manifest, arguments.dataset)
@@ -46,7 +46,7 @@ def _restore(arguments: argparse.Namespace) -> int:
         raise StorageError(f"{store.name} holds no {wanted} of {arguments.dataset}")
     path = PgBackRestEngine().restore_to_moment(store, arguments.dataset, chosen, arguments.data_directory, moment)
     goal = f"recover to {moment.isoformat()} and promote" if moment else "recover to the end of the archive"
-    secrets = [variable for variable, _, _ in repository_secrets(manifest, arguments.dataset, store.name)]
+    secrets = [variable for variable, _, _ in cluster_secrets(manifest, arguments.dataset)]
     needs = f"its environment needs the same {', '.join(secrets)}" if secrets else "it needs no secret"
     print(
         f"restored base backup {chosen.object_name} ({chosen.backup_id}) of {arguments.dataset} to {path}\n"

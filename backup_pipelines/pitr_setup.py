@@ -14,8 +14,8 @@ from pathlib import Path
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository.pgbackrest_config import (
     cluster_dataset,
+    cluster_secrets,
     render_config,
-    repository_secrets,
     write_config,
 )
 
@@ -66,11 +66,7 @@ def pitr_setup(manifest: Manifest, name: str, check: bool = True) -> SetupReport
     dataset = cluster_dataset(manifest, name)
     settings = render_config(manifest, name)
     write_config(settings)
-    variables = [
-        f"{variable} (the value of {source})"
-        for repository in dataset.repositories
-        for variable, source, _ in repository_secrets(manifest, name, repository)
-    ]
+    variables = [f"{variable} (the value of {source})" for variable, source, _ in cluster_secrets(manifest, name)]
     if check:
         store = open_repository(manifest, dataset.repositories[0])
         assert isinstance(store, PgBackRestRepository)

@@ -19,7 +19,7 @@ from backup_pipelines.manifest import SNAPSHOT_KINDS, Manifest, PgBackRestReposi
 from backup_pipelines.repository import BackupRecord, BackupStore, ResticRepository
 from backup_pipelines.repository.aws_snapshots import SnapshotStore
 from backup_pipelines.repository.pgbackrest import PgBackRestRepository
-from backup_pipelines.repository.pgbackrest_config import repository_secrets
+from backup_pipelines.repository.pgbackrest_config import cluster_secrets
 from backup_pipelines.units import human_bytes
 
 
@@ -282,9 +282,9 @@ def setup_lines(manifest: Manifest, record: BackupRecord, repository: BackupStor
         return [SNAPSHOT_SETUP]
     if isinstance(repository, PgBackRestRepository):
         user = f"run as the cluster's system user ({manifest.dataset(record.dataset).source.os_user})"  # type: ignore[union-attr]
-        secrets = repository_secrets(manifest, record.dataset, repository.name)
+        secrets = cluster_secrets(manifest, record.dataset)  # pgBackRest wants those of every repository
         if not secrets:
-            return [f"# {repository.name} is not encrypted and in a folder: nothing to export; {user}"]
+            return [f"# the repositories are not encrypted and in folders: nothing to export; {user}"]
         values = ", ".join(f"${source}" for _, source, _ in secrets)
         return [f"export {' '.join(f'{variable}=...' for variable, _, _ in secrets)}  # the values of {values}; {user}"]
     if isinstance(repository, ResticRepository):

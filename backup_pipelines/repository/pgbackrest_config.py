@@ -155,16 +155,23 @@ def repository_secrets(manifest: Manifest, name: str, repository: str) -> list[t
     return secrets
 
 
+def cluster_secrets(manifest: Manifest, name: str) -> list[tuple[str, str, str]]:
+    """repository_secrets of every repository of dataset `name`: pgBackRest asks for the secrets of every
+    repository its configuration lists, even for a command run on one (`--repo=2 info` without repo1's
+    passphrase fails with "info command requires option: repo1-cipher-pass")."""
+    return [
+        secret
+        for repository in cluster_dataset(manifest, name).repositories
+        for secret in repository_secrets(manifest, name, repository)
+    ]
+
+
 def secret_environment(manifest: Manifest, name: str) -> dict[str, str]:
     """The environment carrying dataset `name`'s secrets to pgBackRest: each repository's cipher passphrase and
     S3 keys, and the login's password. Raise MissingSecretError naming the variable when one is unset."""
     dataset = cluster_dataset(manifest, name)
     server = cluster_server(manifest, dataset)
-    environment = {
-        variable: read_secret(source, where)
-        for repository in dataset.repositories
-        for variable, source, where in repository_secrets(manifest, name, repository)
-    }
+    environment = {variable: read_secret(source, where) for variable, source, where in cluster_secrets(manifest, name)}
     if server.password_env:
         environment["PGPASSWORD"] = read_secret(server.password_env, f"servers.{dataset.source.server}.password_env")
     return environment

@@ -106,8 +106,8 @@ def test_a_private_certificate_authority_is_configured_and_checked_at_load(tmp_p
 
 
 def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) -> None:
-    """The DR runbook's commands for a backup in the second repository (the primary lost) name repo2 and its
-    own secrets, not repo1's."""
+    """The DR runbook's commands for a backup in the second repository (the primary lost) name repo2, and its
+    set-up exports the secrets of both repositories: pgBackRest asks for every configured repository's."""
     manifest = write_manifest(tmp_path / "m.yaml", manifest_data(tmp_path))
     record = BackupRecord(
         dataset="main",
@@ -127,15 +127,11 @@ def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) 
         tool_versions={},
         duration_seconds=1.0,
     )
-    for name, index, secrets in (
-        ("near", 1, "PGBACKREST_REPO1_CIPHER_PASS=...  # the values of $NEAR_CIPHER;"),
-        (
-            "far",
-            2,
-            "PGBACKREST_REPO2_CIPHER_PASS=... PGBACKREST_REPO2_S3_KEY=... PGBACKREST_REPO2_S3_KEY_SECRET=...  # the "
-            "values of $FAR_CIPHER, $FAR_KEY, $FAR_SECRET;",
-        ),
-    ):
+    secrets = (
+        "PGBACKREST_REPO1_CIPHER_PASS=... PGBACKREST_REPO2_CIPHER_PASS=... PGBACKREST_REPO2_S3_KEY=... "
+        "PGBACKREST_REPO2_S3_KEY_SECRET=...  # the values of $NEAR_CIPHER, $FAR_CIPHER, $FAR_KEY, $FAR_SECRET;"
+    )
+    for name, index in (("near", 1), ("far", 2)):
         store = open_repository(manifest, name)
         assert setup_lines(manifest, record, store) == [f"export {secrets} run as the cluster's system user (postgres)"]
         pgbackrest = [line for line in restore_commands(store, record, "/srv/new") if line.startswith("pgbackrest ")]
