@@ -8,6 +8,9 @@ to a moment by hand are in test_pgbackrest_restore.py.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from backup_pipelines.pitr_setup import pitr_setup
 from backup_pipelines.prune import prune_dataset
 from backup_pipelines.quarantine import quarantine_backup
 from backup_pipelines.repository import open_repository
+from backup_pipelines.repository.pgbackrest_config import cluster_secrets
+from backup_pipelines.runbook import restore_commands, setup_lines
 from resources import ManifestResource
 from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, newest_hour
 from tests.integration.pgbackrest_cluster import (
@@ -215,6 +220,23 @@ def test_a_second_repository_gets_its_own_base_backup_and_the_wal(cluster: Clust
         assert all(check.archive["files_checked"] > 0 for check in checks)
         again = copy_backup(manifest, "main_cluster", record)  # already there: not taken twice
         assert again == locations
+        # the runbook's commands for the copy, run as the cluster's user with the secrets its set-up line names
+        offsite = open_repository(manifest, "pitr_offsite")
+        (copy,) = [item for item in offsite.list_backups("main_cluster") if item.backup_id == record.backup_id]
+        (setup,) = setup_lines(manifest, copy, offsite)
+        secrets = cluster_secrets(manifest, "main_cluster")
+        assert [variable for variable, _, _ in secrets] == [f"PGBACKREST_REPO{n}_CIPHER_PASS" for n in (1, 2)]
+        assert all(f"{variable}=..." in setup for variable, _, _ in secrets)
+        info = next(line for line in restore_commands(offsite, copy, "/unused") if " info " in line)
+        shown = subprocess.run(
+            [shutil.which("runuser") or "runuser", "-u", "postgres", "--", "bash", "-c", info],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin", **{variable: os.environ[source] for variable, source, _ in secrets}},
+        )
+        assert shown.returncode == 0 and f"full backup: {copy.object_name}" in shown.stdout, shown.stderr
+        assert "repo2" in shown.stdout and "repo1" not in shown.stdout
     finally:
         cluster.manifest()  # back to one repository
 
