@@ -109,3 +109,15 @@ def test_the_pumps_grow_their_pipes_and_leave_anything_else_alone(tmp_path: Path
     assert received == [DATA]
     with open(tmp_path / "file", "wb") as regular:
         zerocopy.enlarge(regular.fileno(), 987654)  # a file and a closed descriptor: no error
+
+
+def test_a_bigger_pipe_is_never_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+        monkeypatch.setattr(zerocopy, "PIPE_SIZE", 256 << 10)
+        zerocopy.enlarge(write_end)
+        assert fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) == 1 << 20
+    finally:
+        os.close(read_end)
+        os.close(write_end)
