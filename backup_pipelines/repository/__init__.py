@@ -75,7 +75,9 @@ def _open_pgbackrest(manifest: Manifest, name: str, config: Any) -> BackupStore:
         for dataset_name, dataset in manifest.active_datasets().items()
         if dataset.kind == "postgres_cluster" and name in dataset.repositories
     ]
-    location = f"s3://{config.s3.bucket}{config.path}" if config.s3 else str(manifest.resolve_path(config.path))
+    location = (  # the path inside a bucket gets its leading / in the configuration too (repository_lines)
+        f"s3://{config.s3.bucket}/{config.path.lstrip('/')}" if config.s3 else str(manifest.resolve_path(config.path))
+    )
     return PgBackRestRepository(name, manifest, datasets, location)
 
 
