@@ -7,10 +7,12 @@ and environment the server needs. A cluster whose archiving does not work fails 
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from backup_pipelines.errors import StorageError
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.repository.pgbackrest_config import (
     cluster_dataset,
@@ -18,6 +20,7 @@ from backup_pipelines.repository.pgbackrest_config import (
     render_config,
     write_config,
 )
+from backup_pipelines.system_user import as_user
 
 
 def archive_settings(config_file: Path | str, stanza: str, archive_timeout: timedelta) -> dict[str, str]:
@@ -66,6 +69,7 @@ def pitr_setup(manifest: Manifest, name: str, check: bool = True) -> SetupReport
     dataset = cluster_dataset(manifest, name)
     settings = render_config(manifest, name)
     write_config(settings)
+    _refuse_unreadable_ca_files(manifest, name, settings.os_user)
     variables = [f"{variable} (the value of {source})" for variable, source, _ in cluster_secrets(manifest, name)]
     if check:
         store = open_repository(manifest, dataset.repositories[0])
@@ -82,3 +86,19 @@ def pitr_setup(manifest: Manifest, name: str, check: bool = True) -> SetupReport
 
 
 __all__ = ["SetupReport", "archive_settings", "pitr_setup"]
+
+
+def _refuse_unreadable_ca_files(manifest: Manifest, name: str, user: str) -> None:
+    """Raise StorageError naming the file, the field and the user when the cluster's system user cannot read a
+    repository's s3.ca_file: pgBackRest reads it as that user (its backups and the server's archive_command),
+    and would only say "unable to set user-defined CA certificate location"."""
+    for repository in cluster_dataset(manifest, name).repositories:
+        s3 = getattr(manifest.repositories[repository], "s3", None)
+        if s3 is None or not s3.ca_file:
+            continue
+        path = manifest.resolve_path(s3.ca_file)
+        if subprocess.run(as_user(user, "test", "-r", str(path)), check=False).returncode != 0:
+            raise StorageError(
+                f"system user {user} cannot read the CA file {path} (repositories.{repository}.s3.ca_file); "
+                "pgBackRest reads it as that user"
+            )

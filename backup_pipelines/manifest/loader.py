@@ -158,8 +158,9 @@ def _recipients_file_problems(data: dict[str, Any], base_dir: Path) -> list[Prob
 
 
 def _ca_file_problems(data: dict[str, Any], base_dir: Path) -> list[Problem]:
-    """Return a problem for every pgbackrest repository's s3.ca_file that is missing, unreadable or holds no
-    PEM certificate: pgBackRest would only fail on it at the first backup or WAL push."""
+    """Return a problem for every repository's s3.ca_file (pgbackrest repositories have one) that is missing,
+    unreadable or holds no PEM certificate: pgBackRest would only fail on it at the first backup or WAL push.
+    Whether the cluster's system user can read it is checked when the configuration is written."""
     problems = []
     for name, repository in _mapping(data.get("repositories")).items():
         value = _mapping(_mapping(repository).get("s3")).get("ca_file")
@@ -223,7 +224,14 @@ def _cross_reference_problems(data: dict[str, Any]) -> list[Problem]:
         where = f"datasets.{name}"
         names = dataset.get("repositories")
         regions: dict[Any, str] = {}
+        listed: set[str] = set()
         for index, repository in enumerate(names if isinstance(names, list) else []):
+            if isinstance(repository, str):
+                if repository in listed:
+                    message = f"{repository!r} is listed twice: one repository is one copy"
+                    problems.append(Problem(f"{where}.repositories.{index}", message))
+                    continue
+                listed.add(repository)
             config = _mapping(repositories.get(repository)) if isinstance(repository, str) else {}
             if config.get("type") == "aws_snapshots":
                 place = (config.get("region"), config.get("endpoint_url"))

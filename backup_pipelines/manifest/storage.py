@@ -110,6 +110,7 @@ class PgBackRestS3(StrictModel):
     verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate.")
     ca_file: str | None = Field(
         None,
+        min_length=1,
         description="PEM file of the certificate authorities to verify the endpoint with instead of the system's "
         "(repo-storage-ca-file), for an S3 server with a private CA; relative to the manifest's folder, and "
         "readable by the cluster's system user.",

@@ -280,13 +280,17 @@ def test_an_s3_repository_over_https_takes_the_wal_and_restores_from_the_bucket(
     cluster.manifest_path.write_text(yaml.safe_dump(data))
     manifest = load_manifest(cluster.manifest_path)
     try:
+        certificates.ca_file.chmod(0o600)  # root's alone: pgBackRest, run as postgres, could not read it
+        with pytest.raises(StorageError, match="system user postgres cannot read the CA file"):
+            pitr_setup(manifest, "main_cluster")
+        certificates.ca_file.chmod(0o644)
         assert pitr_setup(manifest, "main_cluster").checked  # stanza-create and a WAL push into the bucket
         with Writer(cluster.sandbox.conninfo()):
             record = run_backup(manifest, "main_cluster", "2026-12-02-07:00").record
             time.sleep(1.5)
         assert record.format == "pgbackrest-full" and record.bytes_raw > 0
         stored = [item["Key"] for item in bucket.list_objects_v2(Bucket="pitr-offsite")["Contents"]]
-        assert any(key.startswith(f"clusters/backup/{STANZA}/") for key in stored)
+        assert any(key.startswith(f"clusters/backup/{STANZA}/") and "/bundle/" in key for key in stored)
         wal = [key for key in stored if key.startswith(f"clusters/archive/{STANZA}/") and key.endswith(".zst")]
         assert wal, stored
         (check,) = verify_backup(manifest, "main_cluster", record)

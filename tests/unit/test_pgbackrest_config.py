@@ -103,6 +103,18 @@ def test_a_private_certificate_authority_is_configured_and_checked_at_load(tmp_p
     s3["verify_tls"] = False
     with pytest.raises(ManifestError, match="ca_file is given but verify_tls is false"):
         write_manifest(tmp_path / "m.yaml", data)
+    s3["verify_tls"], s3["ca_file"] = True, ""
+    with pytest.raises(ManifestError, match=r"repositories\.far\.s3\.ca_file"):
+        write_manifest(tmp_path / "m.yaml", data)
+
+
+def test_a_repository_listed_twice_is_refused(tmp_path: Path) -> None:
+    """pgBackRest numbers the repositories of a configuration repo1..N: a name listed twice would get two
+    numbers and its secrets one. Any kind of dataset: one repository is one copy."""
+    data = manifest_data(tmp_path)
+    data["datasets"]["main"]["repositories"] = ["near", "far", "near"]  # type: ignore[index]
+    with pytest.raises(ManifestError, match=r"datasets\.main\.repositories\.2.*'near' is listed twice"):
+        write_manifest(tmp_path / "m.yaml", data)
 
 
 def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) -> None:
@@ -131,6 +143,7 @@ def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) 
         "PGBACKREST_REPO1_CIPHER_PASS=... PGBACKREST_REPO2_CIPHER_PASS=... PGBACKREST_REPO2_S3_KEY=... "
         "PGBACKREST_REPO2_S3_KEY_SECRET=...  # the values of $NEAR_CIPHER, $FAR_CIPHER, $FAR_KEY, $FAR_SECRET;"
     )
+    assert open_repository(manifest, "far").uri("x") == "pgbackrest:s3://pitr-offsite/clusters#x"  # path: clusters
     for name, index in (("near", 1), ("far", 2)):
         store = open_repository(manifest, name)
         assert setup_lines(manifest, record, store) == [f"export {secrets} run as the cluster's system user (postgres)"]
