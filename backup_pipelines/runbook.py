@@ -286,7 +286,8 @@ def setup_lines(manifest: Manifest, record: BackupRecord, repository: BackupStor
         if not secrets:
             return [f"# the repositories are not encrypted and in folders: nothing to export; {user}"]
         values = ", ".join(f"${source}" for _, source, _ in secrets)
-        return [f"export {' '.join(f'{variable}=...' for variable, _, _ in secrets)}  # the values of {values}; {user}"]
+        noun = "values" if len(secrets) > 1 else "value"
+        return [f"export {' '.join(f'{variable}=...' for variable, _, _ in secrets)}  # the {noun} of {values}; {user}"]
     if isinstance(repository, ResticRepository):
         placement = restic_placement(manifest, repository.name)
         variable = f"${placement[1]}" if placement else "its password variable"
