@@ -284,7 +284,8 @@ def test_an_s3_repository_over_https_takes_the_wal_and_restores_from_the_bucket(
         with pytest.raises(StorageError, match="system user postgres cannot read the CA file"):
             pitr_setup(manifest, "main_cluster")
         certificates.ca_file.chmod(0o644)
-        assert pitr_setup(manifest, "main_cluster").checked  # stanza-create and a WAL push into the bucket
+        report = pitr_setup(manifest, "main_cluster")  # stanza-create and a WAL push into the bucket
+        assert report.checked and f"PGBACKREST_REPO1_S3_KEY_SECRET (the value of {S3_SECRET_ENV})" in report.render()
         with Writer(cluster.sandbox.conninfo()):
             record = run_backup(manifest, "main_cluster", "2026-12-02-07:00").record
             time.sleep(1.5)
