@@ -97,7 +97,8 @@ class Process:
             self.popen.kill()
         for pipe in (self.popen.stdin, self.popen.stdout):
             if pipe is not None:
-                with contextlib.suppress(OSError):
+                # ValueError: a pump thread closed the same pipe at the same moment (its own `finally`)
+                with contextlib.suppress(OSError, ValueError):
                     pipe.close()
         self.popen.wait()
 

@@ -12,7 +12,8 @@ import pytest
 
 from backup_pipelines.crypto import KeyPair, generate_key_pair, parse_identities
 from backup_pipelines.errors import CommandFailedError, DecryptionError, IntegrityError
-from backup_pipelines.stream import decode, encode, read_tail
+from backup_pipelines.execute import PIPE, Process
+from backup_pipelines.stream import decode, encode, read_tail, zstd_compress_command
 
 PAYLOAD = os.urandom(3 << 20) + b"compressible " * 200_000
 
@@ -114,6 +115,26 @@ class FailingSink:
 def test_a_failing_sink_aborts_the_encode_and_stops_zstd(keys: KeyPair) -> None:
     with pytest.raises(OSError, match="No space left"):
         encode(io.BytesIO(PAYLOAD), FailingSink(100_000), [keys.recipient])
+
+
+def test_killing_a_tool_whose_pipe_another_thread_is_closing_keeps_the_first_error() -> None:
+    """A failed encode kills zstd while its feeding thread closes zstd's stdin in its own `finally`. The two
+    closes can meet (1 run in 300 of the test above, before): the second raised "I/O operation on closed file",
+    which hid the sink's "No space left on device"."""
+
+    class ClosingElsewhere(io.BytesIO):
+        def close(self) -> None:
+            raise ValueError("I/O operation on closed file")
+
+    zstd = Process(zstd_compress_command(), stdin=PIPE, stdout=PIPE)
+    real_stdin = zstd.popen.stdin
+    zstd.popen.stdin = ClosingElsewhere()
+    try:
+        zstd.kill()  # raises nothing
+        assert zstd.popen.returncode is not None
+    finally:
+        real_stdin.close()  # type: ignore[union-attr]
+        zstd.close()
 
 
 def test_read_tail_keeps_only_the_last_bytes_of_a_long_output() -> None:
