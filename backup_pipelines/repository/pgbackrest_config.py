@@ -136,34 +136,25 @@ def render_config(manifest: Manifest, name: str) -> ClusterSettings:
     return ClusterSettings(name, stanza, path, source.os_user, tuple(dataset.repositories), text, tuple(local_paths))
 
 
-def repository_secrets(manifest: Manifest, name: str, repository: str) -> list[tuple[str, str, str]]:
-    """The secrets pgBackRest needs for `repository` of dataset `name`, each as (pgBackRest's environment
-    variable for it, as repo<n> of the dataset's configuration; the variable the manifest names for its value;
-    the manifest field naming that variable)."""
-    index = cluster_dataset(manifest, name).repositories.index(repository) + 1
-    config = manifest.repositories[repository]
-    assert isinstance(config, PgBackRestRepositoryConfig), f"{repository} is not a pgbackrest repository"
-    where, prefix = f"repositories.{repository}", f"PGBACKREST_REPO{index}"
-    secrets = []
-    if config.cipher_pass_env:
-        secrets.append((f"{prefix}_CIPHER_PASS", config.cipher_pass_env, f"{where}.cipher_pass_env"))
-    if config.s3 is not None:
-        secrets += [
-            (f"{prefix}_S3_KEY", config.s3.access_key_id_env, f"{where}.s3.access_key_id_env"),
-            (f"{prefix}_S3_KEY_SECRET", config.s3.secret_access_key_env, f"{where}.s3.secret_access_key_env"),
-        ]
-    return secrets
-
-
 def cluster_secrets(manifest: Manifest, name: str) -> list[tuple[str, str, str]]:
-    """repository_secrets of every repository of dataset `name`: pgBackRest asks for the secrets of every
-    repository its configuration lists, even for a command run on one (`--repo=2 info` without repo1's
-    passphrase fails with "info command requires option: repo1-cipher-pass")."""
-    return [
-        secret
-        for repository in cluster_dataset(manifest, name).repositories
-        for secret in repository_secrets(manifest, name, repository)
-    ]
+    """The secrets pgBackRest needs for dataset `name`, each as (pgBackRest's environment variable for it, as
+    repo<n> of the dataset's configuration; the variable the manifest names for its value; the manifest field
+    naming that variable). Those of every repository: pgBackRest asks for the secrets of every repository its
+    configuration lists, even for a command run on one (`--repo=2 info` without repo1's passphrase fails with
+    "info command requires option: repo1-cipher-pass")."""
+    secrets = []
+    for index, repository in enumerate(cluster_dataset(manifest, name).repositories, start=1):
+        config = manifest.repositories[repository]
+        assert isinstance(config, PgBackRestRepositoryConfig), f"{repository} is not a pgbackrest repository"
+        where, prefix = f"repositories.{repository}", f"PGBACKREST_REPO{index}"
+        if config.cipher_pass_env:
+            secrets.append((f"{prefix}_CIPHER_PASS", config.cipher_pass_env, f"{where}.cipher_pass_env"))
+        if config.s3 is not None:
+            secrets += [
+                (f"{prefix}_S3_KEY", config.s3.access_key_id_env, f"{where}.s3.access_key_id_env"),
+                (f"{prefix}_S3_KEY_SECRET", config.s3.secret_access_key_env, f"{where}.s3.secret_access_key_env"),
+            ]
+    return secrets
 
 
 def secret_environment(manifest: Manifest, name: str) -> dict[str, str]:
