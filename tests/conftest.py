@@ -88,6 +88,7 @@ def mariadb() -> Iterator[Any]:
 @dataclass(frozen=True)
 class S3Endpoint:
     url: str
+    ca_file: str | None = None  # the CA an https endpoint's certificate is checked against
 
     def client(self, service: str = "s3", region: str = "us-east-1") -> Any:
         """A boto3 client of any service moto's server plays (S3, RDS, EC2, KMS, ...)."""
@@ -97,6 +98,7 @@ class S3Endpoint:
             region_name=region,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
+            verify=self.ca_file,
         )
 
 

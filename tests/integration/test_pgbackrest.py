@@ -14,7 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import psycopg
 import pytest
@@ -35,7 +34,7 @@ from backup_pipelines.repository import open_repository
 from backup_pipelines.repository.pgbackrest_config import cluster_secrets
 from backup_pipelines.runbook import restore_commands, setup_lines
 from resources import ManifestResource
-from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, newest_hour
+from tests.conftest import S3_KEY_ENV, S3_SECRET_ENV, S3Endpoint, newest_hour
 from tests.integration.pgbackrest_cluster import (
     CIPHER,
     CIPHER_ENV,
@@ -254,14 +253,7 @@ def test_an_s3_repository_over_https_takes_the_wal_and_restores_from_the_bucket(
     server = TlsMotoServer(certificates)
     server.start()
     endpoint = f"127.0.0.1:{server.port}"
-    bucket = boto3.client(
-        "s3",
-        endpoint_url=f"https://{endpoint}",
-        verify=str(certificates.ca_file),
-        region_name="us-east-1",
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_KEY,
-    )
+    bucket = S3Endpoint(f"https://{endpoint}", str(certificates.ca_file)).client()
     bucket.create_bucket(Bucket="pitr-offsite")
     data = cluster.manifest_data(repositories=["pitr_s3"])
     data["repositories"]["pitr_s3"] = {
