@@ -148,8 +148,9 @@ def collect_stats(
         }
         if dataset.verification.fingerprint:
             recorded = (source_stats or {}).get(FINGERPRINT)
-            label = dataset.source.database
-            stats[FINGERPRINT] = mysql_fingerprint.fingerprint(cursor, database, label, tables, dataset, recorded)
+            label, above = dataset.source.database, dataset.verification.sample_tables_above_bytes
+            digest = mysql_fingerprint.fingerprint
+            stats[FINGERPRINT] = digest(cursor, database, label, tables, dataset, recorded, above)
             stats[FINGERPRINT_METHOD] = mysql_fingerprint.METHOD
         if dataset.verification.compare_row_counts:
             counts = {}

@@ -6,7 +6,8 @@ keeps NULL (the bare word NULL) apart from the string 'NULL', HEX makes the rend
 column's character set and the comma unambiguous. The first 64 bits of the MD5 of that text are summed (so
 duplicates count) and XORed over the table; the value is the row count, the sum and the XOR. Tables named in
 `verification.sampled_tables` are digested only in key ranges chosen from the key's span at backup time and
-recorded in the fingerprint ("sample db.table"), so the restore side digests exactly the same rows.
+recorded in the fingerprint ("sample db.table"), so the restore side digests exactly the same rows; so are
+tables bigger than `verification.sample_tables_above_bytes` whose primary key is one integer column.
 
 Schema: every table's SHOW CREATE TABLE (without the AUTO_INCREMENT counter), every routine, trigger (with its
 action order), event and view as SHOW CREATE gives it with its sql_mode, definer and client character set
@@ -72,9 +73,30 @@ def sample_ranges(low: int | None, high: int | None, sample: TableSample) -> lis
     return [[start, min(high, start + width - 1)] for start in starts]
 
 
-def _sample_for(dataset: MysqlDataset, label: str, table: str) -> TableSample | None:
+INTEGER_KEYS_SQL = """
+    select t.table_name, c.column_name from information_schema.tables t
+    join information_schema.columns c on c.table_schema = t.table_schema and c.table_name = t.table_name
+    where t.table_schema = %s and t.data_length > %s and c.column_key = 'PRI'
+      and c.data_type in ('tinyint', 'smallint', 'mediumint', 'int', 'bigint')
+      and (select count(*) from information_schema.columns k where k.table_schema = t.table_schema
+           and k.table_name = t.table_name and k.column_key = 'PRI') = 1"""
+
+
+def _sample_for(dataset: MysqlDataset, label: str, table: str, large: Mapping[str, str]) -> TableSample | None:
+    """How the backup samples `table`: as `verification.sampled_tables` says, else by its integer key when it is
+    one of the `large` tables ({table: key}), else not at all."""
     samples = dataset.verification.sampled_tables
-    return samples.get(f"{label}.{table}") or samples.get(table)
+    listed = samples.get(f"{label}.{table}") or samples.get(table)
+    return listed or (TableSample(key=large[table]) if table in large else None)
+
+
+def large_tables(cursor: Any, database: str, above_bytes: int | None) -> dict[str, str]:
+    """Return {table: key column} for the tables of `database` whose data is bigger than `above_bytes` and whose
+    primary key is one integer column (none when `above_bytes` is None)."""
+    if above_bytes is None:
+        return {}
+    cursor.execute(INTEGER_KEYS_SQL, (database, above_bytes))
+    return {str(table): str(key) for table, key in cursor.fetchall()}
 
 
 def _columns(cursor: Any, database: str, table: str) -> list[str]:
@@ -93,22 +115,30 @@ def _rows_value(cursor: Any, sql: str) -> str:
 
 
 def table_rows(
-    cursor: Any, database: str, label: str, table: str, dataset: MysqlDataset, recorded: Mapping[str, Any]
+    cursor: Any,
+    database: str,
+    label: str,
+    table: str,
+    dataset: MysqlDataset,
+    recorded: Mapping[str, Any],
+    large: Mapping[str, str],
 ) -> dict[str, Any]:
     """Return the fingerprint items of one table's rows: "rows label.table", and for a sampled table also
-    "sample label.table" (the key and ranges). The ranges come from `recorded` (the source's fingerprint)
-    when it has them, else they are chosen now from the key's span."""
+    "sample label.table" (the key and ranges). Given `recorded` (the source's fingerprint, on the restore side)
+    the table is sampled exactly as the backup sampled it, whatever the manifest says now; else as
+    `_sample_for` decides, with ranges chosen now from the key's span."""
     columns = _columns(cursor, database, table)
-    sample = _sample_for(dataset, label, table)
     items: dict[str, Any] = {}
     where = ""
+    chosen = recorded.get(f"{SAMPLES} {label}.{table}")
+    sample = None if recorded else _sample_for(dataset, label, table, large)
     if sample is not None:
         key = quote_identifier(sample.key)
-        chosen = recorded.get(f"{SAMPLES} {label}.{table}")
-        if chosen is None:
-            cursor.execute(f"select min({key}), max({key}) from {quote_identifier(database)}.{quote_identifier(table)}")
-            low, high = cursor.fetchone()
-            chosen = {"key": sample.key, "ranges": sample_ranges(low, high, sample)}
+        cursor.execute(f"select min({key}), max({key}) from {quote_identifier(database)}.{quote_identifier(table)}")
+        low, high = cursor.fetchone()
+        chosen = {"key": sample.key, "ranges": sample_ranges(low, high, sample)}
+    if chosen is not None:
+        key = quote_identifier(chosen["key"])
         items[f"{SAMPLES} {label}.{table}"] = chosen
         conditions = [f"{key} between {int(low)} and {int(high)}" for low, high in chosen["ranges"]]
         where = " where " + (" or ".join(conditions) or "false")
@@ -183,13 +213,17 @@ def fingerprint(
     tables: list[str],
     dataset: MysqlDataset,
     recorded: Mapping[str, Any] | None = None,
+    sample_above: int | None = None,
 ) -> dict[str, Any]:
     """Return the fingerprint of `database` (items named after `label`, the source database's name) over
     `tables`, read through `cursor` (inside the dump's snapshot at backup time). `recorded` is the source's
-    fingerprint when fingerprinting a restored copy: its sample ranges are reused."""
+    fingerprint when fingerprinting a restored copy: its sampled tables and ranges are reused. Without it,
+    the tables listed in `verification.sampled_tables` are sampled, and those bigger than `sample_above`
+    bytes with a one-column integer primary key."""
     character_set, collation = database_defaults(cursor, database)
     items: dict[str, Any] = {"database character set": character_set, "database collation": collation}
+    large = {} if recorded else large_tables(cursor, database, sample_above)
     for table in tables:
-        items.update(table_rows(cursor, database, label, table, dataset, recorded or {}))
+        items.update(table_rows(cursor, database, label, table, dataset, recorded or {}, large))
     items.update(schema_items(cursor, database, label, set(dataset.source.exclude_tables)))
     return items

@@ -24,7 +24,6 @@ from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprin
 from backup_pipelines.engines.pg_parallel import raw_size_of, splittable_size
 from backup_pipelines.engines.postgres_fingerprint import (
     ROW_METHOD,
-    SAMPLES,
     Scope,
     sequence_moved_forward,
     sequence_values,
@@ -38,6 +37,7 @@ from backup_pipelines.engines.postgres_restore import (
     scratch_restore,
     target_arguments,
 )
+from backup_pipelines.engines.postgres_samples import SAMPLE_KEYS, SAMPLES
 from backup_pipelines.engines.validation import QueryRunner, compare_stats, jsonable, run_validation_queries
 from backup_pipelines.errors import (
     IntegrityError,
@@ -165,12 +165,13 @@ def collect_stats(
     sequences: dict[str, Any] | None = None,
     recorded_ranges: dict[str, list[list[int]]] | None = None,
     method: str | None = None,
+    recorded_keys: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics as seen by `connection`'s transaction: server version, size,
     encoding, exact row count of every in-scope table, number of large objects, the value of every
     validation query that compares with the source, and (unless turned off) the content fingerprint, with
-    `sequences` read earlier when given and, when restoring, the sampled tables' `recorded_ranges` and the
-    rows' digest `method` recorded at backup time."""
+    `sequences` read earlier when given and, when restoring, the sampled tables' `recorded_ranges` and
+    `recorded_keys` and the rows' digest `method` recorded at backup time."""
 
     def one(query: Any) -> Any:
         row = connection.execute(query).fetchone()
@@ -197,6 +198,8 @@ def collect_stats(
                 dataset.verification.sampled_tables,
                 recorded_ranges,
                 large_objects=dataset.source.includes_large_objects,
+                sample_above=dataset.verification.sample_tables_above_bytes,
+                recorded_keys=recorded_keys,
                 sequences=sequences,
                 database=dataset.source.globals,
                 scope=object_scope(dataset),
@@ -345,6 +348,7 @@ class PostgresEngine:
                         dataset.verification.compare_row_counts,
                         recorded_ranges=record.source_stats.get(SAMPLES),
                         method=record.source_stats.get(ROW_METHOD),
+                        recorded_keys=record.source_stats.get(SAMPLE_KEYS),
                     )
                     outcomes = compare_stats(record.source_stats, restored, dataset.verification)
                     if dataset.verification.fingerprint:

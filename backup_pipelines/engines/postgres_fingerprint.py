@@ -8,8 +8,9 @@ Items (see `engines.fingerprint`):
   it is the first 64 bits of the md5 of the row's text. Both pin the time zone and output styles. Backups
   recorded with the earlier "hash" (record hash, whose sum lets values swapped between rows cancel out) or
   "md5" (session time zone) are compared by the method they recorded. Tables listed under
-  `verification.sampled_tables` are digested in key ranges chosen at backup time; the ranges are recorded so
-  the restore digests the same rows.
+  `verification.sampled_tables`, and tables above `verification.sample_tables_above_bytes` with an integer
+  primary key, are digested in key ranges chosen at backup time (`rows <schema>.<table> (sampled)`); the
+  ranges and keys are recorded so the restore digests the same rows (see postgres_samples).
 - `sequence <schema>.<name>`: last_value and is_called. pg_dump reads sequences outside the snapshot, a little
   later than this fingerprint, so a sequence that moved forward (in its direction) is accepted, never one
   that moved back.
@@ -31,9 +32,16 @@ import psycopg
 from psycopg import sql
 
 from backup_pipelines.engines.fingerprint import FINGERPRINT, FINGERPRINT_METHOD, digest_lines
+from backup_pipelines.engines.postgres_samples import (
+    SAMPLE_KEYS,
+    SAMPLES,
+    choose_ranges,
+    planned_samples,
+    range_filter,
+    recorded_samples,
+)
 from backup_pipelines.manifest import TableSample
 
-SAMPLES = "fingerprint_samples"
 Scope = Callable[[str | None, str | None], bool]
 ROW_METHOD = "row_digest"  # source_stats key: how rows were digested ("columns", "text", "hash" or "md5"); the
 # restore digests the same way
@@ -196,15 +204,19 @@ def take_fingerprint(
     samples: dict[str, TableSample],
     recorded_ranges: dict[str, list[list[int]]] | None = None,
     large_objects: bool = True,
+    sample_above: int | None = None,
+    recorded_keys: dict[str, str] | None = None,
     sequences: dict[str, Any] | None = None,
     database: bool = True,
     scope: Scope | None = None,
     method: str | None = None,
 ) -> dict[str, Any]:
-    """Return `{FINGERPRINT: items, FINGERPRINT_METHOD: sentence, SAMPLES: key ranges}` of the database
-    `connection` is on, as its current transaction sees it. `tables` are the in-scope (schema, table) pairs;
-    a table named in `samples` (as schema.table or table) is digested only in key ranges, those recorded in
-    `recorded_ranges` when given (the restore side), else chosen now. `sequences` are the sequence items
+    """Return `{FINGERPRINT: items, FINGERPRINT_METHOD: sentence, SAMPLES: key ranges, SAMPLE_KEYS: their
+    keys}` of the database `connection` is on, as its current transaction sees it. `tables` are the in-scope
+    (schema, table) pairs. At backup time (`recorded_ranges` None) a table named in `samples` (as
+    schema.table or table), or bigger than `sample_above` bytes with a one-column integer primary key, is
+    digested only in key ranges chosen now; on the restore side exactly the tables in `recorded_ranges` are,
+    in those ranges, by `recorded_keys` (see postgres_samples). `sequences` are the sequence items
     read earlier (`sequence_values`), read now when None. The database's own properties are items only with
     `database` (they are restored only with the globals script). `scope(schema, table)` says whether an
     object belongs to the dump (schema None: a cluster-wide one such as an extension; table None: a
@@ -218,14 +230,18 @@ def take_fingerprint(
         connection.execute(sql.SQL("set {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
     items: dict[str, Any] = {}
     ranges: dict[str, list[list[int]]] = {}
+    if recorded_ranges is None:  # backup time: listed tables, and large ones with an integer key
+        plan = planned_samples(connection, tables, samples, sample_above)
+    else:  # the restore side digests what the backup digested, whatever the manifest says now
+        plan = recorded_samples(recorded_ranges, recorded_keys, samples)
     for schema, table in tables:
         name = f"{schema}.{table}"
-        sample = samples.get(name) or samples.get(table)
+        sample = plan.get(name)
         where: sql.Composable = sql.SQL("")
         if sample is not None:
             chosen = (recorded_ranges or {}).get(name)
-            ranges[name] = chosen if chosen is not None else _choose_ranges(connection, schema, table, sample)
-            where = _range_filter(sample.key, ranges[name])
+            ranges[name] = chosen if chosen is not None else choose_ranges(connection, schema, table, sample)
+            where = range_filter(sample.key, ranges[name])
         row_hash = _row_hash(connection, schema, table, row_method)
         # sum() of bigint is exact (PostgreSQL accumulates it in 128 bits and returns numeric): the same value as
         # summing the hashes cast to numeric, measured 7-15 % cheaper.
@@ -247,7 +263,14 @@ def take_fingerprint(
         connection.execute(sql.SQL("reset {}").format(sql.Identifier(setting)))
     sampled = f"; sampled in key ranges: {', '.join(sorted(ranges))}" if ranges else ""
     described = METHOD.format(sampled=sampled, rows=ROW_DESCRIPTIONS[row_method])
-    return {FINGERPRINT: items, FINGERPRINT_METHOD: described, SAMPLES: ranges, ROW_METHOD: row_method}
+    keys = {name: plan[name].key for name in ranges}
+    return {
+        FINGERPRINT: items,
+        FINGERPRINT_METHOD: described,
+        SAMPLES: ranges,
+        SAMPLE_KEYS: keys,
+        ROW_METHOD: row_method,
+    }
 
 
 def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, method: str) -> sql.Composable:
@@ -283,35 +306,6 @@ def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, meth
 def _one(connection: psycopg.Connection[Any], query: Any) -> Any:
     row = connection.execute(query).fetchone()
     return row[0] if row else None
-
-
-def _choose_ranges(
-    connection: psycopg.Connection[Any], schema: str, table: str, sample: TableSample
-) -> list[list[int]]:
-    """Return `sample.ranges` [low, high) key ranges spread evenly over the key's span, each covering
-    `sample.range_fraction` of its slice."""
-    query = sql.SQL("select min({key})::bigint, max({key})::bigint from {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(table), key=sql.Identifier(sample.key)
-    )
-    row = connection.execute(query).fetchone()
-    if row is None or row[0] is None:
-        return []
-    low, high = int(row[0]), int(row[1]) + 1
-    slice_width = max(1, (high - low) // sample.ranges)
-    width = max(1, int(slice_width * sample.range_fraction))
-    return [[start, start + width] for start in range(low, high, slice_width)][: sample.ranges]
-
-
-def _range_filter(key: str, ranges: list[list[int]]) -> sql.Composable:
-    if not ranges:
-        return sql.SQL(" where false")
-    parts = [
-        sql.SQL("({key} >= {low} and {key} < {high})").format(
-            key=sql.Identifier(key), low=sql.Literal(low), high=sql.Literal(high)
-        )
-        for low, high in ranges
-    ]
-    return sql.SQL(" where ") + sql.SQL(" or ").join(parts)
 
 
 def sequence_values(connection: psycopg.Connection[Any], scope: Scope | None = None) -> dict[str, Any]:

@@ -290,3 +290,24 @@ def test_a_dataset_without_fingerprint_records_none_and_still_restore_tests(
     record = run_backup(manifest, hostile, PARTITION).record
     assert FINGERPRINT not in record.source_stats and record.source_stats["database_collation"] == "utf8mb4_unicode_ci"
     assert restore_test_backup(manifest, hostile, record).failures == []
+
+
+def test_tables_above_the_size_with_one_integer_key_are_sampled_and_the_restore_follows_the_record(
+    tmp_path: Path, mariadb: Any, age_keys: KeyPair, hostile: str
+) -> None:
+    def manifest(above: int | None) -> Manifest:  # each one rewrites the same file, on the same repository
+        return fidelity_manifest(
+            tmp_path, mariadb, age_keys, hostile, verification={"sample_tables_above_bytes": above}
+        )
+
+    everything = manifest(0)
+    record = run_backup(everything, hostile, PARTITION).record
+    fingerprint = record.source_stats[FINGERPRINT]
+    sampled = {name for name in fingerprint if name.startswith("sample ")}
+    assert sampled == {f"sample hostile.{table}" for table in ("texts", "blobs", "log", "moods")}  # not nokey
+    assert fingerprint["sample hostile.blobs"]["key"] == "id" and fingerprint["rows hostile.nokey"].startswith("5 rows")
+    whole = manifest(None)
+    assert restore_test_backup(whole, hostile, record).failures == []
+    record = run_backup(whole, hostile, PARTITION).record
+    assert not any(name.startswith("sample ") for name in record.source_stats[FINGERPRINT])
+    assert restore_test_backup(everything, hostile, record).failures == []

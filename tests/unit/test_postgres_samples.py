@@ -1,0 +1,24 @@
+"""The restore side's choice of sampled PostgreSQL tables comes from the backup's record."""
+
+from __future__ import annotations
+
+from backup_pipelines.engines.postgres_samples import recorded_samples
+from backup_pipelines.manifest import TableSample
+
+RANGES = {"public.events": [[1, 10]], "audit.log": [[5, 9]], "public.gone": [[0, 3]]}
+
+
+def test_recorded_keys_decide_whatever_the_manifest_lists_now() -> None:
+    keys = {"public.events": "id", "audit.log": "seq", "public.gone": "n"}
+    chosen = recorded_samples(RANGES, keys, {"events": TableSample(key="other")})
+    assert {name: sample.key for name, sample in chosen.items()} == keys
+
+
+def test_a_record_without_keys_takes_the_listed_tables_keys_and_digests_the_rest_whole() -> None:
+    listed = {"events": TableSample(key="id"), "audit.log": TableSample(key="seq")}
+    chosen = recorded_samples(RANGES, None, listed)
+    assert {name: sample.key for name, sample in chosen.items()} == {"public.events": "id", "audit.log": "seq"}
+
+
+def test_nothing_recorded_samples_nothing() -> None:
+    assert recorded_samples({}, {}, {"events": TableSample(key="id")}) == {}
