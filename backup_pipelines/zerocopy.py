@@ -13,6 +13,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import time
 
 CHUNK = 1 << 20
 # Pipes are grown to this (Linux's default is 64 KiB), so each tee/splice and each reader wakeup carries more:
@@ -21,6 +22,14 @@ CHUNK = 1 << 20
 # backup with its archive check (2 cores, 8 interleaved rounds): median 7.54 s before, 7.23 s at 256 KiB, 7.11 s
 # at 1 MiB. 1 MiB is also the default /proc/sys/fs/pipe-max-size, the most an unprivileged user may ask for.
 PIPE_SIZE = 1 << 20
+# A pump whose call moved less than SETTLE_BELOW (the source had little waiting) sleeps SETTLE_SECONDS before
+# the next, so that call carries more: a source writing 8 KiB at a time otherwise costs a wakeup of the pump and
+# of every reader per write, on cores the source and zstd need. A 1.39 GB PostgreSQL dump took 18,335 tees
+# averaging 76 KB, and 2,600-3,100 averaging 450-530 KB with the pause; the backup with its archive check went
+# from 6.51 s to 6.21 s, and without the check from 5.61 s to 5.46 s (2 cores, 8 interleaved rounds, medians).
+# The sleep only follows a short move, so it never holds back a source faster than a quarter pipe per ms.
+SETTLE_BELOW = PIPE_SIZE // 4
+SETTLE_SECONDS = 0.001
 _SET_SIZE, _GET_SIZE = getattr(fcntl, "F_SETPIPE_SZ", None), getattr(fcntl, "F_GETPIPE_SZ", None)  # Linux only
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes releases the GIL during the call
 _TEE = getattr(_LIBC, "tee", None)
@@ -36,6 +45,12 @@ def enlarge(*fds: int) -> None:
         with contextlib.suppress(OSError):
             if fcntl.fcntl(fd, _GET_SIZE) < PIPE_SIZE:
                 fcntl.fcntl(fd, _SET_SIZE, PIPE_SIZE)
+
+
+def settle(moved: int) -> None:
+    """After a pump's call that moved `moved` bytes: sleep SETTLE_SECONDS when that was a short move."""
+    if moved < SETTLE_BELOW:
+        time.sleep(SETTLE_SECONDS)
 
 
 def tee(source_fd: int, target_fd: int, length: int) -> int:
@@ -68,6 +83,7 @@ def splice_all(source_fd: int, target_fd: int) -> int:
     try:
         while moved := os.splice(source_fd, target_fd, CHUNK):
             total += moved
+            settle(moved)
     except OSError as error:
         error.bytes_moved = total  # type: ignore[attr-defined]
         raise
@@ -94,3 +110,4 @@ def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bo
             return total, True
         splice_exactly(source_fd, target_fd, count)
         total += count
+        settle(count)

@@ -121,3 +121,52 @@ def test_a_bigger_pipe_is_never_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.parametrize("tapped", [False, True], ids=["splice_all", "tee_and_splice"])
+def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, tapped: bool) -> None:
+    """A source that writes a little at a time is moved in fewer, bigger calls: after a move shorter than
+    SETTLE_BELOW the pump sleeps, after a full one it does not. The bytes arrive whole either way."""
+    sleeps: list[float] = []
+    paused = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        paused.set()
+
+    monkeypatch.setattr(zerocopy.time, "sleep", sleep)
+    zerocopy.settle(zerocopy.SETTLE_BELOW)
+    assert sleeps == []
+    zerocopy.settle(zerocopy.SETTLE_BELOW - 1)
+    assert sleeps == [zerocopy.SETTLE_SECONDS]
+    sleeps.clear()
+    paused.clear()
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    received: list[bytes] = []
+    reader = _reader(target_read, received)
+    os.write(source_write, b"small")  # all the pump finds at first: a short move, then a pause
+
+    def write_the_rest() -> None:
+        paused.wait(10)
+        with os.fdopen(source_write, "wb") as pipe:
+            pipe.write(DATA)
+
+    writer = threading.Thread(target=write_the_rest)
+    writer.start()
+    tapped_bytes: list[bytes] = []
+    if tapped:
+        tap_read, tap_write = os.pipe()
+        tap_reader = _reader(tap_read, tapped_bytes)
+        moved, _ = zerocopy.tee_and_splice(source_read, target_write, tap_write)
+        os.close(tap_write)
+        tap_reader.join()
+    else:
+        moved = zerocopy.splice_all(source_read, target_write)
+    writer.join()
+    os.close(target_write)
+    os.close(source_read)
+    reader.join()
+    assert moved == len(DATA) + 5 and received == [b"small" + DATA]
+    assert tapped_bytes == ([b"small" + DATA] if tapped else [])
+    assert sleeps[0] == zerocopy.SETTLE_SECONDS
