@@ -22,13 +22,13 @@ CHUNK = 1 << 20
 # backup with its archive check (2 cores, 8 interleaved rounds): median 7.54 s before, 7.23 s at 256 KiB, 7.11 s
 # at 1 MiB. 1 MiB is also the default /proc/sys/fs/pipe-max-size, the most an unprivileged user may ask for.
 PIPE_SIZE = 1 << 20
-# A pump whose call moved less than SETTLE_BELOW (the source had little waiting) sleeps SETTLE_SECONDS before
-# the next, so that call carries more: a source writing 8 KiB at a time otherwise costs a wakeup of the pump and
-# of every reader per write, on cores the source and zstd need. A 1.39 GB PostgreSQL dump took 18,335 tees
-# averaging 76 KB, and 2,600-3,100 averaging 450-530 KB with the pause; the backup with its archive check went
-# from 6.51 s to 6.21 s, and without the check from 5.61 s to 5.46 s (2 cores, 8 interleaved rounds, medians).
-# The sleep only follows a short move, so it never holds back a source faster than a quarter pipe per ms.
-SETTLE_BELOW = PIPE_SIZE // 4
+# A pump whose call moved less than a quarter of its smallest pipe (the source had little waiting) sleeps
+# SETTLE_SECONDS before the next, so that call carries more: a source writing 8 KiB at a time otherwise costs a
+# wakeup of the pump and of every reader per write, on cores the source and zstd need. A 1.39 GB PostgreSQL dump
+# took 18,335 tees averaging 76 KB, and 2,600-3,100 averaging 450-530 KB with the pause; the backup with its
+# archive check went from 6.51 s to 6.21 s, and without the check from 5.61 s to 5.46 s (2 cores, 8 interleaved
+# rounds, medians). The bar follows the pipes' real size (one that could not grow stays at 64 KiB, where a fixed
+# bar would pause after every move), so a source faster than a quarter pipe per millisecond is never held back.
 SETTLE_SECONDS = 0.001
 _SET_SIZE, _GET_SIZE = getattr(fcntl, "F_SETPIPE_SZ", None), getattr(fcntl, "F_GETPIPE_SZ", None)  # Linux only
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes releases the GIL during the call
@@ -47,9 +47,20 @@ def enlarge(*fds: int) -> None:
                 fcntl.fcntl(fd, _SET_SIZE, PIPE_SIZE)
 
 
-def settle(moved: int) -> None:
-    """After a pump's call that moved `moved` bytes: sleep SETTLE_SECONDS when that was a short move."""
-    if moved < SETTLE_BELOW:
+def settle_below(*fds: int) -> int:
+    """Return a quarter of the smallest pipe among `fds`: a move shorter than that is short (0 when no size can
+    be read: never pause)."""
+    sizes = []
+    if _GET_SIZE is not None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                sizes.append(fcntl.fcntl(fd, _GET_SIZE))
+    return min(sizes) // 4 if sizes else 0
+
+
+def settle(moved: int, below: int) -> None:
+    """After a pump's call that moved `moved` bytes: sleep SETTLE_SECONDS when that is below `below`."""
+    if moved < below:
         time.sleep(SETTLE_SECONDS)
 
 
@@ -80,10 +91,11 @@ def splice_all(source_fd: int, target_fd: int) -> int:
     byte count. An OSError raised part-way carries the count moved before it as `bytes_moved`."""
     total = 0
     enlarge(source_fd, target_fd)
+    below = settle_below(source_fd, target_fd)
     try:
         while moved := os.splice(source_fd, target_fd, CHUNK):
             total += moved
-            settle(moved)
+            settle(moved, below)
     except OSError as error:
         error.bytes_moved = total  # type: ignore[attr-defined]
         raise
@@ -101,6 +113,7 @@ def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bo
     its reader goes away. Return the byte count and whether the tap received all of it."""
     total = 0
     enlarge(source_fd, target_fd, tap_fd)
+    below = settle_below(source_fd, target_fd, tap_fd)
     while True:
         try:
             count = tee(source_fd, tap_fd, CHUNK)
@@ -110,4 +123,4 @@ def tee_and_splice(source_fd: int, target_fd: int, tap_fd: int) -> tuple[int, bo
             return total, True
         splice_exactly(source_fd, target_fd, count)
         total += count
-        settle(count)
+        settle(count, below)

@@ -125,8 +125,8 @@ def test_a_bigger_pipe_is_never_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("tapped", [False, True], ids=["splice_all", "tee_and_splice"])
 def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, tapped: bool) -> None:
-    """A source that writes a little at a time is moved in fewer, bigger calls: after a move shorter than
-    SETTLE_BELOW the pump sleeps, after a full one it does not. The bytes arrive whole either way."""
+    """A source that writes a little at a time is moved in fewer, bigger calls: after a move shorter than a
+    quarter of the pipes the pump sleeps, after a longer one it does not. The bytes arrive whole either way."""
     sleeps: list[float] = []
     paused = threading.Event()
 
@@ -135,9 +135,9 @@ def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, 
         paused.set()
 
     monkeypatch.setattr(zerocopy.time, "sleep", sleep)
-    zerocopy.settle(zerocopy.SETTLE_BELOW)
+    zerocopy.settle(1000, 1000)
     assert sleeps == []
-    zerocopy.settle(zerocopy.SETTLE_BELOW - 1)
+    zerocopy.settle(999, 1000)
     assert sleeps == [zerocopy.SETTLE_SECONDS]
     sleeps.clear()
     paused.clear()
@@ -170,3 +170,19 @@ def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, 
     assert moved == len(DATA) + 5 and received == [b"small" + DATA]
     assert tapped_bytes == ([b"small" + DATA] if tapped else [])
     assert sleeps[0] == zerocopy.SETTLE_SECONDS
+
+
+def test_the_pause_bar_follows_the_smallest_pipe_and_a_file_never_pauses(tmp_path: Path) -> None:
+    """A pipe that could not grow (64 KiB) lowers the bar to 16 KiB: a fixed 256 KiB bar would pause after
+    every move and cap such a pump at 64 KiB per millisecond."""
+    small_read, small_write = os.pipe()
+    big_read, big_write = os.pipe()
+    fcntl.fcntl(big_write, fcntl.F_SETPIPE_SZ, 1 << 20)
+    try:
+        assert zerocopy.settle_below(big_read) == (1 << 20) // 4
+        assert zerocopy.settle_below(big_read, small_write) == fcntl.fcntl(small_write, fcntl.F_GETPIPE_SZ) // 4
+        with (tmp_path / "file").open("wb") as file:
+            assert zerocopy.settle_below(file.fileno()) == 0
+    finally:
+        for fd in (small_read, small_write, big_read, big_write):
+            os.close(fd)
