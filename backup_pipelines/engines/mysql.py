@@ -148,7 +148,7 @@ def collect_stats(
         }
         if dataset.verification.fingerprint:
             recorded = (source_stats or {}).get(FINGERPRINT)
-            label, above = dataset.source.database, dataset.verification.sample_tables_above_bytes
+            label, above = dataset.source.database, dataset.verification.sample_above_bytes
             digest = mysql_fingerprint.fingerprint
             stats[FINGERPRINT] = digest(cursor, database, label, tables, dataset, recorded, above)
             stats[FINGERPRINT_METHOD] = mysql_fingerprint.METHOD

@@ -92,7 +92,8 @@ def _sample_for(dataset: MysqlDataset, label: str, table: str, large: Mapping[st
 
 def large_tables(cursor: Any, database: str, above_bytes: int | None) -> dict[str, str]:
     """Return {table: key column} for the tables of `database` whose data is bigger than `above_bytes` and whose
-    primary key is one integer column (none when `above_bytes` is None)."""
+    primary key is one integer column (none when `above_bytes` is None). Without a primary key, MySQL reports
+    the first unique NOT NULL key as PRI: one such integer column, unique and never NULL, serves as well."""
     if above_bytes is None:
         return {}
     cursor.execute(INTEGER_KEYS_SQL, (database, above_bytes))

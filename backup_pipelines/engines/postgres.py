@@ -198,7 +198,7 @@ def collect_stats(
                 dataset.verification.sampled_tables,
                 recorded_ranges,
                 large_objects=dataset.source.includes_large_objects,
-                sample_above=dataset.verification.sample_tables_above_bytes,
+                sample_above=dataset.verification.sample_above_bytes,
                 recorded_keys=recorded_keys,
                 sequences=sequences,
                 database=dataset.source.globals,

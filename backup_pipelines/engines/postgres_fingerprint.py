@@ -233,7 +233,7 @@ def take_fingerprint(
     if recorded_ranges is None:  # backup time: listed tables, and large ones with an integer key
         plan = planned_samples(connection, tables, samples, sample_above)
     else:  # the restore side digests what the backup digested, whatever the manifest says now
-        plan = recorded_samples(recorded_ranges, recorded_keys, samples)
+        plan = recorded_samples(tables, recorded_ranges, recorded_keys, samples)
     for schema, table in tables:
         name = f"{schema}.{table}"
         sample = plan.get(name)

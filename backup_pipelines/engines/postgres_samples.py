@@ -17,13 +17,14 @@ from backup_pipelines.manifest import TableSample
 
 SAMPLES = "fingerprint_samples"  # source_stats key: {schema.table: [[low, high), ...]}
 SAMPLE_KEYS = "fingerprint_sample_keys"  # source_stats key: {schema.table: key column}
+# Catalog only: sizing a table (pg_table_size) waits for a lock on it, so only the in-scope candidates are sized
+# afterwards, tables pg_dump locks anyway; sizing every table would wait on a migration in a schema left out.
 INTEGER_KEYS_SQL = """
-    select n.nspname, c.relname, a.attname from pg_class c
+    select n.nspname, c.relname, a.attname, c.oid from pg_class c
     join pg_namespace n on n.oid = c.relnamespace
     join pg_index i on i.indrelid = c.oid and i.indisprimary and i.indnkeyatts = 1
     join pg_attribute a on a.attrelid = c.oid and a.attnum = i.indkey[0]
-    where c.relkind in ('r', 'm') and a.atttypid in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
-      and pg_table_size(c.oid) > %s"""
+    where c.relkind in ('r', 'm') and a.atttypid in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)"""
 
 
 def planned_samples(
@@ -41,25 +42,35 @@ def planned_samples(
             chosen[f"{schema}.{table}"] = sample
     if above_bytes is None:
         return chosen
-    wanted = {f"{schema}.{table}" for schema, table in tables}
-    for schema, table, key in connection.execute(INTEGER_KEYS_SQL, (above_bytes,)).fetchall():
+    wanted = set(tables)
+    for schema, table, key, oid in connection.execute(INTEGER_KEYS_SQL).fetchall():
         name = f"{schema}.{table}"
-        if name in wanted and name not in chosen:
+        if (schema, table) not in wanted or name in chosen:
+            continue
+        size = connection.execute("select pg_table_size(%s::oid::regclass)", (oid,)).fetchone()
+        if size is not None and size[0] is not None and size[0] > above_bytes:
             chosen[name] = TableSample(key=key)
     return chosen
 
 
 def recorded_samples(
-    ranges: dict[str, list[list[int]]], keys: dict[str, str] | None, listed: dict[str, TableSample]
+    tables: list[tuple[str, str]],
+    ranges: dict[str, list[list[int]]],
+    keys: dict[str, str] | None,
+    listed: dict[str, TableSample],
 ) -> dict[str, TableSample]:
-    """Return {schema.table: how} for the restore side: every table the backup sampled (its recorded `ranges`),
-    by its recorded key; backups made before keys were recorded sampled only `listed` tables, whose key the
-    manifest gives. A sampled table whose key is known neither way is digested whole (and then differs)."""
+    """Return {schema.table: how} for the restore side: every one of `tables` the backup sampled (its recorded
+    `ranges`), by its recorded key; backups made before keys were recorded sampled only `listed` tables (by
+    schema.table or table), whose key the manifest gives. A sampled table whose key is known neither way is
+    digested whole (and then differs)."""
     chosen: dict[str, TableSample] = {}
-    for name in ranges:
+    for schema, table in tables:
+        name = f"{schema}.{table}"
+        if name not in ranges:
+            continue
         key = (keys or {}).get(name)
         if key is None:
-            sample = listed.get(name) or listed.get(name.split(".", 1)[-1])
+            sample = listed.get(name) or listed.get(table)
             key = sample.key if sample is not None else None
         if key is not None:
             chosen[name] = TableSample(key=key)

@@ -83,11 +83,18 @@ class Verification(StrictModel):
         SAMPLE_TABLES_ABOVE_BYTES,
         ge=0,
         le=1 << 50,
-        description="postgres and mysql kinds: a table bigger than this on disk whose primary key is one integer "
-        "column, and that sampled_tables does not list, is digested in key ranges (16 ranges, 5 % of each slice) "
-        "instead of whole; its row count is still exact. A whole digest reads every row a second time on the "
-        "source (about a tenth of the dump's own CPU); null: digest every such table whole.",
+        description="postgres and mysql kinds, while compare_row_counts is on: a table bigger than this on disk "
+        "whose primary key is one integer column, and that sampled_tables does not list, is digested in key "
+        "ranges (16 ranges, 5 % of each slice) instead of whole, and its exact row count sees a row lost outside "
+        "them. A whole digest reads every row a second time on the source (about a tenth of the dump's own CPU); "
+        "null: digest every such table whole.",
     )
+
+    @property
+    def sample_above_bytes(self) -> int | None:
+        """The size above which a table is sampled by size: none without row counts, since a table's exact count
+        is what sees a row lost outside its ranges."""
+        return self.sample_tables_above_bytes if self.compare_row_counts else None
 
 
 class Encryption(StrictModel):

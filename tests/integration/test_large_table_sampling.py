@@ -15,7 +15,7 @@ from backup_pipelines.crypto import KeyPair
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
 from backup_pipelines.engines.postgres import collect_stats, connect, postgres_server
 from backup_pipelines.engines.postgres_fingerprint import ROW_METHOD, sequence_moved_forward
-from backup_pipelines.engines.postgres_samples import SAMPLE_KEYS, SAMPLES
+from backup_pipelines.engines.postgres_samples import SAMPLE_KEYS, SAMPLES, planned_samples
 from backup_pipelines.engines.validation import compare_stats
 from backup_pipelines.manifest import Manifest, PostgresDataset
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup
@@ -33,6 +33,9 @@ create table pair (a int, b int, body text, primary key (a, b));
 insert into pair select i, i, repeat(md5(i::text), 6) from generate_series(1, 5000) i;
 create table small (id int primary key, body text);
 insert into small select i, md5(i::text) from generate_series(1, 10) i;
+create schema elsewhere;
+create table elsewhere.busy (id bigint primary key, body text);
+insert into elsewhere.busy select i, repeat(md5(i::text), 6) from generate_series(1, 5000) i;
 """
 
 
@@ -52,11 +55,13 @@ def _identity(monkeypatch: pytest.MonkeyPatch, age_keys: KeyPair) -> None:
 
 
 def sampling_manifest(
-    folder: Path, postgres: PostgresSandbox, age_keys: KeyPair, database: str, above: int | None
+    folder: Path, postgres: PostgresSandbox, age_keys: KeyPair, database: str, above: int | None, **verification: Any
 ) -> Manifest:
+    """The dataset app_db: `database` but its schema elsewhere, tables above `above` bytes sampled."""
     data = manifest_dict(postgres, folder / "repo", [age_keys.recipient], database=database)
-    data["datasets"]["app_db"]["verification"] = {"sample_tables_above_bytes": above}
-    return write_manifest(folder / f"manifest_{above}.yaml", data)
+    data["datasets"]["app_db"]["source"]["exclude_schemas"] = ["elsewhere"]
+    data["datasets"]["app_db"]["verification"] = {"sample_tables_above_bytes": above, **verification}
+    return write_manifest(folder / f"manifest_{above}_{len(verification)}.yaml", data)
 
 
 def rows_items(stats: dict[str, Any]) -> dict[str, str]:
@@ -108,7 +113,7 @@ def test_a_sample_names_a_changed_row_in_its_ranges_and_the_exact_count_a_row_lo
     manifest = sampling_manifest(tmp_path, postgres, age_keys, sampling, THRESHOLD)
     record = run_backup(manifest, "app_db", "2026-12-01-12:00").record
     ranges = record.source_stats[SAMPLES]["public.big"]
-    inside, outside = ranges[3][0], ranges[3][1] + 1  # the first key of a range, and one just past it
+    inside, outside = ranges[3]  # the first key of a range, and the first key past it ([low, high))
     dataset = manifest.dataset("app_db")
     assert isinstance(dataset, PostgresDataset)
     for change, expected in (
@@ -140,3 +145,23 @@ def test_a_sample_names_a_changed_row_in_its_ranges_and_the_exact_count_a_row_lo
         assert failed_counts == (set() if expected else {"rows in public.big"}), (change, failed_counts)
     with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
         admin.execute("drop database tampered")
+
+
+def test_without_row_counts_nothing_is_sampled_by_size(
+    tmp_path: Path, postgres: PostgresSandbox, age_keys: KeyPair, sampling: str
+) -> None:
+    """The exact count is what sees a row lost outside the ranges: without it every table is digested whole."""
+    manifest = sampling_manifest(tmp_path, postgres, age_keys, sampling, THRESHOLD, compare_row_counts=False)
+    record = run_backup(manifest, "app_db", "2026-12-01-13:00").record
+    assert record.source_stats[SAMPLES] == {} and "rows public.big" in record.source_stats[FINGERPRINT]
+
+
+def test_sizing_never_waits_for_a_table_outside_the_dump(postgres: PostgresSandbox, sampling: str) -> None:
+    """Sizing a table waits for its lock: only the dump's own tables (which pg_dump locks anyway) are sized, so
+    a migration holding a table of another schema does not hold the backup up."""
+    tables = [("public", "big"), ("public", "nokey"), ("public", "pair"), ("public", "small")]
+    with psycopg.connect(postgres.conninfo(sampling)) as holder, psycopg.connect(postgres.conninfo(sampling)) as sizer:
+        holder.execute("lock table elsewhere.busy in access exclusive mode")
+        sizer.execute("set lock_timeout = '3s'")  # waiting fails here instead of hanging the test
+        assert set(planned_samples(sizer, tables, {}, THRESHOLD)) == {"public.big"}
+        holder.rollback()
