@@ -48,14 +48,14 @@ def enlarge(*fds: int) -> None:
 
 
 def settle_below(*fds: int) -> int:
-    """Return a quarter of the smallest pipe among `fds`: a move shorter than that is short (0 when no size can
-    be read: never pause)."""
+    """Return a quarter of the smallest pipe among `fds` (at most of CHUNK, the most one call moves): a move
+    shorter than that is short. 0 when no size can be read (files, sockets): never pause."""
     sizes = []
     if _GET_SIZE is not None:
         for fd in fds:
             with contextlib.suppress(OSError):
                 sizes.append(fcntl.fcntl(fd, _GET_SIZE))
-    return min(sizes) // 4 if sizes else 0
+    return min(*sizes, CHUNK) // 4 if sizes else 0  # a move is at most CHUNK: a bigger pipe keeps CHUNK's bar
 
 
 def settle(moved: int, below: int) -> None:

@@ -7,6 +7,7 @@ import fcntl
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,22 +126,29 @@ def test_a_bigger_pipe_is_never_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("tapped", [False, True], ids=["splice_all", "tee_and_splice"])
 def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, tapped: bool) -> None:
-    """A source that writes a little at a time is moved in fewer, bigger calls: after a move shorter than a
-    quarter of the pipes the pump sleeps, after a longer one it does not. The bytes arrive whole either way."""
-    sleeps: list[float] = []
+    """A source that writes a little at a time is moved in fewer, bigger calls: a pause follows each move shorter
+    than a quarter of the pipes and no other. The bytes arrive whole either way."""
+    events: list[tuple[str, int]] = []  # ("move", bytes) and ("sleep", 0) in the order they happened
     paused = threading.Event()
 
     def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
+        assert seconds == zerocopy.SETTLE_SECONDS
+        events.append(("sleep", 0))
         paused.set()
 
+    def recorded(move: Any) -> Any:
+        def call(*arguments: Any) -> int:
+            moved = int(move(*arguments))
+            events.append(("move", moved))
+            return moved
+
+        return call
+
     monkeypatch.setattr(zerocopy.time, "sleep", sleep)
-    zerocopy.settle(1000, 1000)
-    assert sleeps == []
-    zerocopy.settle(999, 1000)
-    assert sleeps == [zerocopy.SETTLE_SECONDS]
-    sleeps.clear()
-    paused.clear()
+    if tapped:  # the tee decides how much each round moves; splice_exactly then moves the same
+        monkeypatch.setattr(zerocopy, "tee", recorded(zerocopy.tee))
+    else:
+        monkeypatch.setattr(zerocopy.os, "splice", recorded(os.splice))
     source_read, source_write = os.pipe()
     target_read, target_write = os.pipe()
     received: list[bytes] = []
@@ -169,10 +177,16 @@ def test_a_pump_pauses_after_a_short_move_only(monkeypatch: pytest.MonkeyPatch, 
     reader.join()
     assert moved == len(DATA) + 5 and received == [b"small" + DATA]
     assert tapped_bytes == ([b"small" + DATA] if tapped else [])
-    assert sleeps[0] == zerocopy.SETTLE_SECONDS
+    below = zerocopy.PIPE_SIZE // 4  # the pumps grew every pipe to PIPE_SIZE
+    assert events[:2] == [("move", 5), ("sleep", 0)]
+    for index, (kind, count) in enumerate(events):
+        if kind == "move" and count:  # the last move (0: the end) is followed by nothing
+            follows = events[index + 1][0] if index + 1 < len(events) else None
+            assert (follows == "sleep") == (count < below), events
+    assert any(kind == "move" and count >= below for kind, count in events), events  # a long move, no pause
 
 
-def test_the_pause_bar_follows_the_smallest_pipe_and_a_file_never_pauses(tmp_path: Path) -> None:
+def test_the_pause_bar_follows_the_smallest_pipe_and_a_file_gives_no_size(tmp_path: Path) -> None:
     """A pipe that could not grow (64 KiB) lowers the bar to 16 KiB: a fixed 256 KiB bar would pause after
     every move and cap such a pump at 64 KiB per millisecond."""
     small_read, small_write = os.pipe()
@@ -186,3 +200,9 @@ def test_the_pause_bar_follows_the_smallest_pipe_and_a_file_never_pauses(tmp_pat
     finally:
         for fd in (small_read, small_write, big_read, big_write):
             os.close(fd)
+
+
+def test_a_pipe_bigger_than_a_move_keeps_the_bar_of_a_full_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call moves at most CHUNK: with an 8 MiB pipe a bar of 2 MiB would call every move short."""
+    monkeypatch.setattr(zerocopy.fcntl, "fcntl", lambda fd, command, *rest: 8 << 20)
+    assert zerocopy.settle_below(0) == zerocopy.CHUNK // 4
