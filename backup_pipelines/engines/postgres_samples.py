@@ -43,12 +43,17 @@ def planned_samples(
     if above_bytes is None:
         return chosen
     wanted = set(tables)
-    for schema, table, key, oid in connection.execute(INTEGER_KEYS_SQL).fetchall():
-        name = f"{schema}.{table}"
-        if (schema, table) not in wanted or name in chosen:
-            continue
-        size = connection.execute("select pg_table_size(%s::oid::regclass)", (oid,)).fetchone()
-        if size is not None and size[0] is not None and size[0] > above_bytes:
+    candidates = {
+        oid: (f"{schema}.{table}", key)
+        for schema, table, key, oid in connection.execute(INTEGER_KEYS_SQL).fetchall()
+        if (schema, table) in wanted and f"{schema}.{table}" not in chosen
+    }
+    sizes = connection.execute(
+        "select relation, pg_table_size(relation::regclass) from unnest(%s::oid[]) relation", (list(candidates),)
+    ).fetchall()
+    for oid, size in sizes:
+        if size is not None and size > above_bytes:
+            name, key = candidates[oid]
             chosen[name] = TableSample(key=key)
     return chosen
 
