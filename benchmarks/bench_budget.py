@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import yaml  # noqa: E402
-from bench_postgres import build_database  # noqa: E402
+from bench_postgres import bench_dataset, build_database  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 
 from backup_pipelines.crypto import generate_key_pair  # noqa: E402
@@ -60,17 +60,7 @@ print(json.dumps({"seconds": time.monotonic() - started, "checked": bool(record.
 
 def write_manifest(work: Path, host: str, port: int, user: str, database: str) -> Path:
     """Write the three variants' datasets on `database` to a manifest under `work`."""
-    keys = generate_key_pair()
-    base = {
-        "kind": "postgres",
-        "schedule": "hourly",
-        "rpo": "1h",
-        "rto": "1h",
-        "retention": {"keep_last": 1},
-        "repositories": ["local"],
-        "encryption": {"recipients": [keys.recipient]},
-        "source": {"server": "pg", "database": database},
-    }
+    base = bench_dataset(database, generate_key_pair().recipient)
     manifest = {
         "repositories": {"local": {"type": "local", "path": str(work / "repo")}},
         "servers": {"pg": {"kind": "postgres", "host": host, "port": port, "user": user, "password_env": "BENCH_PG"}},

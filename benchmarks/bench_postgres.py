@@ -74,6 +74,21 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.monotonic() - started, completed.stdout
 
 
+def bench_dataset(database: str, recipient: str) -> dict[str, object]:
+    """The benchmarks' postgres dataset on server "pg": hourly, its newest backup kept, in the local repository,
+    encrypted to `recipient`."""
+    return {
+        "kind": "postgres",
+        "schedule": "hourly",
+        "rpo": "1h",
+        "rto": "1h",
+        "retention": {"keep_last": 1},
+        "repositories": ["local"],
+        "encryption": {"recipients": [recipient]},
+        "source": {"server": "pg", "database": database},
+    }
+
+
 OURS = """
 import json, resource, sys, time
 from backup_pipelines.manifest import load_manifest
@@ -99,18 +114,7 @@ def run_size(sandbox: PostgresSandbox, size_gb: float, work: Path, rounds: int) 
     manifest = {
         "repositories": {"local": {"type": "local", "path": str(work / "repo")}},
         "servers": {"pg": {"kind": "postgres", "port": sandbox.port, "user": sandbox.user, "password_env": "BENCH_PG"}},
-        "datasets": {
-            "bench": {
-                "kind": "postgres",
-                "schedule": "hourly",
-                "rpo": "1h",
-                "rto": "1h",
-                "retention": {"keep_last": 1},
-                "repositories": ["local"],
-                "encryption": {"recipients": [keys.recipient]},
-                "source": {"server": "pg", "database": database},
-            }
-        },
+        "datasets": {"bench": bench_dataset(database, keys.recipient)},
     }
     manifest["datasets"]["bench_plain"] = {
         **manifest["datasets"]["bench"],  # type: ignore[dict-item]

@@ -40,3 +40,14 @@ def database_properties(sandbox: PostgresSandbox, database: str) -> tuple[object
         ).fetchone()
     assert row is not None, f"database {database!r} does not exist"
     return tuple(row)
+
+
+def fresh_database(sandbox: PostgresSandbox, name: str, content_sql: str) -> str:
+    """Create database `name` on `sandbox` anew (dropping one left by an earlier run), run `content_sql` in
+    it, and return its name."""
+    with psycopg.connect(sandbox.conninfo(), autocommit=True) as admin:
+        admin.execute(f"drop database if exists {name}")
+        admin.execute(f"create database {name}")
+    with psycopg.connect(sandbox.conninfo(name), autocommit=True) as connection:
+        connection.execute(content_sql)
+    return name

@@ -21,6 +21,7 @@ from backup_pipelines.manifest import Manifest, PostgresDataset
 from backup_pipelines.operations import restore_backup, restore_test_backup, run_backup
 from backup_pipelines.sandbox import PostgresSandbox
 from tests.conftest import manifest_dict, write_manifest
+from tests.postgres_checks import fresh_database
 
 DATABASE = "sampling"
 THRESHOLD = 512 * 1024  # big, nokey and pair are above it (about 1 MB each); small is a page or a few
@@ -41,12 +42,7 @@ insert into elsewhere.busy select i, repeat(md5(i::text), 6) from generate_serie
 
 @pytest.fixture(scope="module")
 def sampling(postgres: PostgresSandbox) -> Iterator[str]:
-    with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
-        admin.execute(f"drop database if exists {DATABASE}")
-        admin.execute(f"create database {DATABASE}")
-    with psycopg.connect(postgres.conninfo(DATABASE), autocommit=True) as connection:
-        connection.execute(TABLES_SQL)
-    yield DATABASE
+    yield fresh_database(postgres, DATABASE, TABLES_SQL)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import pytest
 from backup_pipelines.engines.fingerprint import FINGERPRINT
 from backup_pipelines.engines.postgres_fingerprint import ROW_METHOD, take_fingerprint
 from backup_pipelines.sandbox import PostgresSandbox
+from tests.postgres_checks import fresh_database
 
 DATABASE = "row_digest"
 TABLE = [("public", "items")]
@@ -59,12 +60,7 @@ SAME = {
 
 @pytest.fixture(scope="module")
 def database(postgres: PostgresSandbox) -> Iterator[str]:
-    with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
-        admin.execute(f"drop database if exists {DATABASE}")
-        admin.execute(f"create database {DATABASE}")
-    with psycopg.connect(postgres.conninfo(DATABASE), autocommit=True) as connection:
-        connection.execute(CONTENT_SQL)
-    yield DATABASE
+    yield fresh_database(postgres, DATABASE, CONTENT_SQL)
 
 
 def rows_digest(connection: psycopg.Connection[Any], method: str | None) -> tuple[str, str]:
