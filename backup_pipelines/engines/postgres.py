@@ -199,6 +199,7 @@ def collect_stats(
                 recorded_ranges,
                 large_objects=dataset.source.includes_large_objects,
                 sample_above=dataset.verification.sample_above_bytes,
+                schemas=(dataset.source.schemas, dataset.source.exclude_schemas),
                 recorded_keys=recorded_keys,
                 sequences=sequences,
                 database=dataset.source.globals,

@@ -77,6 +77,10 @@ SCOPE = """
     {column} not in ('pg_catalog', 'information_schema') and {column} not like 'pg\\_toast%'
     and {column} not like 'pg\\_temp%'
 """
+# The object kinds that belong to a table, whose definition functions (pg_get_indexdef, pg_get_expr...) wait for
+# the table's lock: their queries keep only the dump's schemas in SQL (schema_condition), before those functions
+# run, so a migration holding a table in a schema the dump leaves out does not hold the backup up.
+TABLE_BOUND = {"relation", "index", "constraint", "policy"}
 RELATION_ACL_KIND = "(case when c.relkind = 'S' then 's' else 'r' end)::\"char\""
 NOT_EXTENSION = "not exists (select 1 from pg_depend d where d.objid = {oid} and d.deptype = 'e')"
 
@@ -206,6 +210,7 @@ def take_fingerprint(
     large_objects: bool = True,
     sample_above: int | None = None,
     recorded_keys: dict[str, str] | None = None,
+    schemas: tuple[list[str], list[str]] = ([], []),
     sequences: dict[str, Any] | None = None,
     database: bool = True,
     scope: Scope | None = None,
@@ -253,7 +258,10 @@ def take_fingerprint(
     if large_objects:
         items["large objects"] = _large_objects(connection)
     for kind, object_query in OBJECT_QUERIES.items():
-        for schema, table, identity, description in connection.execute(object_query.encode()).fetchall():
+        listing: sql.SQL | sql.Composed = sql.SQL(object_query)
+        if kind in TABLE_BOUND and (condition := schema_condition(*schemas)) is not None:
+            listing = listing + sql.SQL(" and ") + condition
+        for schema, table, identity, description in connection.execute(listing).fetchall():
             if scope is None or scope(schema, table):
                 items[f"{kind} {identity}"] = description or ""
     row = connection.execute(DATABASE_QUERY.encode()).fetchone() if database else None
@@ -271,6 +279,14 @@ def take_fingerprint(
         SAMPLE_KEYS: keys,
         ROW_METHOD: row_method,
     }
+
+
+def schema_condition(only: list[str], excluded: list[str]) -> sql.Composable | None:
+    """Return the WHERE condition keeping the objects of schema `n` that are in `only` (all when empty) and not in
+    `excluded`, or None when that is every schema."""
+    parts = [sql.SQL("n.nspname = any({})").format(sql.Literal(only))] if only else []
+    parts += [sql.SQL("n.nspname <> all({})").format(sql.Literal(excluded))] if excluded else []
+    return sql.SQL(" and ").join(parts) if parts else None
 
 
 def _row_hash(connection: psycopg.Connection[Any], schema: str, table: str, method: str) -> sql.Composable:

@@ -35,7 +35,7 @@ insert into pair select i, i, repeat(md5(i::text), 6) from generate_series(1, 50
 create table small (id int primary key, body text);
 insert into small select i, md5(i::text) from generate_series(1, 10) i;
 create schema elsewhere;
-create table elsewhere.busy (id bigint primary key, body text);
+create table elsewhere.busy (id bigint primary key, body text check (body <> ''));
 insert into elsewhere.busy select i, repeat(md5(i::text), 6) from generate_series(1, 5000) i;
 """
 
@@ -161,3 +161,24 @@ def test_sizing_never_waits_for_a_table_outside_the_dump(postgres: PostgresSandb
         sizer.execute("set lock_timeout = '3s'")  # waiting fails here instead of hanging the test
         assert set(planned_samples(sizer, tables, {}, THRESHOLD)) == {"public.big"}
         holder.rollback()
+
+
+def test_a_lock_on_a_table_outside_the_dump_does_not_hold_the_backup_up(
+    tmp_path: Path, postgres: PostgresSandbox, age_keys: KeyPair, sampling: str
+) -> None:
+    """The fingerprint's definitions of a table's objects (pg_get_indexdef and the like) wait for the table's
+    lock: they are read only for the dump's schemas, so a migration in a schema it leaves out holds nothing up."""
+    manifest = sampling_manifest(tmp_path, postgres, age_keys, sampling, THRESHOLD)
+    with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
+        admin.execute(f"alter database {sampling} set lock_timeout = '5s'")  # a wait fails instead of hanging
+    try:
+        with psycopg.connect(postgres.conninfo(sampling)) as holder:
+            holder.execute("lock table elsewhere.busy in access exclusive mode")
+            record = run_backup(manifest, "app_db", "2026-12-01-15:00").record
+            holder.rollback()
+    finally:
+        with psycopg.connect(postgres.conninfo(), autocommit=True) as admin:
+            admin.execute(f"alter database {sampling} reset lock_timeout")
+    assert record.source_stats[SAMPLE_KEYS] == {"public.big": "id"}
+    assert "index public.big_pkey" in record.source_stats[FINGERPRINT]
+    assert not any("elsewhere" in item for item in record.source_stats[FINGERPRINT])
