@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import yaml  # noqa: E402
-from bench_postgres import bench_dataset, build_database  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict  # noqa: E402
+from bench_postgres import bench_dataset  # noqa: E402
+from bench_target import add_target_arguments, database_target  # noqa: E402
 
 from backup_pipelines.crypto import generate_key_pair  # noqa: E402
-from backup_pipelines.sandbox import start_postgres_sandbox  # noqa: E402
 
 BUDGET = 1.15
 VARIANTS = ("default", "whole", "bare")
@@ -109,28 +108,13 @@ def report(seconds: dict[str, list[float]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dsn", help="an existing database (libpq URI); it is neither created nor dropped")
-    source.add_argument("--size-gb", type=float, help="build a database of this size in a new sandbox")
+    add_target_arguments(parser)
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bp-bench-budget-") as folder:
+    with database_target(arguments, "bench_budget") as target, tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        if arguments.dsn:
-            parts = conninfo_to_dict(arguments.dsn)
-            password = str(parts.get("password", os.environ.get("PGPASSWORD", "")))
-            host, port = str(parts.get("host", "127.0.0.1")), int(str(parts.get("port", 5432)))
-            manifest = write_manifest(work, host, port, str(parts["user"]), str(parts["dbname"]))
-            seconds = measure(manifest, work, password, arguments.rounds)
-        else:
-            sandbox = start_postgres_sandbox(password="bench-budget")
-            try:
-                size = build_database(sandbox, "bench_budget", arguments.size_gb)
-                print(f"database bench_budget: {size / 1e9:.2f} GB", file=sys.stderr)
-                manifest = write_manifest(work, sandbox.host, sandbox.port, sandbox.user, "bench_budget")
-                seconds = measure(manifest, work, sandbox.password, arguments.rounds)
-            finally:
-                sandbox.stop()
+        manifest = write_manifest(work, target.host, target.port, target.user, target.database)
+        seconds = measure(manifest, work, target.password, arguments.rounds)
     print(f"\nnproc {len(os.sched_getaffinity(0))}; {arguments.rounds} interleaved rounds of run_backup\n")
     print(report(seconds))
     return 0

@@ -25,8 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -36,55 +35,23 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import dagster as dg  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
-from bench_postgres import build_database  # noqa: E402
+from bench_target import Target, add_target_arguments, database_target  # noqa: E402
 from process_tree import BenchError, Sample, become_subreaper, run  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
 from user_path_table import table  # noqa: E402
 
 from backup_pipelines.crypto import generate_key_pair  # noqa: E402
 from backup_pipelines.engines.postgres_restore import find_bin_dir  # noqa: E402
 from backup_pipelines.manifest import load_manifest  # noqa: E402
 from backup_pipelines.operations import find_backup  # noqa: E402
-from backup_pipelines.sandbox import start_postgres_sandbox  # noqa: E402
 
 PASSWORD_ENV = "BENCH_USER_PATH_PG_PASSWORD"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 MODULE = ["-m", "backup_pipelines.definitions"]
 
 
-@dataclass
-class Target:
-    """The database under test, how to reach it, and its server's postmaster pid if known."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    server_pid: int | None
-
-
 def progress(message: str) -> None:
     print(f"[bench_user_path {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def database_target(arguments: argparse.Namespace) -> Iterator[Target]:
-    """Yield the database to benchmark: the --dsn one, or one of --size-gb GB in a new sandbox (stopped after)."""
-    if arguments.dsn:
-        parts = conninfo_to_dict(arguments.dsn)
-        password = str(parts.get("password", os.environ.get("PGPASSWORD", "")))
-        host, port, user = str(parts.get("host", "127.0.0.1")), int(str(parts.get("port", 5432))), str(parts["user"])
-        yield Target(host, port, user, password, str(parts["dbname"]), arguments.server_pid)
-        return
-    sandbox = start_postgres_sandbox(password="bench-user-path")
-    try:
-        progress(f"building a {arguments.size_gb} GB database in a sandbox on port {sandbox.port}")
-        build_database(sandbox, "bench_user_path", arguments.size_gb)
-        pid = int((sandbox.root / "data" / "postmaster.pid").read_text().split()[0])
-        yield Target(sandbox.host, sandbox.port, sandbox.user, sandbox.password, "bench_user_path", pid)
-    finally:
-        sandbox.stop()
 
 
 def dataset(kind: str, schedule: str, rpo: str, source: dict[str, str]) -> dict[str, object]:
@@ -224,9 +191,7 @@ def scale_datasets(count: int) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dsn", help="an existing database (libpq URI); it is neither created nor dropped")
-    source.add_argument("--size-gb", type=float, help="build a database of this size in a new sandbox")
+    add_target_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved ours/raw pairs per line (default 3)")
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary one, removed at the end)")
     parser.add_argument("--datasets-scale", default="1000,10000", help="dataset counts of line 9; '' skips it")
@@ -235,7 +200,7 @@ def main() -> int:
     arguments = parser.parse_args()
     load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
-        target = stack.enter_context(database_target(arguments))
+        target = stack.enter_context(database_target(arguments, "bench_user_path", arguments.server_pid))
         become_subreaper()  # after the sandbox started: its postmaster must not become our child
         work = arguments.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-user-path-")))
         work = work.resolve()
