@@ -39,22 +39,29 @@ def enlarge(*fds: int) -> None:
     """Grow each pipe among `fds` to PIPE_SIZE, never shrinking one. Anything else (a file, a socket), a refusal
     (a user over its pipe-buffer limit) and a system without pipe sizes are left as they are: a bigger pipe is
     only faster, never needed."""
-    if _SET_SIZE is None or _GET_SIZE is None:
+    if _SET_SIZE is None:
         return
     for fd in fds:
-        with contextlib.suppress(OSError):
-            if fcntl.fcntl(fd, _GET_SIZE) < PIPE_SIZE:
+        size = pipe_size(fd)
+        if size is not None and size < PIPE_SIZE:
+            with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, _SET_SIZE, PIPE_SIZE)
+
+
+def pipe_size(fd: int) -> int | None:
+    """Return the buffer size of pipe `fd`, or None for anything else or a system without pipe sizes."""
+    if _GET_SIZE is None:
+        return None
+    try:
+        return int(fcntl.fcntl(fd, _GET_SIZE))
+    except OSError:
+        return None
 
 
 def settle_below(*fds: int) -> int:
     """Return a quarter of the smallest pipe among `fds` (at most of CHUNK, the most one call moves): a move
     shorter than that is short. 0 when no size can be read (files, sockets): never pause."""
-    sizes = []
-    if _GET_SIZE is not None:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                sizes.append(fcntl.fcntl(fd, _GET_SIZE))
+    sizes = [size for size in map(pipe_size, fds) if size is not None]
     return min(*sizes, CHUNK) // 4 if sizes else 0  # a move is at most CHUNK: a bigger pipe keeps CHUNK's bar
 
 
