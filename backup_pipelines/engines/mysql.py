@@ -148,9 +148,15 @@ def collect_stats(
         }
         if dataset.verification.fingerprint:
             recorded = (source_stats or {}).get(FINGERPRINT)
-            label, above = dataset.source.database, dataset.verification.sample_above_bytes
-            digest = mysql_fingerprint.fingerprint
-            stats[FINGERPRINT] = digest(cursor, database, label, tables, dataset, recorded, above)
+            stats[FINGERPRINT] = mysql_fingerprint.fingerprint(
+                cursor,
+                database,
+                dataset.source.database,
+                tables,
+                dataset,
+                recorded,
+                dataset.verification.sample_above_bytes,
+            )
             stats[FINGERPRINT_METHOD] = mysql_fingerprint.METHOD
         if dataset.verification.compare_row_counts:
             counts = {}

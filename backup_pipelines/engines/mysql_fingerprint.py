@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from backup_pipelines.manifest import MysqlDataset, TableSample
+from backup_pipelines.manifest import MysqlDataset, TableSample, listed_sample
 
 METHOD = (
     "Per table: row count, and the sum and XOR of the first 64 bits of MD5(HEX(QUOTE(column)) of every column, "
@@ -85,8 +85,7 @@ INTEGER_KEYS_SQL = """
 def _sample_for(dataset: MysqlDataset, label: str, table: str, large: Mapping[str, str]) -> TableSample | None:
     """How the backup samples `table`: as `verification.sampled_tables` says, else by its integer key when it is
     one of the `large` tables ({table: key}), else not at all."""
-    samples = dataset.verification.sampled_tables
-    listed = samples.get(f"{label}.{table}") or samples.get(table)
+    listed = listed_sample(dataset.verification.sampled_tables, label, table)
     return listed or (TableSample(key=large[table]) if table in large else None)
 
 
@@ -134,8 +133,8 @@ def table_rows(
     chosen = recorded.get(f"{SAMPLES} {label}.{table}")
     sample = None if recorded else _sample_for(dataset, label, table, large)
     if sample is not None:
-        key = quote_identifier(sample.key)
-        cursor.execute(f"select min({key}), max({key}) from {quote_identifier(database)}.{quote_identifier(table)}")
+        span = quote_identifier(sample.key)
+        cursor.execute(f"select min({span}), max({span}) from {quote_identifier(database)}.{quote_identifier(table)}")
         low, high = cursor.fetchone()
         chosen = {"key": sample.key, "ranges": sample_ranges(low, high, sample)}
     if chosen is not None:

@@ -257,9 +257,10 @@ def take_fingerprint(
     items.update(sequence_values(connection, scope) if sequences is None else sequences)
     if large_objects:
         items["large objects"] = _large_objects(connection)
+    condition = schema_condition(*schemas)
     for kind, object_query in OBJECT_QUERIES.items():
         listing: sql.SQL | sql.Composed = sql.SQL(object_query)
-        if kind in TABLE_BOUND and (condition := schema_condition(*schemas)) is not None:
+        if kind in TABLE_BOUND and condition is not None:
             listing = listing + sql.SQL(" and ") + condition
         for schema, table, identity, description in connection.execute(listing).fetchall():
             if scope is None or scope(schema, table):

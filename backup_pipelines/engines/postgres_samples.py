@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from backup_pipelines.manifest import TableSample
+from backup_pipelines.manifest import TableSample, listed_sample
 
 SAMPLES = "fingerprint_samples"  # source_stats key: {schema.table: [[low, high), ...]}
 SAMPLE_KEYS = "fingerprint_sample_keys"  # source_stats key: {schema.table: key column}
@@ -37,7 +37,7 @@ def planned_samples(
     table), then those bigger than `above_bytes` whose primary key is one integer column (None: none)."""
     chosen: dict[str, TableSample] = {}
     for schema, table in tables:
-        sample = listed.get(f"{schema}.{table}") or listed.get(table)
+        sample = listed_sample(listed, schema, table)
         if sample is not None:
             chosen[f"{schema}.{table}"] = sample
     if above_bytes is None:
@@ -75,7 +75,7 @@ def recorded_samples(
             continue
         key = (keys or {}).get(name)
         if key is None:
-            sample = listed.get(name) or listed.get(table)
+            sample = listed_sample(listed, schema, table)
             key = sample.key if sample is not None else None
         if key is not None:
             chosen[name] = TableSample(key=key)

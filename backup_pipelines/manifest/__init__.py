@@ -69,6 +69,7 @@ from backup_pipelines.manifest.policies import (
     ValidationQuery,
     Verification,
     WebhookChannel,
+    listed_sample,
 )
 from backup_pipelines.manifest.postgres import (
     PostgresDataset,
@@ -198,6 +199,7 @@ __all__ = [
     "WebhookChannel",
     "as_cron",
     "default_manifest_path",
+    "listed_sample",
     "load_manifest",
     "manifest_json_schema",
     "parse_manifest",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
@@ -59,6 +60,12 @@ class TableSample(StrictModel):
     range_fraction: float = Field(
         0.05, gt=0, le=1, description="Share of each range's slice of the key span that is digested."
     )
+
+
+def listed_sample(listed: Mapping[str, TableSample], schema: str, table: str) -> TableSample | None:
+    """Return how `verification.sampled_tables` (`listed`) samples `table` of `schema` (a database, for MySQL):
+    listed as schema.table, or as the bare table name."""
+    return listed.get(f"{schema}.{table}") or listed.get(table)
 
 
 class Verification(StrictModel):
