@@ -26,6 +26,7 @@ import yaml
 
 from backup_pipelines.crypto import KeyPair, generate_key_pair
 from backup_pipelines.manifest import Manifest, load_manifest
+from backup_pipelines.repository import BackupRecord, new_backup_id
 from backup_pipelines.sample import create_sample_database, create_sample_mysql_database
 from backup_pipelines.sandbox import PostgresSandbox, free_port, start_postgres_sandbox
 
@@ -330,3 +331,23 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for category, count in sorted(by_category.items()):
         terminalreporter.write_line(f"  {category}: {count}")
     terminalreporter.write_line("  outcomes: " + ", ".join(f"{key} {value}" for key, value in sorted(outcomes.items())))
+
+
+def backup_record(backup_id: str | None = None, **fields: Any) -> BackupRecord:
+    """A BackupRecord for tests: a postgres backup of dataset orders (a new backup id unless `backup_id`, its
+    object named after it), with any other field given in `fields`."""
+    backup_id = backup_id or new_backup_id()
+    defaults: dict[str, Any] = {
+        "dataset": "orders",
+        "partition_key": "2026-11-01-05:00",
+        "kind": "postgres",
+        "format": "pg_dump-custom",
+        "object_name": f"{backup_id}.dump.zst",
+        "created_at": "2026-11-01T06:05:00+00:00",
+        "bytes_raw": 10,
+        "bytes_stored": 4,
+        "sha256": "0" * 64,
+        "compression": "zstd",
+        "encrypted": False,
+    }
+    return BackupRecord(backup_id=backup_id, **{**defaults, **fields})

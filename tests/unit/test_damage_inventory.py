@@ -22,6 +22,7 @@ from backup_pipelines.repository.inventory import (
     classify_leftover,
 )
 from backup_pipelines.repository.local import LocalRepository
+from tests.conftest import backup_record
 
 DAY = 24 * 3600
 
@@ -29,21 +30,7 @@ DAY = 24 * 3600
 def record(partition: str = "2026-11-01-05:00", companions: bool = False) -> BackupRecord:
     backup_id = new_backup_id()
     extra = {"globals.sql": {"object_name": f"{backup_id}.globals.sql.zst", "sha256": "1" * 64}} if companions else {}
-    return BackupRecord(
-        dataset="orders",
-        partition_key=partition,
-        backup_id=backup_id,
-        kind="postgres",
-        format="pg_dump-custom",
-        object_name=f"{backup_id}.dump.zst",
-        created_at="2026-11-01T06:05:00+00:00",
-        bytes_raw=10,
-        bytes_stored=4,
-        sha256="0" * 64,
-        compression="zstd",
-        encrypted=False,
-        companions=extra,
-    )
+    return backup_record(backup_id, partition_key=partition, companions=extra)
 
 
 def store(repository: LocalRepository, entry: BackupRecord) -> None:

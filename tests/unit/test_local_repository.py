@@ -7,24 +7,12 @@ import pytest
 from backup_pipelines.errors import StorageError
 from backup_pipelines.repository import BackupRecord, new_backup_id
 from backup_pipelines.repository.local import LocalRepository
+from tests.conftest import backup_record
 
 
 def record(partition: str = "2026-11-01-05:00") -> BackupRecord:
     backup_id = new_backup_id()
-    return BackupRecord(
-        dataset="orders",
-        partition_key=partition,
-        backup_id=backup_id,
-        kind="postgres",
-        format="pg_dump-custom",
-        object_name=f"{backup_id}.dump.zst.age",
-        created_at="2026-11-01T06:05:00+00:00",
-        bytes_raw=10,
-        bytes_stored=4,
-        sha256="0" * 64,
-        compression="zstd",
-        encrypted=True,
-    )
+    return backup_record(backup_id, partition_key=partition, object_name=f"{backup_id}.dump.zst.age", encrypted=True)
 
 
 def test_a_backup_exists_only_once_its_sidecar_is_written(tmp_path: Path) -> None:

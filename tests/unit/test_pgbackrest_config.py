@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from backup_pipelines.errors import ManifestError, MissingSecretError
-from backup_pipelines.repository import BackupRecord, open_repository
+from backup_pipelines.repository import open_repository
 from backup_pipelines.repository.pgbackrest_config import render_config, secret_environment
 from backup_pipelines.runbook import restore_commands, setup_lines
-from tests.conftest import write_manifest
+from tests.conftest import backup_record, write_manifest
 
 
 def manifest_data(tmp_path: Path) -> dict[str, object]:
@@ -121,10 +121,10 @@ def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) 
     """The DR runbook's commands for a backup in the second repository (the primary lost) name repo2, and its
     set-up exports the secrets of both repositories: pgBackRest asks for every configured repository's."""
     manifest = write_manifest(tmp_path / "m.yaml", manifest_data(tmp_path))
-    record = BackupRecord(
+    record = backup_record(
+        "20261201T050000Z-abcdef",
         dataset="main",
         partition_key="2026-12-01-05:00",
-        backup_id="20261201T050000Z-abcdef",
         kind="postgres_cluster",
         format="pgbackrest-full",
         object_name="20261201-050000F",
@@ -132,11 +132,7 @@ def test_the_runbook_restores_each_copy_from_its_own_repository(tmp_path: Path) 
         bytes_raw=1,
         bytes_stored=1,
         sha256="",
-        compression="zstd",
         encrypted=True,
-        recipients=[],
-        source_stats={},
-        tool_versions={},
         duration_seconds=1.0,
     )
     secrets = (

@@ -15,6 +15,7 @@ from backup_pipelines.repository.restic import _record
 from backup_pipelines.repository.restic import quarantine_tags as restic_tags
 from backup_pipelines.repository.snapshot_tags import TAG_QUARANTINE, quarantine_tags
 from backup_pipelines.retention import Candidate, Policy, plan_retention
+from tests.conftest import backup_record
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 REASON = "size_anomaly failed: bytes_raw 90% below the median (1,234,567); rows of orders -90%"
@@ -72,21 +73,8 @@ def test_a_dataset_whose_every_backup_is_quarantined_keeps_the_newest() -> None:
 
 
 def record(backup_id: str = "20261201T100000Z-aaaaaa", **extra: object) -> BackupRecord:
-    values: dict = {
-        "dataset": "orders",
-        "partition_key": "2026-12-01-10:00",
-        "backup_id": backup_id,
-        "kind": "postgres",
-        "format": "pg_dump-custom",
-        "object_name": f"{backup_id}.dump.zst",
-        "created_at": "2026-12-01T10:00:00+00:00",
-        "bytes_raw": 10,
-        "bytes_stored": 5,
-        "sha256": "0" * 64,
-        "compression": "zstd",
-        "encrypted": False,
-    }
-    return BackupRecord(**{**values, **extra})
+    values = {"partition_key": "2026-12-01-10:00", "created_at": "2026-12-01T10:00:00+00:00", "bytes_stored": 5}
+    return backup_record(backup_id, **{**values, **extra})
 
 
 def test_a_sidecar_without_the_quarantine_fields_reads_as_a_normal_backup() -> None:

@@ -22,6 +22,7 @@ from backup_pipelines.repository.local import LocalRepository
 from backup_pipelines.runbook import Measured, render_runbook, restore_commands
 from backup_pipelines.status import BucketStatus, DatasetStatus, bucket_frame, render_html, state_counts, status_frame
 from backup_pipelines.units import human_bytes, human_change, human_duration
+from tests.conftest import backup_record
 from tests.unit.test_manifest import VALID
 
 NOW = 1_800_000_000.0
@@ -187,24 +188,19 @@ def test_the_status_metadata_keeps_the_worst_rows_of_a_big_fleet() -> None:
 
 def _record(**changes: object) -> BackupRecord:
     fields: dict[str, object] = {
-        "dataset": "orders",
         "partition_key": "2026-11-20-05:00",
-        "backup_id": "20261120T060500Z-abcdef",
-        "kind": "postgres",
-        "format": "pg_dump-custom",
         "object_name": "20261120T060500Z-abcdef.dump.zst.age",
         "created_at": "2027-01-15T08:00:00+00:00",
         "bytes_raw": 250_000,
         "bytes_stored": 61_900,
         "sha256": "ab" * 32,
-        "compression": "zstd",
         "encrypted": True,
         "recipients": ["age1xyz"],
         "source_stats": {"tables": {"shop.orders": 42}, "server_version": "16.4", "database_size_bytes": 8_000_000},
         "tool_versions": {"pg_dump": "16.4", "zstd": "1.5.5"},
         "duration_seconds": 150.37346148490906,
     }
-    return BackupRecord(**{**fields, **changes})  # type: ignore[arg-type]
+    return backup_record("20261120T060500Z-abcdef", **{**fields, **changes})
 
 
 def test_backup_metadata_is_typed_with_units() -> None:
