@@ -163,15 +163,15 @@ def collect_stats(
     dataset: PostgresDataset,
     row_counts: bool,
     sequences: dict[str, Any] | None = None,
-    recorded_ranges: dict[str, list[list[int]]] | None = None,
-    method: str | None = None,
-    recorded_keys: dict[str, str] | None = None,
+    source_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics as seen by `connection`'s transaction: server version, size,
     encoding, exact row count of every in-scope table, number of large objects, the value of every
     validation query that compares with the source, and (unless turned off) the content fingerprint, with
-    `sequences` read earlier when given and, when restoring, the sampled tables' `recorded_ranges` and
-    `recorded_keys` and the rows' digest `method` recorded at backup time."""
+    `sequences` read earlier when given. Given the `source_stats` of a backup (when judging a restored copy),
+    the fingerprint digests the sampled tables' recorded ranges by their recorded keys, and rows by the
+    recorded method."""
+    recorded = source_stats or {}
 
     def one(query: Any) -> Any:
         row = connection.execute(query).fetchone()
@@ -196,15 +196,15 @@ def collect_stats(
                 connection,
                 tables,
                 dataset.verification.sampled_tables,
-                recorded_ranges,
+                recorded.get(SAMPLES),
                 large_objects=dataset.source.includes_large_objects,
                 sample_above=dataset.verification.sample_above_bytes,
                 schemas=(dataset.source.schemas, dataset.source.exclude_schemas),
-                recorded_keys=recorded_keys,
+                recorded_keys=recorded.get(SAMPLE_KEYS),
                 sequences=sequences,
                 database=dataset.source.globals,
                 scope=object_scope(dataset),
-                method=method,
+                method=recorded.get(ROW_METHOD),
             )
         )
     if row_counts:
@@ -343,14 +343,8 @@ class PostgresEngine:
                 restore_seconds = time.monotonic() - started
                 started = time.monotonic()
                 with connect(server, scratch, password) as connection:
-                    restored = collect_stats(
-                        connection,
-                        dataset,
-                        dataset.verification.compare_row_counts,
-                        recorded_ranges=record.source_stats.get(SAMPLES),
-                        method=record.source_stats.get(ROW_METHOD),
-                        recorded_keys=record.source_stats.get(SAMPLE_KEYS),
-                    )
+                    row_counts = dataset.verification.compare_row_counts
+                    restored = collect_stats(connection, dataset, row_counts, source_stats=record.source_stats)
                     outcomes = compare_stats(record.source_stats, restored, dataset.verification)
                     if dataset.verification.fingerprint:
                         outcomes += compare_fingerprints(record.source_stats, restored, sequence_moved_forward)

@@ -14,7 +14,7 @@ import pytest
 from backup_pipelines.crypto import KeyPair
 from backup_pipelines.engines.fingerprint import FINGERPRINT, compare_fingerprints
 from backup_pipelines.engines.postgres import collect_stats, connect, postgres_server
-from backup_pipelines.engines.postgres_fingerprint import ROW_METHOD, sequence_moved_forward
+from backup_pipelines.engines.postgres_fingerprint import sequence_moved_forward
 from backup_pipelines.engines.postgres_samples import SAMPLE_KEYS, SAMPLES, planned_samples
 from backup_pipelines.engines.validation import compare_stats
 from backup_pipelines.manifest import Manifest, PostgresDataset
@@ -122,14 +122,7 @@ def test_a_sample_names_a_changed_row_in_its_ranges_and_the_exact_count_a_row_lo
         with psycopg.connect(postgres.conninfo("tampered"), autocommit=True) as connection:
             connection.execute(change)
         with connect(postgres_server(manifest, "pg"), "tampered", postgres.password) as connection:
-            restored = collect_stats(
-                connection,
-                dataset,
-                True,
-                recorded_ranges=record.source_stats[SAMPLES],
-                method=record.source_stats[ROW_METHOD],
-                recorded_keys=record.source_stats[SAMPLE_KEYS],
-            )
+            restored = collect_stats(connection, dataset, True, source_stats=record.source_stats)
         differing = {
             outcome.name
             for outcome in compare_fingerprints(record.source_stats, restored, sequence_moved_forward)
